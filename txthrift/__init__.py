@@ -1,0 +1,36 @@
+"""
+txthrift: Thrift RPC on Twisted.
+
+Serve a handler with L{serve}, call a service with L{connect}; the classes
+below are the pieces both are built from, for composing your own.
+"""
+
+from ._client import CallTimeout, Client, ClientFactory, ClientProtocol
+from ._codec import Codec, accelerated
+from ._framing import PROTOCOLS, TRANSPORTS, FrameError, ThriftMessageProtocol
+from ._hosting import connect, serve
+from ._limits import Limits
+from ._server import ServerFactory, ServerProtocol
+from ._transport import CallbackTransport, MessageSenderTransport
+from ._version import __version__
+
+__all__ = [
+    "PROTOCOLS",
+    "TRANSPORTS",
+    "CallTimeout",
+    "CallbackTransport",
+    "Client",
+    "ClientFactory",
+    "ClientProtocol",
+    "Codec",
+    "FrameError",
+    "Limits",
+    "MessageSenderTransport",
+    "ServerFactory",
+    "ServerProtocol",
+    "ThriftMessageProtocol",
+    "__version__",
+    "accelerated",
+    "connect",
+    "serve",
+]

@@ -1,0 +1,167 @@
+"""
+The message codec: one Thrift protocol's encoding of whole messages.
+
+Encoding and decoding go through Apache's protocol classes, C-accelerated
+where the C{thrift} package ships its extension, over in-memory buffers.
+Nothing here touches a socket or the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol as TypingProtocol
+
+from thrift.protocol.TBinaryProtocol import (
+    TBinaryProtocolAcceleratedFactory,
+    TBinaryProtocolFactory,
+)
+from thrift.protocol.TCompactProtocol import (
+    TCompactProtocolAcceleratedFactory,
+    TCompactProtocolFactory,
+)
+from thrift.protocol.TJSONProtocol import TJSONProtocolFactory
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TMemoryBuffer
+
+from ._limits import Limits
+
+__all__ = ["Codec", "accelerated", "protocolFactory"]
+
+
+def _hasExtension() -> bool:
+    try:
+        from thrift.protocol import fastbinary  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: Whether the C{thrift} package's C codec is importable here.
+accelerated: Final = _hasExtension()
+
+
+class _Writable(TypingProtocol):
+    def write(self, oprot: TProtocolBase) -> None: ...
+
+
+def protocolFactory(protocol: str, limits: Limits) -> TProtocolFactory:
+    """
+    Apache's protocol factory for C{protocol}, reading within C{limits}.
+
+    The accelerated factories fall back to pure Python themselves when the
+    extension is missing; we pick the pure ones outright so that nothing
+    tries the import per protocol object.
+    """
+    strings, containers = limits.string_limit, limits.container_limit
+    if protocol == "binary":
+        if accelerated:
+            return TBinaryProtocolAcceleratedFactory(
+                string_length_limit=strings, container_length_limit=containers)
+        return TBinaryProtocolFactory(
+            string_length_limit=strings, container_length_limit=containers)
+    if protocol == "compact":
+        if accelerated:
+            return TCompactProtocolAcceleratedFactory(
+                string_length_limit=strings, container_length_limit=containers)
+        return TCompactProtocolFactory(
+            string_length_limit=strings, container_length_limit=containers)
+    if protocol == "json":
+        return TJSONProtocolFactory(string_length_limit=strings)
+    raise ValueError(f"unknown protocol {protocol!r}; choose binary, compact or json")
+
+
+class _ReplyBuffer(TMemoryBuffer):
+    """
+    An output buffer that keeps only the last message begun in it.
+
+    A generated processor that fails half way through writing a REPLY goes
+    on to write an EXCEPTION into the same transport; without this the peer
+    would get the broken REPLY's first bytes glued to it.
+    """
+
+    def restart(self) -> None:
+        self._buffer.seek(0)
+        self._buffer.truncate()
+
+
+_restarting: dict[type, type] = {}
+
+
+def _restartingClass(cls: type) -> type:
+    sub = _restarting.get(cls)
+    if sub is None:
+
+        def writeMessageBegin(self: Any, name: str, ttype: int, seqid: int) -> None:
+            self.trans.restart()
+            cls.writeMessageBegin(self, name, ttype, seqid)
+
+        sub = _restarting[cls] = type(cls.__name__, (cls,), {
+            "writeMessageBegin": writeMessageBegin,
+            "__doc__": "Writes each message over any partial one before it.",
+        })
+    return sub
+
+
+class Codec:
+    """
+    Whole messages of one protocol, with limits applied when reading.
+
+    @ivar factory: the Apache protocol factory reading messages.
+    @ivar outputFactory: the one writing them; the same unless given.
+    """
+
+    def __init__(self, protocol: str, limits: Limits | None = None, *,
+                 factory: TProtocolFactory | None = None,
+                 outputFactory: TProtocolFactory | None = None) -> None:
+        """
+        @param protocol: C{"binary"}, C{"compact"} or C{"json"}.
+        @param factory: an Apache protocol factory to use instead of the one
+            C{protocol} and C{limits} choose (Apache's TTwisted API takes
+            factories).
+        """
+        self.protocol = protocol
+        self.factory = factory or protocolFactory(protocol, limits or Limits())
+        self.outputFactory = outputFactory or self.factory
+
+    def reader(self, message: bytes) -> TProtocolBase:
+        """
+        A protocol positioned at the start of C{message}.
+        """
+        return self.factory.getProtocol(TMemoryBuffer(message))
+
+    def readHeader(self, message: bytes) -> tuple[TProtocolBase, str, int, int]:
+        """
+        Read a message's header.
+
+        @return: the protocol positioned after it, the name, the message type
+            and the sequence id.
+        @raise Exception: whatever the protocol raises for a bad header.
+        """
+        iprot = self.reader(message)
+        name, mtype, seqid = iprot.readMessageBegin()
+        return iprot, name, mtype, seqid
+
+    def encode(self, name: str, mtype: int, seqid: int, body: _Writable) -> bytes:
+        """
+        Encode a whole message around C{body} (an args or result struct or an
+        exception).
+        """
+        buffer = TMemoryBuffer()
+        oprot = self.outputFactory.getProtocol(buffer)
+        oprot.writeMessageBegin(name, mtype, seqid)
+        body.write(oprot)
+        oprot.writeMessageEnd()
+        return buffer.getvalue()
+
+    def encodeException(self, name: str, seqid: int, kind: int, message: str) -> bytes:
+        return self.encode(name, TMessageType.EXCEPTION, seqid,
+                           TApplicationException(kind, message))
+
+    def replyWriter(self) -> TProtocolBase:
+        """
+        A protocol for a processor to write its reply into; read the reply
+        back with C{writer.trans.getvalue()}.
+        """
+        oprot = self.outputFactory.getProtocol(_ReplyBuffer())
+        oprot.__class__ = _restartingClass(type(oprot))
+        return oprot

@@ -1,0 +1,681 @@
+"""
+Wire framing: cutting a byte stream into whole Thrift messages.
+
+Two transports exist on the wire.  I{Framed} messages carry a 4-byte
+big-endian length before each message.  I{Unframed} ("buffered") messages
+carry nothing: Apache's C{TBufferedTransport} just writes the encoded
+message, so the only way to find where one ends is to walk its encoding.
+The scanners below do that walk without decoding values, and resume where
+they stopped when more bytes arrive, so a message costs time linear in its
+size however finely it is cut.
+
+Nothing here knows about services or Deferreds: a L{ThriftMessageProtocol}
+hands each whole message to L{ThriftMessageProtocol.messageReceived}.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import ClassVar, Final, Protocol as TypingProtocol
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._limits import Limits
+
+__all__ = [
+    "TRANSPORTS",
+    "PROTOCOLS",
+    "FrameError",
+    "ThriftMessageProtocol",
+]
+
+#: Transport names accepted wherever a transport is chosen.
+TRANSPORTS: Final = ("auto", "framed", "buffered")
+#: Protocol names accepted wherever a protocol is chosen.
+PROTOCOLS: Final = ("auto", "binary", "compact", "json")
+
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+
+# The first byte of every message of each protocol: strict binary starts with
+# the version word 0x8001, compact with its protocol id 0x82, JSON with the
+# "[" opening the message array.  A framed message has it after its length.
+_SIGNATURES: Final = {0x80: "binary", 0x82: "compact", 0x5B: "json"}
+
+
+class FrameError(ValueError):
+    """
+    The bytes on a connection are not a Thrift message stream we accept.
+
+    The connection carrying them cannot be trusted any more and is closed.
+    """
+
+
+def checkChoice(kind: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+class _Framer(TypingProtocol):
+    transport: str
+    protocol: str
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def frame(self, message: bytes) -> bytes: ...
+
+
+class _Framed:
+    """
+    Messages prefixed by their length as a big-endian i32.
+    """
+
+    transport = "framed"
+
+    def __init__(self, protocol: str, limits: Limits) -> None:
+        self.protocol = protocol
+        self._max = limits.max_frame_size
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += data
+        size = len(buffer)
+        messages = []
+        offset = 0
+        while size - offset >= 4:
+            (length,) = _I32.unpack_from(buffer, offset)
+            if not 0 < length <= self._max:
+                # Refuse before buffering anything of the claimed size.
+                raise FrameError(
+                    f"frame length {length} is outside 1..{self._max} (max_frame_size)"
+                )
+            end = offset + 4 + length
+            if end > size:
+                break
+            messages.append(bytes(buffer[offset + 4 : end]))
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return messages
+
+    def frame(self, message: bytes) -> bytes:
+        return _U32.pack(len(message)) + message
+
+
+class _Unframed:
+    """
+    Messages back to back, their ends found by a resumable L{_Scanner}.
+    """
+
+    transport = "buffered"
+
+    def __init__(self, protocol: str, limits: Limits, strict: bool = True) -> None:
+        self.protocol = protocol
+        self._max = limits.max_frame_size
+        self._scanner = _SCANNERS[protocol](limits, strict)
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += data
+        messages = []
+        while buffer:
+            end = self._scanner.scan(buffer)
+            if end is None:
+                if len(buffer) > self._max:
+                    raise FrameError(
+                        f"message is longer than {self._max} bytes (max_frame_size)"
+                    )
+                break
+            messages.append(bytes(buffer[:end]))
+            del buffer[:end]
+            self._scanner.reset()
+        return messages
+
+    def frame(self, message: bytes) -> bytes:
+        return message
+
+
+def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> _Framer | None:
+    """
+    Choose the framer for a connection from its first bytes.
+
+    @return: the framer, or C{None} when C{head} is too short to tell.
+    @raise FrameError: when the bytes match no allowed transport/protocol.
+    """
+    if transport != "auto" and protocol != "auto":
+        return makeFramer(transport, protocol, limits)
+    if not head:
+        return None
+    unframedAs = _SIGNATURES.get(head[0])
+    if unframedAs is not None and transport != "framed":
+        found = ("buffered", unframedAs)
+    elif transport == "buffered":
+        # Old non-strict binary begins with the name length, not a signature.
+        if protocol == "binary":
+            return makeFramer(transport, protocol, limits)
+        raise FrameError(f"first byte 0x{head[0]:02x} starts no unframed Thrift message")
+    elif len(head) < 5:
+        return None
+    else:
+        framedAs = _SIGNATURES.get(head[4])
+        if framedAs is None:
+            if protocol == "binary":
+                return makeFramer("framed", protocol, limits)
+            raise FrameError(f"first bytes {bytes(head[:5])!r} start no Thrift message")
+        found = ("framed", framedAs)
+    if protocol not in ("auto", found[1]):
+        raise FrameError(f"expected the {protocol} protocol, got {found[1]}")
+    return makeFramer(found[0], found[1], limits)
+
+
+def makeFramer(transport: str, protocol: str, limits: Limits) -> _Framer:
+    if transport == "framed":
+        return _Framed(protocol, limits)
+    # Apache's binary protocol reads the old unversioned header too, so a
+    # fixed binary setting scans it; auto-detection only knows strict starts.
+    return _Unframed(protocol, limits, strict=False)
+
+
+class ThriftMessageProtocol(Protocol):
+    """
+    A connection carrying Thrift messages, framed or not.
+
+    Subclasses receive whole messages in L{messageReceived} and send them
+    with L{sendMessage}.  Bytes that are not a Thrift message stream close
+    this connection only, with the reason logged.
+
+    @ivar framer: what cuts messages on this connection; C{None} until the
+        first bytes decide it, when the transport or protocol is C{"auto"}.
+    """
+
+    log: ClassVar[Logger] = Logger()
+
+    framer: _Framer | None = None
+
+    def __init__(self, transport: str = "framed", protocol: str = "binary",
+                 limits: Limits | None = None) -> None:
+        self.transportName = checkChoice("transport", transport, TRANSPORTS)
+        self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
+        self.limits = limits or Limits()
+        self._head = b""
+        self._broken = False
+        if transport != "auto" and protocol != "auto":
+            self.framer = makeFramer(transport, protocol, self.limits)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            framer = self.framer
+            if framer is None:
+                self._head += data
+                framer = detectFramer(self._head, self.transportName, self.protocolName,
+                                      self.limits)
+                if framer is None:
+                    return
+                self.framer = framer
+                self.transportName, self.protocolName = framer.transport, framer.protocol
+                data, self._head = self._head, b""
+                self.framingDetected()
+            messages = framer.feed(data)
+        except FrameError as error:
+            self.frameError(str(error))
+            return
+        for message in messages:
+            if self._broken:
+                return
+            self.messageReceived(message)
+
+    def frameError(self, reason: str) -> None:
+        """
+        Close this connection because of what it sent, saying why.
+        """
+        self._broken = True
+        self.log.warn("closing Thrift connection from {peer}: {reason}",
+                      peer=_peerOf(self), reason=reason)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def framingDetected(self) -> None:
+        """
+        Called once the transport and protocol of an C{"auto"} connection are known.
+        """
+
+    def messageReceived(self, message: bytes) -> None:
+        """
+        Handle one whole encoded Thrift message.
+        """
+        raise NotImplementedError
+
+    def sendMessage(self, message: bytes) -> None:
+        """
+        Send one whole encoded Thrift message, framed as this connection is.
+        """
+        assert self.framer is not None, "no message can be sent before the framing is known"
+        self.transport.write(self.framer.frame(message))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self._broken = True
+
+
+def _peerOf(protocol: Protocol) -> str:
+    transport = protocol.transport
+    if transport is None:
+        return "?"
+    try:
+        return str(transport.getPeer())
+    except Exception:  # pragma: no cover - transports without a peer
+        return "?"
+
+
+# --------------------------------------------------------------------------
+# Scanners: find where one unframed message ends without decoding it.
+#
+# Each keeps an explicit stack of what it is inside and the offset reached,
+# and changes either only after the bytes it needs are there, so a scan that
+# runs out of bytes resumes exactly where it stopped.
+# --------------------------------------------------------------------------
+
+
+class _Scanner:
+    def __init__(self, limits: Limits, strict: bool) -> None:
+        self._maxFrame = limits.max_frame_size
+        self._maxString = limits.string_limit
+        self._maxContainer = limits.container_limit
+        self._maxDepth = limits.max_depth
+        self._strict = strict
+        self.reset()
+
+    def reset(self) -> None:
+        self._pos = 0
+        self._stack: list[list[int]] = []
+        self._started = False
+
+    def scan(self, buffer: bytearray) -> int | None:
+        """
+        @return: the length of the message at the start of C{buffer}, or
+            C{None} if C{buffer} does not hold all of it yet.
+        """
+        raise NotImplementedError
+
+    def _need(self, end: int) -> None:
+        if end > self._maxFrame:
+            raise FrameError(f"message is longer than {self._maxFrame} bytes (max_frame_size)")
+
+    def _checkString(self, length: int) -> None:
+        if not 0 <= length <= self._maxString:
+            raise FrameError(
+                f"string length {length} is outside 0..{self._maxString} (max_string_length)"
+            )
+
+    def _checkContainer(self, count: int) -> None:
+        if not 0 <= count <= self._maxContainer:
+            raise FrameError(
+                f"container length {count} is outside 0..{self._maxContainer}"
+                " (max_container_length)"
+            )
+
+    def _push(self, entry: list[int]) -> None:
+        if len(self._stack) >= self._maxDepth:
+            raise FrameError(f"nesting deeper than {self._maxDepth} (max_depth)")
+        self._stack.append(entry)
+
+
+# Stack entry kinds.
+_STRUCT, _VALUE, _LIST, _MAP = 0, 1, 2, 3
+
+
+class _BinaryScanner(_Scanner):
+    # TType codes and the encoded size of the fixed-size ones.
+    _FIXED: ClassVar = {2: 1, 3: 1, 4: 8, 6: 2, 8: 4, 10: 8, 16: 16}
+    _STRING, _STRUCT_T, _MAP_T, _SET_T, _LIST_T = 11, 12, 13, 14, 15
+
+    def _header(self, buffer: bytearray, size: int) -> int | None:
+        if size < 4:
+            return None
+        (word,) = _I32.unpack_from(buffer, 0)
+        if word < 0:
+            # Strict: version|type, name length, name, seqid.
+            if (word >> 16) & 0xFFFF != 0x8001:
+                raise FrameError(f"bad binary protocol version 0x{word & 0xFFFFFFFF:08x}")
+            if size < 8:
+                return None
+            (length,) = _I32.unpack_from(buffer, 4)
+            self._checkString(length)
+            end = 8 + length + 4
+        elif self._strict:
+            raise FrameError("binary message without a version header")
+        else:
+            # Old non-strict: name length, name, type byte, seqid.
+            length = word
+            self._checkString(length)
+            end = 4 + length + 1 + 4
+        self._need(end)
+        return end if size >= end else None
+
+    def scan(self, buffer: bytearray) -> int | None:
+        size = len(buffer)
+        stack = self._stack
+        if not self._started:
+            end = self._header(buffer, size)
+            if end is None:
+                return None
+            self._pos = end
+            self._started = True
+            self._push([_STRUCT])
+        pos = self._pos
+        fixed = self._FIXED
+        try:
+            while stack:
+                top = stack[-1]
+                kind = top[0]
+                if kind == _STRUCT:
+                    if pos >= size:
+                        return None
+                    ttype = buffer[pos]
+                    if ttype == 0:
+                        pos += 1
+                        stack.pop()
+                        continue
+                    if pos + 3 > size:
+                        return None
+                    pos += 3
+                    self._push([_VALUE, ttype])
+                    continue
+                if kind == _LIST or kind == _MAP:
+                    if top[3] == 0:
+                        stack.pop()
+                        continue
+                    top[3] -= 1
+                    # Maps alternate key and value: the count started even.
+                    ttype = top[1] if kind == _LIST or top[3] % 2 else top[2]
+                    self._push([_VALUE, ttype])
+                    continue
+                # _VALUE: replace it by what the value's bytes need.
+                ttype = top[1]
+                width = fixed.get(ttype)
+                if width is not None:
+                    self._need(pos + width)
+                    if pos + width > size:
+                        return None
+                    pos += width
+                    stack.pop()
+                elif ttype == self._STRING:
+                    if pos + 4 > size:
+                        return None
+                    (length,) = _I32.unpack_from(buffer, pos)
+                    self._checkString(length)
+                    self._need(pos + 4 + length)
+                    if pos + 4 + length > size:
+                        return None
+                    pos += 4 + length
+                    stack.pop()
+                elif ttype == self._STRUCT_T:
+                    stack[-1] = [_STRUCT]
+                elif ttype == self._LIST_T or ttype == self._SET_T:
+                    if pos + 5 > size:
+                        return None
+                    etype = buffer[pos]
+                    (count,) = _I32.unpack_from(buffer, pos + 1)
+                    self._checkContainer(count)
+                    width = fixed.get(etype)
+                    if width is None:
+                        pos += 5
+                        stack[-1] = [_LIST, etype, etype, count]
+                        continue
+                    # Fixed-size elements are skipped in one step.
+                    end = pos + 5 + count * width
+                    self._need(end)
+                    if end > size:
+                        return None
+                    pos = end
+                    stack.pop()
+                elif ttype == self._MAP_T:
+                    if pos + 6 > size:
+                        return None
+                    ktype, vtype = buffer[pos], buffer[pos + 1]
+                    (count,) = _I32.unpack_from(buffer, pos + 2)
+                    self._checkContainer(count)
+                    kwidth, vwidth = fixed.get(ktype), fixed.get(vtype)
+                    if kwidth is None or vwidth is None:
+                        pos += 6
+                        stack[-1] = [_MAP, ktype, vtype, 2 * count]
+                        continue
+                    end = pos + 6 + count * (kwidth + vwidth)
+                    self._need(end)
+                    if end > size:
+                        return None
+                    pos = end
+                    stack.pop()
+                else:
+                    raise FrameError(f"unknown binary type code {ttype}")
+            return pos
+        finally:
+            self._pos = pos
+
+
+class _CompactScanner(_Scanner):
+    # Compact type codes: 1/2 bool (no bytes inside a struct field, one byte
+    # in a container), 3 byte, 4-6 zigzag varints, 7 double, 8 binary,
+    # 9 list, 10 set, 11 map, 12 struct, 13 uuid.
+    _FIXED: ClassVar = {1: 1, 2: 1, 3: 1, 7: 8, 13: 16}
+    _VARINT: ClassVar = frozenset((4, 5, 6))
+
+    @staticmethod
+    def _varint(buffer: bytearray, pos: int, size: int) -> tuple[int, int] | None:
+        result = shift = 0
+        while pos < size:
+            byte = buffer[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result, pos
+            shift += 7
+            if shift > 63:
+                raise FrameError("compact varint longer than 10 bytes")
+        return None
+
+    def _header(self, buffer: bytearray, size: int) -> int | None:
+        if size < 2:
+            return None
+        if buffer[0] != 0x82:
+            raise FrameError(f"bad compact protocol id 0x{buffer[0]:02x}")
+        if buffer[1] & 0x1F != 1:
+            raise FrameError(f"bad compact protocol version {buffer[1] & 0x1F}")
+        seqid = self._varint(buffer, 2, size)
+        if seqid is None:
+            return None
+        length = self._varint(buffer, seqid[1], size)
+        if length is None:
+            return None
+        self._checkString(length[0])
+        end = length[1] + length[0]
+        self._need(end)
+        return end if size >= end else None
+
+    def scan(self, buffer: bytearray) -> int | None:
+        size = len(buffer)
+        stack = self._stack
+        if not self._started:
+            end = self._header(buffer, size)
+            if end is None:
+                return None
+            self._pos = end
+            self._started = True
+            self._push([_STRUCT])
+        pos = self._pos
+        fixed = self._FIXED
+        varints = self._VARINT
+        varint = self._varint
+        try:
+            while stack:
+                top = stack[-1]
+                kind = top[0]
+                if kind == _STRUCT:
+                    if pos >= size:
+                        return None
+                    header = buffer[pos]
+                    if header == 0:
+                        pos += 1
+                        stack.pop()
+                        continue
+                    ctype = header & 0x0F
+                    after = pos + 1
+                    if header >> 4 == 0:
+                        # No delta: the field id follows as a zigzag varint.
+                        fid = varint(buffer, after, size)
+                        if fid is None:
+                            return None
+                        after = fid[1]
+                    pos = after
+                    if ctype not in (1, 2):  # booleans live in the field header
+                        self._push([_VALUE, ctype])
+                    continue
+                if kind == _LIST or kind == _MAP:
+                    if top[3] == 0:
+                        stack.pop()
+                        continue
+                    top[3] -= 1
+                    ctype = top[1] if kind == _LIST or top[3] % 2 else top[2]
+                    self._push([_VALUE, ctype])
+                    continue
+                ctype = top[1]
+                width = fixed.get(ctype)
+                if width is not None:
+                    self._need(pos + width)
+                    if pos + width > size:
+                        return None
+                    pos += width
+                    stack.pop()
+                elif ctype in varints:
+                    got = varint(buffer, pos, size)
+                    if got is None:
+                        return None
+                    pos = got[1]
+                    stack.pop()
+                elif ctype == 8:
+                    got = varint(buffer, pos, size)
+                    if got is None:
+                        return None
+                    self._checkString(got[0])
+                    end = got[1] + got[0]
+                    self._need(end)
+                    if end > size:
+                        return None
+                    pos = end
+                    stack.pop()
+                elif ctype == 12:
+                    stack[-1] = [_STRUCT]
+                elif ctype == 9 or ctype == 10:
+                    if pos >= size:
+                        return None
+                    header = buffer[pos]
+                    count, etype, after = header >> 4, header & 0x0F, pos + 1
+                    if count == 15:
+                        got = varint(buffer, after, size)
+                        if got is None:
+                            return None
+                        count, after = got
+                    self._checkContainer(count)
+                    width = fixed.get(etype)
+                    if width is not None:
+                        end = after + count * width
+                        self._need(end)
+                        if end > size:
+                            return None
+                        pos = end
+                        stack.pop()
+                    else:
+                        pos = after
+                        stack[-1] = [_LIST, etype, etype, count]
+                elif ctype == 11:
+                    got = varint(buffer, pos, size)
+                    if got is None:
+                        return None
+                    count, after = got
+                    self._checkContainer(count)
+                    if count == 0:
+                        pos = after
+                        stack.pop()
+                        continue
+                    if after >= size:
+                        return None
+                    types = buffer[after]
+                    pos = after + 1
+                    stack[-1] = [_MAP, types >> 4, types & 0x0F, count * 2]
+                else:
+                    raise FrameError(f"unknown compact type code {ctype}")
+            return pos
+        finally:
+            self._pos = pos
+
+
+class _JSONScanner(_Scanner):
+    # Outside strings only brackets and quotes matter; inside, only the
+    # quote and the backslash.  Both searches run in C over the buffer.
+    _OUTSIDE = re.compile(rb'["\[\]{}]')
+    _INSIDE = re.compile(rb'["\\]')
+
+    def reset(self) -> None:
+        super().reset()
+        self._depth = 0
+        self._inString = False
+
+    def scan(self, buffer: bytearray) -> int | None:
+        size = len(buffer)
+        pos = self._pos
+        if pos == 0 and size and buffer[0] != 0x5B:
+            raise FrameError(f"JSON message starts with {bytes(buffer[:1])!r}, not '['")
+        # A Thrift value nests twice in JSON: its struct and its type wrapper.
+        maxDepth = 2 * self._maxDepth + 2
+        depth, inString = self._depth, self._inString
+        try:
+            while True:
+                if inString:
+                    match = self._INSIDE.search(buffer, pos)
+                    if match is None:
+                        pos = size
+                        return None
+                    at = match.start()
+                    if buffer[at] == 0x5C:
+                        if at + 1 >= size:
+                            pos = at
+                            return None
+                        pos = at + 2
+                        continue
+                    inString = False
+                    pos = at + 1
+                    continue
+                match = self._OUTSIDE.search(buffer, pos)
+                if match is None:
+                    pos = size
+                    return None
+                at = match.start()
+                char = buffer[at]
+                pos = at + 1
+                if char == 0x22:
+                    inString = True
+                elif char in (0x5B, 0x7B):
+                    depth += 1
+                    if depth > maxDepth:
+                        raise FrameError(f"JSON nesting deeper than {maxDepth} (max_depth)")
+                else:
+                    depth -= 1
+                    if depth <= 0:
+                        return pos
+        finally:
+            self._pos, self._depth, self._inString = pos, depth, inString
+            self._need(pos)
+
+
+_SCANNERS: Final[dict[str, type[_Scanner]]] = {
+    "binary": _BinaryScanner,
+    "compact": _CompactScanner,
+    "json": _JSONScanner,
+}

@@ -1,0 +1,406 @@
+"""
+The server side: dispatching requests to handlers or processors, mapping
+their outcomes to replies, and keeping each connection within its limits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any, Protocol as TypingProtocol, Union
+
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
+from thrift.Thrift import TApplicationException, TMessageType
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._codec import Codec
+from ._framing import ThriftMessageProtocol, checkChoice, PROTOCOLS, TRANSPORTS
+from ._limits import Limits
+from ._service import Method, describe, serviceOf
+
+__all__ = ["Dispatcher", "ServerFactory", "ServerProtocol", "makeDispatcher"]
+
+log = Logger(namespace="txthrift.server")
+
+#: What a dispatcher answers: the encoded reply, C{None} for no reply
+#: (oneway), or a Deferred firing with either.
+Reply = Union[bytes, None, "Deferred[bytes | None]"]
+
+
+class Dispatcher(TypingProtocol):
+    """
+    Turns one request into its reply; never raises.
+    """
+
+    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
+                 seqid: int) -> Reply: ...
+
+
+def _exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
+                    message: str) -> bytes | None:
+    if mtype == TMessageType.ONEWAY:
+        return None
+    return codec.encodeException(name, seqid, kind, message)
+
+
+class _HandlerDispatcher:
+    """
+    Calls handler methods for a generated service, whatever they return: a
+    value, a Deferred, or a coroutine.
+    """
+
+    def __init__(self, handler: object, service: ModuleType) -> None:
+        self._handler = handler
+        self.service = describe(service)
+
+    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
+                 seqid: int) -> Reply:
+        method = self.service.methods.get(name)
+        function = getattr(self._handler, name, None) if method is not None else None
+        if method is None or function is None:
+            log.warn("no method {name} in {service}", name=name, service=self.service.name)
+            return _exceptionReply(codec, name, mtype, seqid,
+                                   TApplicationException.UNKNOWN_METHOD,
+                                   f"Unknown function {name}")
+        args = method.args()
+        try:
+            args.read(iprot)
+            iprot.readMessageEnd()
+        except Exception as error:
+            log.warn("bad arguments for {name}: {error}", name=name, error=error)
+            return _exceptionReply(codec, name, mtype, seqid,
+                                   TApplicationException.PROTOCOL_ERROR,
+                                   f"cannot decode the arguments of {name}: {error}")
+        try:
+            value = function(*[getattr(args, arg) for arg in method.argNames])
+        except Exception:
+            return self._failed(Failure(), codec, method, seqid)
+        if inspect.iscoroutine(value):
+            value = Deferred.fromCoroutine(value)
+        if isinstance(value, Deferred):
+            return value.addCallbacks(self._succeeded, self._failed,
+                                      callbackArgs=(codec, method, seqid),
+                                      errbackArgs=(codec, method, seqid))
+        # Answered at once: no Deferred on this, the common path.
+        return self._succeeded(value, codec, method, seqid)
+
+    def _succeeded(self, value: object, codec: Codec, method: Method, seqid: int) -> bytes | None:
+        if method.result is None:
+            return None
+        result = method.result()
+        if method.returnsValue:
+            result.success = value
+        try:
+            return codec.encode(method.name, TMessageType.REPLY, seqid, result)
+        except Exception:
+            log.failure("cannot encode the result of {service}.{name}",
+                        service=self.service.name, name=method.name)
+            return codec.encodeException(method.name, seqid,
+                                         TApplicationException.INTERNAL_ERROR,
+                                         f"Internal error encoding the result of {method.name}")
+
+    def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
+        error = failure.value
+        if method.result is None:
+            log.failure("oneway {service}.{name} failed", failure,
+                        service=self.service.name, name=method.name)
+            return None
+        for field, declared in method.exceptions:
+            if isinstance(error, declared):
+                result = method.result()
+                setattr(result, field, error)
+                return codec.encode(method.name, TMessageType.REPLY, seqid, result)
+        if isinstance(error, TApplicationException):
+            return codec.encode(method.name, TMessageType.EXCEPTION, seqid, error)
+        log.failure("{service}.{name} failed", failure, service=self.service.name,
+                    name=method.name)
+        # The peer learns that it failed, not how: details stay in our log.
+        return codec.encodeException(method.name, seqid, TApplicationException.INTERNAL_ERROR,
+                                     f"Internal error processing {method.name}")
+
+
+class _ProcessorDispatcher:
+    """
+    Runs any Thrift processor: Apache's generated ones (synchronous, or
+    Deferred-returning from C{py:twisted}), C{TMultiplexedProcessor}, or one
+    of the user's own.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self._processor = processor
+
+    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
+                 seqid: int) -> Reply:
+        # We have read the header already; the processor reads it again.
+        header = (name, mtype, seqid)
+        iprot.readMessageBegin = lambda: header  # type: ignore[method-assign]
+        oprot = codec.replyWriter()
+        try:
+            outcome = self._processor.process(iprot, oprot)
+        except Exception:
+            return self._failed(Failure(), codec, name, mtype, seqid)
+        if isinstance(outcome, Deferred):
+            return outcome.addCallbacks(
+                lambda _: self._written(oprot, mtype), self._failed,
+                errbackArgs=(codec, name, mtype, seqid))
+        return self._written(oprot, mtype)
+
+    @staticmethod
+    def _written(oprot: TProtocolBase, mtype: int) -> bytes | None:
+        if mtype == TMessageType.ONEWAY:
+            return None
+        return oprot.trans.getvalue() or None
+
+    @staticmethod
+    def _failed(failure: Failure, codec: Codec, name: str, mtype: int,
+                seqid: int) -> bytes | None:
+        error = failure.value
+        if isinstance(error, TProtocolException):
+            # The request itself was at fault (bad arguments, unknown
+            # service under TMultiplexedProcessor): say so.
+            log.warn("cannot process {name}: {error}", name=name, error=error)
+            return _exceptionReply(codec, name, mtype, seqid,
+                                   TApplicationException.PROTOCOL_ERROR, str(error))
+        log.failure("processing {name} failed", failure, name=name)
+        return _exceptionReply(codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
+                               f"Internal error processing {name}")
+
+
+class _MultiplexedDispatcher:
+    """
+    Several services on one connection, named as Apache's
+    C{TMultiplexedProtocol} names them: C{"Service:method"}.  A service
+    registered under C{""} answers names without a service part.
+    """
+
+    SEPARATOR = ":"
+
+    def __init__(self, services: Mapping[str, Dispatcher]) -> None:
+        self._services = dict(services)
+
+    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
+                 seqid: int) -> Reply:
+        service, separator, method = name.partition(self.SEPARATOR)
+        if not separator:
+            service, method = "", name
+        target = self._services.get(service)
+        if target is None:
+            log.warn("no service named {service!r} for {name}", service=service, name=name)
+            why = (f"unknown service {service!r}" if separator
+                   else f"{name!r} names no service; use a multiplexed client")
+            return _exceptionReply(codec, method, mtype, seqid,
+                                   TApplicationException.UNKNOWN_METHOD, why)
+        return target.dispatch(codec, iprot, method, mtype, seqid)
+
+
+def makeDispatcher(handler: object, service: ModuleType | None = None) -> Dispatcher:
+    """
+    The dispatcher serving C{handler}.
+
+    @param handler: a handler object, a processor (anything with
+        C{process(iprot, oprot)}), or a mapping of service name to either
+        (or to a C{(handler, service)} pair) for a multiplexed port.
+    @param service: the generated service module of a handler object; found
+        from the handler's C{Iface} when omitted.
+    @raise TypeError: when the service cannot be found.
+    """
+    if isinstance(handler, Mapping):
+        if service is not None:
+            raise TypeError("service= goes with one handler; a mapping names each service")
+        services: dict[str, Dispatcher] = {}
+        for name, value in handler.items():
+            services[name] = (makeDispatcher(*value) if isinstance(value, tuple)
+                              else makeDispatcher(value))
+        return _MultiplexedDispatcher(services)
+    if service is None:
+        if callable(getattr(handler, "process", None)):
+            return _ProcessorDispatcher(handler)
+        service = serviceOf(handler)
+        if service is None:
+            raise TypeError(
+                f"cannot tell which Thrift service {handler!r} implements: pass service="
+                "(the generated module), subclass its Iface, or declare @implementer(Iface)")
+    return _HandlerDispatcher(handler, service)
+
+
+@implementer(IPushProducer)
+class ServerProtocol(ThriftMessageProtocol):
+    """
+    One server connection: requests in, replies out, each with its request's
+    seqid, many at once.
+
+    Reading pauses while C{max_pending} requests are in flight, or while the
+    peer is not reading its replies, so a connection's memory stays bounded.
+    """
+
+    factory: ServerFactory
+
+    def __init__(self, dispatcher: Dispatcher, clock: IReactorTime, transport: str = "auto",
+                 protocol: str = "auto", limits: Limits | None = None) -> None:
+        super().__init__(transport, protocol, limits)
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._codec: Codec | None = None
+        self._inFlight = 0
+        self._queue: deque[bytes] = deque()
+        self._readPaused = False
+        self._writePaused = False
+        self._idleCall: IDelayedCall | None = None
+        self.connected = False
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.add(self)
+        self.transport.registerProducer(self, True)
+        self._armIdle()
+        if self.framer is not None:
+            self.framingDetected()
+
+    def framingDetected(self) -> None:
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            self._codec = factory.codec(self.protocolName)
+        else:
+            self._codec = Codec(self.protocolName, self.limits)
+
+    def messageReceived(self, message: bytes) -> None:
+        self._armIdle()
+        if self._inFlight >= self.limits.max_pending:
+            self._queue.append(message)
+            self._updateReading()
+            return
+        self._process(message)
+
+    def _process(self, message: bytes) -> None:
+        codec = self._codec
+        assert codec is not None
+        try:
+            iprot, name, mtype, seqid = codec.readHeader(message)
+        except Exception as error:
+            self.frameError(f"unreadable message header: {error}")
+            return
+        if mtype != TMessageType.CALL and mtype != TMessageType.ONEWAY:
+            self.frameError(f"message type {mtype} of {name!r} is not a call")
+            return
+        try:
+            reply = self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
+        except Exception:  # pragma: no cover - dispatchers do not raise
+            log.failure("dispatching {name} failed", name=name)
+            reply = _exceptionReply(codec, name, mtype, seqid,
+                                    TApplicationException.INTERNAL_ERROR, "Internal error")
+        if isinstance(reply, Deferred):
+            self._inFlight += 1
+            reply.addCallback(self._replied).addErrback(self._lost, name)
+        elif reply is not None:
+            self.sendMessage(reply)
+
+    def _replied(self, reply: bytes | None) -> None:
+        self._inFlight -= 1
+        if reply is not None and self.connected:
+            self.sendMessage(reply)
+        # A reply for a peer that has gone is dropped without fuss.
+        self._armIdle()
+        while self._queue and self._inFlight < self.limits.max_pending and self.connected:
+            self._process(self._queue.popleft())
+        self._updateReading()
+
+    @staticmethod
+    def _lost(failure: Failure, name: str) -> None:
+        log.failure("replying to {name} failed", failure, name=name)
+
+    def _updateReading(self) -> None:
+        if not self.connected:
+            return
+        pause = self._writePaused or bool(self._queue)
+        if pause != self._readPaused:
+            self._readPaused = pause
+            if pause:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    # IPushProducer: the transport tells us when its write buffer fills.
+    def pauseProducing(self) -> None:
+        self._writePaused = True
+        self._updateReading()
+
+    def resumeProducing(self) -> None:
+        self._writePaused = False
+        self._updateReading()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def _armIdle(self) -> None:
+        timeout = self.limits.idle_timeout
+        if timeout is None or not self.connected:
+            return
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(timeout)
+        else:
+            self._idleCall = self._clock.callLater(timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self._inFlight:
+            self._armIdle()
+            return
+        log.info("closing idle Thrift connection from {peer} after {timeout}s",
+                 peer=self.transport.getPeer(), timeout=self.limits.idle_timeout)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        super().connectionLost(reason)
+        self.connected = False
+        self._queue.clear()
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.discard(self)
+
+
+class ServerFactory(Factory):
+    """
+    Builds L{ServerProtocol}s for one handler, processor or mapping of them.
+
+    @ivar connections: the connections open now.
+    """
+
+    protocol = ServerProtocol  # type: ignore[assignment]
+
+    def __init__(self, handler: object, *, service: ModuleType | None = None,
+                 transport: str = "auto", protocol: str = "auto",
+                 limits: Limits | None = None, clock: IReactorTime | None = None) -> None:
+        self.dispatcher = makeDispatcher(handler, service)
+        self.transport = checkChoice("transport", transport, TRANSPORTS)
+        self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
+        self.limits = limits or Limits()
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.connections: set[ServerProtocol] = set()
+        self._codecs: dict[str, Codec] = {}
+
+    def codec(self, protocol: str) -> Codec:
+        """
+        The codec every connection of this factory speaking C{protocol} shares.
+        """
+        codec = self._codecs.get(protocol)
+        if codec is None:
+            codec = self._codecs[protocol] = Codec(protocol, self.limits)
+        return codec
+
+    def buildProtocol(self, addr: Any) -> ServerProtocol:
+        proto = ServerProtocol(self.dispatcher, self.clock, self.transport, self.protocolName,
+                               self.limits)
+        proto.factory = self
+        return proto
