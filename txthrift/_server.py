@@ -255,6 +255,13 @@ class ServerProtocol(ThriftMessageProtocol):
         self._idleCall: IDelayedCall | None = None
         self.connected = False
 
+    @property
+    def inFlight(self) -> int:
+        """
+        Requests whose reply is still being computed.
+        """
+        return self._inFlight
+
     def connectionMade(self) -> None:
         self.connected = True
         factory = getattr(self, "factory", None)
