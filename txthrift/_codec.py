@@ -84,22 +84,46 @@ class _ReplyBuffer(TMemoryBuffer):
         self._buffer.truncate()
 
 
-_restarting: dict[type, type] = {}
+_subclasses: dict[tuple[type, str], type] = {}
 
 
-def _restartingClass(cls: type) -> type:
-    sub = _restarting.get(cls)
+def _override(protocol: TProtocolBase, name: str, method: Any) -> None:
+    """
+    Give one protocol object another C{name} method by moving it to a
+    cached subclass of its class.
+
+    A subclass, not an instance attribute: protocol decorators (as
+    C{TMultiplexedProcessor}'s) build a class from the instance's dict, where
+    a function would become a method and shadow the decorator's own.
+    """
+    cls = type(protocol)
+    sub = _subclasses.get((cls, name))
     if sub is None:
+        sub = _subclasses[cls, name] = type(cls.__name__, (cls,), {name: method})
+    protocol.__class__ = sub
 
-        def writeMessageBegin(self: Any, name: str, ttype: int, seqid: int) -> None:
-            self.trans.restart()
-            cls.writeMessageBegin(self, name, ttype, seqid)
 
-        sub = _restarting[cls] = type(cls.__name__, (cls,), {
-            "writeMessageBegin": writeMessageBegin,
-            "__doc__": "Writes each message over any partial one before it.",
-        })
-    return sub
+def _restartingWriteMessageBegin(self: Any, name: str, ttype: int, seqid: int) -> None:
+    # Write each message over any partial one before it.
+    self.trans.restart()
+    for owner in type(self).__mro__:
+        if vars(owner).get("writeMessageBegin") is _restartingWriteMessageBegin:
+            super(owner, self).writeMessageBegin(name, ttype, seqid)
+            return
+
+
+def _storedReadMessageBegin(self: Any) -> tuple[str, int, int]:
+    return self._txthriftHeader  # type: ignore[no-any-return]
+
+
+def withStoredHeader(iprot: TProtocolBase, header: tuple[str, int, int]) -> TProtocolBase:
+    """
+    Make C{iprot}, whose message header has been read, return C{header}
+    when it is read again (by a processor).
+    """
+    _override(iprot, "readMessageBegin", _storedReadMessageBegin)
+    iprot._txthriftHeader = header
+    return iprot
 
 
 class Codec:
@@ -163,5 +187,5 @@ class Codec:
         back with C{writer.trans.getvalue()}.
         """
         oprot = self.outputFactory.getProtocol(_ReplyBuffer())
-        oprot.__class__ = _restartingClass(type(oprot))
+        _override(oprot, "writeMessageBegin", _restartingWriteMessageBegin)
         return oprot

@@ -160,6 +160,9 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
         if protocol == "binary":
             return makeFramer(transport, protocol, limits)
         raise FrameError(f"first byte 0x{head[0]:02x} starts no unframed Thrift message")
+    elif head[0] > limits.max_frame_size >> 24:
+        # Not a signature, and too big to begin a frame length we accept.
+        raise FrameError(f"first byte 0x{head[0]:02x} starts no Thrift message")
     elif len(head) < 5:
         return None
     else:

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import Codec
+from ._codec import Codec, withStoredHeader
 from ._framing import ThriftMessageProtocol, checkChoice, PROTOCOLS, TRANSPORTS
 from ._limits import Limits
 from ._service import Method, describe, serviceOf
@@ -139,8 +139,7 @@ class _ProcessorDispatcher:
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply:
         # We have read the header already; the processor reads it again.
-        header = (name, mtype, seqid)
-        iprot.readMessageBegin = lambda: header  # type: ignore[method-assign]
+        iprot = withStoredHeader(iprot, (name, mtype, seqid))
         oprot = codec.replyWriter()
         try:
             outcome = self._processor.process(iprot, oprot)

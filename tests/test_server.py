@@ -1,0 +1,390 @@
+"""
+Tests for L{txthrift._server}: dispatch, replies, limits, backpressure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.TMultiplexedProcessor import TMultiplexedProcessor
+from thrift.transport.TTransport import TTransportException
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tests.gen.py.txthrift_test import Calc, Echo
+from tests.gen.py.txthrift_test.ttypes import Denied, Item, Oops
+from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
+from txthrift import Codec, Limits, ServerFactory, ServerProtocol
+from txthrift._framing import makeFramer
+from txthrift._service import describe
+
+METHODS = describe(Echo).methods
+
+
+class Handler(Echo.Iface):
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+        self.waiting: dict[str, Deferred[str]] = {}
+
+    def ping(self, x: int) -> int:
+        return x + 1
+
+    def sayHello(self) -> None:
+        return None
+
+    def getData(self, input: str) -> str:
+        return input + " from server 1024"
+
+    def echo(self, text: str, repeat: int) -> str:
+        return text * repeat
+
+    def item(self, it: Item) -> Item:
+        return Item(id=it.id * 2, values=[it.id])
+
+    def add(self, a: int, b: int) -> Any:
+        return "not an i32" if a < 0 else a + b
+
+    def fail(self, kind: str) -> str:
+        if kind == "oops":
+            raise Oops(why="asked to", code=7)
+        if kind == "denied":
+            raise Denied(who="you")
+        if kind == "app":
+            raise TApplicationException(TApplicationException.INVALID_TRANSFORM, "told you")
+        if kind == "transport":
+            raise TTransportException(TTransportException.UNKNOWN, "downstream died")
+        raise RuntimeError("secret internals")
+
+    def slow(self, seconds: float, tag: str) -> Deferred[str]:
+        self.waiting[tag] = Deferred()
+        return self.waiting[tag]
+
+    async def blob(self, size: int) -> bytes:
+        return bytes(range(256)) * size
+
+    def fire(self, message: str) -> None:
+        if message == "explode":
+            raise ValueError("oneway failure")
+        self.fired.append(message)
+
+
+class Wire:
+    """
+    The client end of one server connection, speaking by hand.
+    """
+
+    def __init__(self, factory: ServerFactory, transport: str = "framed",
+                 protocol: str = "binary") -> None:
+        self.codec = Codec(protocol)
+        self.framer = makeFramer(transport, protocol, Limits())
+        self.proto: ServerProtocol = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self._seqid = 0
+
+    def call(self, name: str, *args: Any, mtype: int = TMessageType.CALL,
+             wireName: str | None = None) -> int:
+        self._seqid += 1
+        body = METHODS[name].args(*args)
+        self.send(self.codec.encode(wireName or name, mtype, self._seqid, body))
+        return self._seqid
+
+    def send(self, message: bytes) -> None:
+        self.proto.dataReceived(self.framer.frame(message))
+
+    def replies(self) -> list[tuple[str, int, int, Any]]:
+        data = self.transport.value()
+        self.transport.clear()
+        found = []
+        for message in self.framer.feed(data):
+            iprot, name, mtype, seqid = self.codec.readHeader(message)
+            if mtype == TMessageType.EXCEPTION:
+                body: Any = TApplicationException()
+            else:
+                body = METHODS[name].result()
+            body.read(iprot)
+            found.append((name, mtype, seqid, body))
+        return found
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def serving(handler: object = None, **kwargs: Any) -> tuple[Wire, Any]:
+    handler = Handler() if handler is None else handler
+    clock = Clock()
+    limits = kwargs.pop("limits", None)
+    transport = kwargs.pop("transport", "framed")
+    protocol = kwargs.pop("protocol", "binary")
+    factory = ServerFactory(handler, clock=clock, limits=limits, **kwargs)
+    return Wire(factory, transport, protocol), handler
+
+
+def test_valuesDeferredsAndCoroutinesAllReply() -> None:
+    wire, handler = serving()
+    s1 = wire.call("getData", "a")
+    s2 = wire.call("slow", 1.0, "t")
+    s3 = wire.call("blob", 2)
+    s4 = wire.call("ping", 9)  # inherited from Base
+    handler.waiting["t"].callback("done")
+    replies = {seqid: (name, body.success) for name, _, seqid, body in wire.replies()}
+    assert replies == {
+        s1: ("getData", "a from server 1024"),
+        s2: ("slow", "done"),
+        s3: ("blob", bytes(range(256)) * 2),
+        s4: ("ping", 10),
+    }
+
+
+def test_repliesGoOutAsTheyAreReadyEachWithItsSeqid() -> None:
+    wire, handler = serving()
+    first = wire.call("slow", 1.0, "first")
+    second = wire.call("slow", 1.0, "second")
+    handler.waiting["second"].callback("2")
+    handler.waiting["first"].callback("1")
+    assert [(seqid, body.success) for _, _, seqid, body in wire.replies()] == [
+        (second, "2"), (first, "1")]
+
+
+def test_declaredExceptionsAreReplies() -> None:
+    wire, _ = serving()
+    wire.call("fail", "oops")
+    wire.call("fail", "denied")
+    (_, t1, _, r1), (_, t2, _, r2) = wire.replies()
+    assert (t1, r1.oops, t2, r2.denied) == (
+        TMessageType.REPLY, Oops(why="asked to", code=7), TMessageType.REPLY, Denied(who="you"))
+
+
+def test_undeclaredExceptionIsAnInternalErrorThatLeaksNothing(
+        logged: list[dict[str, Any]]) -> None:
+    wire, _ = serving()
+    wire.call("fail", "other")
+    [(_, mtype, _, error)] = wire.replies()
+    assert (mtype, error.type) == (TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
+    assert "secret" not in error.message
+    failures = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert any(isinstance(f.value, RuntimeError) for f in failures)
+
+
+def test_applicationExceptionPassesThrough() -> None:
+    wire, _ = serving()
+    wire.call("fail", "app")
+    [(_, mtype, _, error)] = wire.replies()
+    assert (mtype, error.type, error.message) == (
+        TMessageType.EXCEPTION, TApplicationException.INVALID_TRANSFORM, "told you")
+
+
+def test_transportExceptionFromTheHandlerFailsOnlyThatCall() -> None:
+    wire, _ = serving()
+    wire.call("fail", "transport")
+    wire.call("getData", "still here")
+    (_, _, _, error), (_, _, _, ok) = wire.replies()
+    assert error.type == TApplicationException.INTERNAL_ERROR
+    assert ok.success == "still here from server 1024"
+    assert not wire.transport.disconnecting
+
+
+def test_unencodableResultIsOneCleanException(logged: list[dict[str, Any]]) -> None:
+    wire, _ = serving()
+    wire.call("add", -1, 1)
+    [(name, mtype, _, error)] = wire.replies()
+    assert (name, mtype, error.type) == (
+        "add", TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
+    assert any("cannot encode" in e.get("log_format", "") for e in logged)
+
+
+def test_unknownMethodIsAnsweredAndTheConnectionStays() -> None:
+    wire, _ = serving()
+    wire.send(wire.codec.encode("nope", TMessageType.CALL, 41, Echo.sayHello_args()))
+    [(name, mtype, seqid, error)] = wire.replies()
+    assert (name, mtype, seqid, error.type) == (
+        "nope", TMessageType.EXCEPTION, 41, TApplicationException.UNKNOWN_METHOD)
+    assert not wire.transport.disconnecting
+
+
+def test_badArgumentsAreAProtocolError() -> None:
+    wire, _ = serving()
+    message = wire.codec.encode("add", TMessageType.CALL, 3, Echo.getData_args(input="x"))
+    # Field 1 of add is an i32; rewrite the STRING field type byte into I32.
+    broken = message.replace(b"\x0b\x00\x01", b"\x08\x00\x01", 1)
+    wire.send(broken[:-2])
+    [(_, mtype, seqid, error)] = wire.replies()
+    assert (mtype, seqid, error.type) == (
+        TMessageType.EXCEPTION, 3, TApplicationException.PROTOCOL_ERROR)
+    assert not wire.transport.disconnecting
+
+
+def test_unreadableHeaderClosesThatConnection(logged: list[dict[str, Any]]) -> None:
+    wire, _ = serving()
+    wire.send(b"\x80\x01\x00\x01\x7f\xff\xff\xff")
+    assert wire.transport.disconnecting
+    assert wire.replies() == []
+    assert any("unreadable message header" in str(e.get("reason")) for e in logged)
+
+
+def test_onewayNeverReplies(logged: list[dict[str, Any]]) -> None:
+    wire, handler = serving()
+    wire.call("fire", "hello", mtype=TMessageType.ONEWAY)
+    wire.call("fire", "explode", mtype=TMessageType.ONEWAY)
+    assert handler.fired == ["hello"]
+    assert wire.replies() == []
+    assert any(isinstance(e.get("log_failure", Failure(Exception())).value, ValueError)
+               for e in logged)
+
+
+def test_lateReplyAfterDisconnectIsDropped(logged: list[dict[str, Any]]) -> None:
+    wire, handler = serving()
+    wire.call("slow", 1.0, "x")
+    wire.proto.connectionLost(Failure(ConnectionError("gone")))
+    handler.waiting["x"].callback("too late")
+    assert wire.transport.value() == b""
+    assert not [e for e in logged if e.get("log_level") and e["log_level"].name == "error"]
+
+
+def test_maxPendingPausesReadingUntilACallCompletes() -> None:
+    wire, handler = serving(limits=Limits(max_pending=2))
+    for tag in "abcd":
+        wire.call("slow", 1.0, tag)
+    assert set(handler.waiting) == {"a", "b"}
+    assert wire.transport.producerState == "paused"
+    handler.waiting["a"].callback("A")
+    assert set(handler.waiting) == {"a", "b", "c"}
+    assert wire.transport.producerState == "paused"
+    handler.waiting["b"].callback("B")
+    assert set(handler.waiting) == {"a", "b", "c", "d"}
+    assert wire.transport.producerState == "producing"
+    assert wire.proto.inFlight == 2
+
+
+def test_aPeerNotReadingRepliesPausesReading() -> None:
+    wire, _ = serving()
+    assert wire.transport.producer is wire.proto
+    wire.proto.pauseProducing()  # what the transport does when its buffer fills
+    assert wire.transport.producerState == "paused"
+    wire.proto.resumeProducing()
+    assert wire.transport.producerState == "producing"
+
+
+def test_idleTimeoutClosesOnlyIdleConnections() -> None:
+    clock = Clock()
+    factory = ServerFactory(Handler(), clock=clock, limits=Limits(idle_timeout=10))
+    wire = Wire(factory)
+    clock.advance(9)
+    wire.call("slow", 1.0, "t")
+    clock.advance(15)
+    assert not wire.transport.disconnecting  # a call is in flight
+    factory.dispatcher._handler.waiting["t"].callback("ok")  # type: ignore[attr-defined]
+    clock.advance(9.5)
+    assert not wire.transport.disconnecting
+    clock.advance(1)
+    assert wire.transport.disconnecting
+
+
+def test_autoAnswersInTheClientsTransportAndProtocol() -> None:
+    for transport in ("framed", "buffered"):
+        for protocol in ("binary", "compact", "json"):
+            factory = ServerFactory(Handler(), clock=Clock())
+            wire = Wire(factory, transport, protocol)
+            wire.call("getData", protocol)
+            [(_, _, _, result)] = wire.replies()
+            assert result.success == f"{protocol} from server 1024"
+
+
+def test_twistedFlavourHandlerWithoutIfaceSubclass() -> None:
+    @implementer(TwistedEcho.Iface)
+    class Plain:
+        def getData(self, input: str) -> Deferred[str]:
+            return succeed(input.upper())
+
+    wire, _ = serving(Plain())
+    wire.call("getData", "quiet")
+    [(_, _, _, result)] = wire.replies()
+    assert result.success == "QUIET"
+
+
+def test_serviceGivenExplicitly() -> None:
+    class Duck:
+        def multiply(self, a: int, b: int) -> int:
+            return a * b
+
+    factory = ServerFactory(Duck(), service=Calc, clock=Clock())
+    wire = Wire(factory)
+    wire.send(wire.codec.encode("multiply", TMessageType.CALL, 1, Calc.multiply_args(6, 7)))
+    [message] = wire.framer.feed(wire.transport.value())
+    iprot, _, _, _ = wire.codec.readHeader(message)
+    result = Calc.multiply_result()
+    result.read(iprot)
+    assert result.success == 42
+
+
+def test_handlerWithoutAServiceIsATypeError() -> None:
+    with pytest.raises(TypeError, match="cannot tell which Thrift service"):
+        ServerFactory(object())
+
+
+def test_processorsAreServed() -> None:
+    wire, _ = serving(Echo.Processor(Handler()))
+    wire.call("getData", "p")
+    wire.call("fail", "oops")
+    (_, _, _, data), (_, _, _, oops) = wire.replies()
+    assert (data.success, oops.oops.code) == ("p from server 1024", 7)
+
+
+def test_twistedProcessorHalfWrittenReplyBecomesOneException() -> None:
+    @implementer(TwistedEcho.Iface)
+    class Bad:
+        def add(self, a: int, b: int) -> str:
+            return "not an i32"
+
+    wire, _ = serving(TwistedEcho.Processor(Bad()), protocol="binary")
+    wire.call("add", 1, 2)
+    [(_, mtype, _, error)] = wire.replies()
+    assert (mtype, error.type) == (TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
+    assert wire.transport.value() == b""
+
+
+def test_multiplexedMappingRoutesByServiceName() -> None:
+    class Multiplier(Calc.Iface):
+        def multiply(self, a: int, b: int) -> int:
+            return a * b
+
+    wire, _ = serving({"Echo": Handler(), "Calc": Multiplier(), "": Handler()})
+    wire.call("getData", "m", wireName="Echo:getData")
+    wire.call("getData", "plain")
+    wire.send(wire.codec.encode("Calc:multiply", TMessageType.CALL, 9, Calc.multiply_args(3, 4)))
+    wire.send(wire.codec.encode("Nope:x", TMessageType.CALL, 10, Calc.multiply_args(3, 4)))
+    data = wire.framer.feed(wire.transport.value())
+    headers = [wire.codec.readHeader(m)[1:] for m in data]
+    assert headers == [("getData", TMessageType.REPLY, 1), ("getData", TMessageType.REPLY, 2),
+                       ("multiply", TMessageType.REPLY, 9), ("x", TMessageType.EXCEPTION, 10)]
+
+
+def test_multiplexedProcessorUnknownServiceGetsAnException() -> None:
+    processor = TMultiplexedProcessor()
+    processor.registerProcessor("Echo", Echo.Processor(Handler()))
+    wire, _ = serving(processor)
+    wire.call("getData", "x", wireName="Other:getData")
+    wire.call("getData", "y", wireName="Echo:getData")
+    (_, mtype, _, error), (_, _, _, ok) = wire.replies()
+    assert (mtype, error.type) == (TMessageType.EXCEPTION, TApplicationException.PROTOCOL_ERROR)
+    assert ok.success == "y from server 1024"
+
+
+def test_serverFactoryTracksConnections() -> None:
+    factory = ServerFactory(Handler(), clock=Clock())
+    wire = Wire(factory)
+    assert factory.connections == {wire.proto}
+    wire.proto.connectionLost(Failure(ConnectionError()))
+    assert factory.connections == set()
