@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from ._codec import Codec
 from ._framing import ThriftMessageProtocol
-from ._limits import Limits
+from ._limits import Limits, defaultReactor
 from ._service import Method, ServiceSpec, describe
 
 __all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol"]
@@ -146,10 +146,10 @@ class ClientProtocol(ThriftMessageProtocol):
         method = call.method
         try:
             if mtype == TMessageType.EXCEPTION:
-                error = TApplicationException()
-                error.read(iprot)
+                remote = TApplicationException()
+                remote.read(iprot)
                 iprot.readMessageEnd()
-                outcome: Any = Failure(error)
+                outcome: Any = Failure(remote)
             elif mtype == TMessageType.REPLY and method.result is not None:
                 outcome = self._result(method, iprot)
             else:
@@ -286,9 +286,7 @@ class ClientFactory(Factory):
         self.limits = limits or Limits()
         self.timeout = timeout
         self.serviceName = service_name
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock or defaultReactor()
         # Fail here, not at connection time, on a bad choice.
         ClientProtocol(self.clock, transport, protocol, self.limits)
 

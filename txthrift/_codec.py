@@ -108,12 +108,13 @@ def _restartingWriteMessageBegin(self: Any, name: str, ttype: int, seqid: int) -
     self.trans.restart()
     for owner in type(self).__mro__:
         if vars(owner).get("writeMessageBegin") is _restartingWriteMessageBegin:
-            super(owner, self).writeMessageBegin(name, ttype, seqid)
+            super(owner, self).writeMessageBegin(name, ttype, seqid)  # type: ignore[arg-type]
             return
 
 
 def _storedReadMessageBegin(self: Any) -> tuple[str, int, int]:
-    return self._txthriftHeader  # type: ignore[no-any-return]
+    header: tuple[str, int, int] = self._txthriftHeader
+    return header
 
 
 def withStoredHeader(iprot: TProtocolBase, header: tuple[str, int, int]) -> TProtocolBase:

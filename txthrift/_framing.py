@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import ClassVar, Final, Protocol as TypingProtocol
+from typing import Any, ClassVar, Final, Protocol as TypingProtocol
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -261,7 +261,8 @@ class ThriftMessageProtocol(Protocol):
         Send one whole encoded Thrift message, framed as this connection is.
         """
         assert self.framer is not None, "no message can be sent before the framing is known"
-        self.transport.write(self.framer.frame(message))
+        transport: Any = self.transport
+        transport.write(self.framer.frame(message))
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self._broken = True

@@ -79,7 +79,8 @@ def connect(reactor: Any, endpoint: IStreamClientEndpoint | str, service: Module
                             limits=Limits.from_keywords(**limits), timeout=timeout,
                             service_name=service_name, clock=reactor)
 
-    def connected(proto: ClientProtocol) -> Client:
-        return proto.client  # type: ignore[attr-defined,no-any-return]
+    def connected(proto: Any) -> Client:
+        client: Client = proto.client
+        return client
 
     return _clientEndpoint(reactor, endpoint).connect(factory).addCallback(connected)

@@ -10,6 +10,15 @@ from typing import Any
 MiB = 1024 * 1024
 
 
+def defaultReactor() -> Any:
+    """
+    The global reactor, for callers that did not pass one.
+    """
+    from twisted.internet import reactor
+
+    return reactor
+
+
 @dataclass(frozen=True)
 class Limits:
     """

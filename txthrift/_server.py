@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from ._codec import Codec, withStoredHeader
 from ._framing import ThriftMessageProtocol, checkChoice, PROTOCOLS, TRANSPORTS
-from ._limits import Limits
+from ._limits import Limits, defaultReactor
 from ._service import Method, describe, serviceOf
 
 __all__ = ["Dispatcher", "ServerFactory", "ServerProtocol", "makeDispatcher"]
@@ -266,7 +266,8 @@ class ServerProtocol(ThriftMessageProtocol):
         factory = getattr(self, "factory", None)
         if factory is not None:
             factory.connections.add(self)
-        self.transport.registerProducer(self, True)
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
         self._armIdle()
         if self.framer is not None:
             self.framingDetected()
@@ -329,10 +330,11 @@ class ServerProtocol(ThriftMessageProtocol):
         pause = self._writePaused or bool(self._queue)
         if pause != self._readPaused:
             self._readPaused = pause
+            transport: Any = self.transport
             if pause:
-                self.transport.pauseProducing()
+                transport.pauseProducing()
             else:
-                self.transport.resumeProducing()
+                transport.resumeProducing()
 
     # IPushProducer: the transport tells us when its write buffer fills.
     def pauseProducing(self) -> None:
@@ -359,9 +361,10 @@ class ServerProtocol(ThriftMessageProtocol):
         if self._inFlight:
             self._armIdle()
             return
+        transport: Any = self.transport
         log.info("closing idle Thrift connection from {peer} after {timeout}s",
-                 peer=self.transport.getPeer(), timeout=self.limits.idle_timeout)
-        self.transport.loseConnection()
+                 peer=transport.getPeer(), timeout=self.limits.idle_timeout)
+        transport.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         super().connectionLost(reason)
@@ -390,9 +393,7 @@ class ServerFactory(Factory):
         self.transport = checkChoice("transport", transport, TRANSPORTS)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         self.limits = limits or Limits()
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock or defaultReactor()
         self.connections: set[ServerProtocol] = set()
         self._codecs: dict[str, Codec] = {}
 
@@ -405,7 +406,7 @@ class ServerFactory(Factory):
             codec = self._codecs[protocol] = Codec(protocol, self.limits)
         return codec
 
-    def buildProtocol(self, addr: Any) -> ServerProtocol:
+    def buildProtocol(self, addr: Any) -> ServerProtocol:  # type: ignore[override]
         proto = ServerProtocol(self.dispatcher, self.clock, self.transport, self.protocolName,
                                self.limits)
         proto.factory = self

@@ -104,10 +104,10 @@ def describe(module: ModuleType) -> ServiceSpec:
             f"{module!r} is not a generated Thrift service module"
             " (one with Iface, Client and Processor, made by thrift --gen py)")
     methods: dict[str, Method] = {}
-    pending: list[Any] = [module.Iface]
+    pending: list[Any] = [getattr(module, "Iface")]
     seen: set[Any] = set()
     while pending:
-        iface = pending.pop(0)
+        iface: Any = pending.pop(0)
         if iface in seen:
             continue
         seen.add(iface)
@@ -118,7 +118,7 @@ def describe(module: ModuleType) -> ServiceSpec:
         for name in sorted(_declared(iface)):
             if name not in methods and hasattr(owner, name + "_args"):
                 methods[name] = _method(owner, name)
-        pending.extend(iface.__bases__)
+        pending.extend(getattr(iface, "__bases__", ()))
     spec = _described[module] = ServiceSpec(module.__name__.rpartition(".")[2], module, methods)
     return spec
 
