@@ -8,6 +8,7 @@ Nothing here touches a socket or the reactor.
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Final, Protocol as TypingProtocol
 
 from thrift.protocol.TBinaryProtocol import (
@@ -21,7 +22,7 @@ from thrift.protocol.TCompactProtocol import (
 from thrift.protocol.TJSONProtocol import TJSONProtocolFactory
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType
-from thrift.transport.TTransport import TMemoryBuffer
+from thrift.transport.TTransport import TMemoryBuffer, TTransportBase
 
 from ._limits import Limits
 
@@ -84,6 +85,22 @@ class _ReplyBuffer(TMemoryBuffer):
         self._buffer.truncate()
 
 
+class _Chunks(TTransportBase):
+    """
+    Collects what a protocol writes, for joining once.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, buf: bytes) -> None:
+        self.parts.append(buf)
+
+
+_I32 = struct.Struct(">i")
+_HEADER = struct.Struct(">iI")
+_VERSION_1 = -0x7FFF0000  # 0x80010000 as an i32
+
 _subclasses: dict[tuple[type, str], type] = {}
 
 
@@ -145,8 +162,21 @@ class Codec:
             factories).
         """
         self.protocol = protocol
-        self.factory = factory or protocolFactory(protocol, limits or Limits())
+        limits = limits or Limits()
+        self.factory = factory or protocolFactory(protocol, limits)
         self.outputFactory = outputFactory or self.factory
+        # Our own binary codec takes a shortcut per message: it reads and
+        # writes the message header itself, and reuses one protocol object
+        # each way instead of building two per message.  Binary protocol
+        # objects keep no state between calls, so sharing them is safe as long
+        # as each use finishes before the next starts, which it does: a body
+        # is read or written whole before anything else runs.
+        self._fast = factory is None and outputFactory is None and protocol == "binary"
+        if self._fast:
+            self._maxName = limits.string_limit
+            self._reader = self.factory.getProtocol(TMemoryBuffer(b""))
+            self._chunks = _Chunks()
+            self._writer = self.outputFactory.getProtocol(self._chunks)
 
     def reader(self, message: bytes) -> TProtocolBase:
         """
@@ -158,10 +188,22 @@ class Codec:
         """
         Read a message's header.
 
-        @return: the protocol positioned after it, the name, the message type
-            and the sequence id.
+        @return: a protocol positioned after it, the name, the message type
+            and the sequence id.  The protocol is good until the next call
+            to this codec: read the body at once.
         @raise Exception: whatever the protocol raises for a bad header.
         """
+        if self._fast and message[:2] == b"\x80\x01" and len(message) >= 12:
+            # Strict binary: 0x8001, a zero byte, the type byte, the name as
+            # an i32 length and UTF-8 bytes, then the i32 seqid.
+            (length,) = _I32.unpack_from(message, 4)
+            end = 8 + length
+            if 0 <= length <= self._maxName and end + 4 <= len(message):
+                name = message[8:end].decode("utf-8")
+                (seqid,) = _I32.unpack_from(message, end)
+                iprot = self._reader
+                iprot.trans = TMemoryBuffer(message, end + 4)
+                return iprot, name, message[3], seqid
         iprot = self.reader(message)
         name, mtype, seqid = iprot.readMessageBegin()
         return iprot, name, mtype, seqid
@@ -171,6 +213,16 @@ class Codec:
         Encode a whole message around C{body} (an args or result struct or an
         exception).
         """
+        if self._fast:
+            encoded = name.encode("utf-8")
+            chunks = self._chunks
+            chunks.parts = [_HEADER.pack(_VERSION_1 | mtype, len(encoded)), encoded,
+                            _I32.pack(seqid)]
+            try:
+                body.write(self._writer)
+                return b"".join(chunks.parts)
+            finally:
+                chunks.parts = []
         buffer = TMemoryBuffer()
         oprot = self.outputFactory.getProtocol(buffer)
         oprot.writeMessageBegin(name, mtype, seqid)

@@ -5,10 +5,9 @@ their outcomes to replies, and keeping each connection within its limits.
 
 from __future__ import annotations
 
-import inspect
 from collections import deque
 from collections.abc import Mapping
-from types import ModuleType
+from types import CoroutineType, ModuleType
 from typing import Any, Protocol as TypingProtocol, Union
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
@@ -43,6 +42,9 @@ class Dispatcher(TypingProtocol):
                  seqid: int) -> Reply: ...
 
 
+_ASYNC = (Deferred, CoroutineType)
+
+
 def _exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
                     message: str) -> bytes | None:
     if mtype == TMessageType.ONEWAY:
@@ -59,16 +61,22 @@ class _HandlerDispatcher:
     def __init__(self, handler: object, service: ModuleType) -> None:
         self._handler = handler
         self.service = describe(service)
+        # Bound once: (method, handler function) by name, for what the
+        # handler implements; other names are unknown methods.
+        self._targets = {
+            name: (method, getattr(handler, name))
+            for name, method in self.service.methods.items() if hasattr(handler, name)
+        }
 
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply:
-        method = self.service.methods.get(name)
-        function = getattr(self._handler, name, None) if method is not None else None
-        if method is None or function is None:
+        target = self._targets.get(name)
+        if target is None:
             log.warn("no method {name} in {service}", name=name, service=self.service.name)
             return _exceptionReply(codec, name, mtype, seqid,
                                    TApplicationException.UNKNOWN_METHOD,
                                    f"Unknown function {name}")
+        method, function = target
         args = method.args()
         try:
             args.read(iprot)
@@ -82,9 +90,9 @@ class _HandlerDispatcher:
             value = function(*[getattr(args, arg) for arg in method.argNames])
         except Exception:
             return self._failed(Failure(), codec, method, seqid)
-        if inspect.iscoroutine(value):
-            value = Deferred.fromCoroutine(value)
-        if isinstance(value, Deferred):
+        if isinstance(value, _ASYNC):
+            if not isinstance(value, Deferred):
+                value = Deferred.fromCoroutine(value)
             return value.addCallbacks(self._succeeded, self._failed,
                                       callbackArgs=(codec, method, seqid),
                                       errbackArgs=(codec, method, seqid))
