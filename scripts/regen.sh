@@ -20,3 +20,8 @@ rm -rf tests/gen/py tests/gen/pytwisted tests/gen/twisted examples/hello/gen
 gen tests/gen/Test.thrift tests/gen/py py:package_prefix=tests.gen.py.
 gen tests/gen/Test.thrift tests/gen/pytwisted py:twisted,package_prefix=tests.gen.pytwisted.
 gen examples/hello/HelloService.thrift examples/hello/gen py
+
+# The conformance IDL (tests/test_conformance.py), both flavours, each in its own folder.
+rm -rf tests/gen/conformance_py tests/gen/conformance_pytwisted
+gen tests/gen/Conformance.thrift tests/gen/conformance_py py:package_prefix=tests.gen.conformance_py.
+gen tests/gen/Conformance.thrift tests/gen/conformance_pytwisted py:twisted,package_prefix=tests.gen.conformance_pytwisted.

@@ -274,7 +274,7 @@ def test_clientsMustChooseTransportAndProtocol() -> None:
 
 
 def test_notAServiceModule() -> None:
-    import tests.gen.py.txthrift_test.ttypes as ttypes
+    from tests.gen.py.txthrift_test import ttypes
 
     with pytest.raises(TypeError, match="not a generated Thrift service module"):
         Client.forService(ttypes)

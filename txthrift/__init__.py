@@ -11,6 +11,7 @@ from ._framing import PROTOCOLS, TRANSPORTS, FrameError, ThriftMessageProtocol
 from ._hosting import connect, serve
 from ._limits import Limits
 from ._server import ServerFactory, ServerProtocol
+from ._tap import thriftService
 from ._transport import CallbackTransport, MessageSenderTransport
 from ._version import __version__
 
@@ -33,4 +34,5 @@ __all__ = [
     "accelerated",
     "connect",
     "serve",
+    "thriftService",
 ]

@@ -5,14 +5,15 @@ replies by seqid, with timeouts, cancellation and clear failures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -195,7 +196,7 @@ class ClientProtocol(ThriftMessageProtocol):
         self.transport.loseConnection()
         return waiter
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._lostReason = reason
         pending, self._pending = self._pending, {}

@@ -9,7 +9,8 @@ Nothing here touches a socket or the reactor.
 from __future__ import annotations
 
 import struct
-from typing import Any, Final, Protocol as TypingProtocol
+from typing import Any, Final
+from typing import Protocol as TypingProtocol
 
 from thrift.protocol.TBinaryProtocol import (
     TBinaryProtocolAcceleratedFactory,

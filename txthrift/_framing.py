@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any, ClassVar, Final, Protocol as TypingProtocol
+from typing import Any, ClassVar, Final
+from typing import Protocol as TypingProtocol
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._limits import Limits
 
 __all__ = [
-    "TRANSPORTS",
     "PROTOCOLS",
+    "TRANSPORTS",
     "FrameError",
     "ThriftMessageProtocol",
 ]
@@ -68,6 +69,8 @@ class _Framer(TypingProtocol):
 
     def frame(self, message: bytes) -> bytes: ...
 
+    def prefix(self, message: bytes) -> bytes: ...
+
 
 class _Framed:
     """
@@ -106,6 +109,9 @@ class _Framed:
     def frame(self, message: bytes) -> bytes:
         return _U32.pack(len(message)) + message
 
+    def prefix(self, message: bytes) -> bytes:
+        return _U32.pack(len(message))
+
 
 class _Unframed:
     """
@@ -139,6 +145,9 @@ class _Unframed:
 
     def frame(self, message: bytes) -> bytes:
         return message
+
+    def prefix(self, message: bytes) -> bytes:
+        return b""
 
 
 def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> _Framer | None:
@@ -208,12 +217,41 @@ class ThriftMessageProtocol(Protocol):
         self.limits = limits or Limits()
         self._head = b""
         self._broken = False
+        # While data is being handled, replies gather here and go out in one
+        # write when it is done, instead of a write (and poller update) each.
+        self._batch: list[bytes] | None = None
         if transport != "auto" and protocol != "auto":
             self.framer = makeFramer(transport, protocol, self.limits)
+
+    def makeConnection(self, transport: Any) -> None:
+        # Small replies must not wait for the peer's delayed ACK (Nagle).
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
+        super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._broken:
             return
+        if self._batch is not None:
+            # Re-entered (a synchronous in-memory peer): the outer call flushes.
+            self._handle(data)
+            return
+        self._batch = []
+        try:
+            self._handle(data)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None:
+            self.transport.writeSequence(batch)
+
+    def _handle(self, data: bytes) -> None:
         try:
             framer = self.framer
             if framer is None:
@@ -242,6 +280,7 @@ class ThriftMessageProtocol(Protocol):
         self._broken = True
         self.log.warn("closing Thrift connection from {peer}: {reason}",
                       peer=_peerOf(self), reason=reason)
+        self._flush()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -260,11 +299,18 @@ class ThriftMessageProtocol(Protocol):
         """
         Send one whole encoded Thrift message, framed as this connection is.
         """
-        assert self.framer is not None, "no message can be sent before the framing is known"
-        transport: Any = self.transport
-        transport.write(self.framer.frame(message))
+        framer = self.framer
+        assert framer is not None, "no message can be sent before the framing is known"
+        prefix = framer.prefix(message)
+        batch = self._batch
+        if batch is not None:
+            if prefix:
+                batch.append(prefix)
+            batch.append(message)
+        elif self.transport is not None:
+            self.transport.writeSequence([prefix, message] if prefix else [message])
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._broken = True
 
 

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
-from ._client import Client, ClientFactory, ClientProtocol
+from ._client import Client, ClientFactory
 from ._limits import Limits
 from ._server import ServerFactory
 

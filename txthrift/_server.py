@@ -8,19 +8,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from types import CoroutineType, ModuleType
-from typing import Any, Protocol as TypingProtocol, Union
+from typing import Any, Union
+from typing import Protocol as TypingProtocol
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._codec import Codec, withStoredHeader
-from ._framing import ThriftMessageProtocol, checkChoice, PROTOCOLS, TRANSPORTS
+from ._framing import PROTOCOLS, TRANSPORTS, ThriftMessageProtocol, checkChoice
 from ._limits import Limits, defaultReactor
 from ._service import Method, describe, serviceOf
 
@@ -258,6 +259,7 @@ class ServerProtocol(ThriftMessageProtocol):
         self._inFlight = 0
         self._queue: deque[bytes] = deque()
         self._readPaused = False
+        self._draining = False
         self._writePaused = False
         self._idleCall: IDelayedCall | None = None
         self.connected = False
@@ -312,20 +314,38 @@ class ServerProtocol(ThriftMessageProtocol):
             log.failure("dispatching {name} failed", name=name)
             reply = _exceptionReply(codec, name, mtype, seqid,
                                     TApplicationException.INTERNAL_ERROR, "Internal error")
-        if isinstance(reply, Deferred):
+        if type(reply) is bytes:
+            self.sendMessage(reply)
+        elif isinstance(reply, Deferred):
             self._inFlight += 1
             reply.addCallback(self._replied).addErrback(self._lost, name)
-        elif reply is not None:
-            self.sendMessage(reply)
 
     def _replied(self, reply: bytes | None) -> None:
-        self._inFlight -= 1
-        if reply is not None and self.connected:
-            self.sendMessage(reply)
-        # A reply for a peer that has gone is dropped without fuss.
+        try:
+            # A reply for a peer that has gone is dropped without fuss.
+            if reply is not None and self.connected:
+                self.sendMessage(reply)
+        finally:
+            self._inFlight -= 1
         self._armIdle()
-        while self._queue and self._inFlight < self.limits.max_pending and self.connected:
-            self._process(self._queue.popleft())
+        self._drain()
+
+    def _drain(self) -> None:
+        """
+        Process queued requests while there is room.
+
+        Re-entry (a queued request answered by an already-fired Deferred
+        replies inside the loop) returns at once: the loop below goes on, so
+        the stack stays flat however long the queue.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue and self._inFlight < self.limits.max_pending and self.connected:
+                self._process(self._queue.popleft())
+        finally:
+            self._draining = False
         self._updateReading()
 
     @staticmethod
@@ -374,7 +394,7 @@ class ServerProtocol(ThriftMessageProtocol):
                  peer=transport.getPeer(), timeout=self.limits.idle_timeout)
         transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.connected = False
         self._queue.clear()

@@ -104,7 +104,7 @@ def describe(module: ModuleType) -> ServiceSpec:
             f"{module!r} is not a generated Thrift service module"
             " (one with Iface, Client and Processor, made by thrift --gen py)")
     methods: dict[str, Method] = {}
-    pending: list[Any] = [getattr(module, "Iface")]
+    pending: list[Any] = [module.Iface]
     seen: set[Any] = set()
     while pending:
         iface: Any = pending.pop(0)
@@ -112,7 +112,7 @@ def describe(module: ModuleType) -> ServiceSpec:
             continue
         seen.add(iface)
         owner = sys.modules.get(iface.__module__)
-        if not _isServiceModule(owner) or getattr(owner, "Iface", None) is not iface:
+        if _ifaceOf(owner) is not iface:
             continue
         assert owner is not None
         for name in sorted(_declared(iface)):
@@ -129,14 +129,14 @@ def serviceOf(handler: object) -> ModuleType | None:
     subclassing the module's C{Iface} (C{--gen py}) or declaring it with
     C{@implementer} (C{--gen py:twisted}).  The most derived one wins.
     """
-    for cls in type(handler).__mro__:
-        if cls.__name__ == "Iface":
-            module = sys.modules.get(cls.__module__)
-            if _isServiceModule(module) and getattr(module, "Iface") is cls:
-                return module
-    for iface in providedBy(handler).flattened():
+    declared = [*type(handler).__mro__, *providedBy(handler).flattened()]
+    for iface in declared:
         if iface.__name__ == "Iface":
             module = sys.modules.get(iface.__module__)
-            if _isServiceModule(module) and getattr(module, "Iface") is iface:
+            if _ifaceOf(module) is iface:
                 return module
     return None
+
+
+def _ifaceOf(module: ModuleType | None) -> Any:
+    return module.Iface if module is not None and _isServiceModule(module) else None

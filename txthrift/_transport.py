@@ -9,8 +9,9 @@ reactor's connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
-from typing import Any, Callable
+from typing import Any
 
 from thrift.transport.TTransport import TTransportBase
 

@@ -1,0 +1,605 @@
+/*
+ * loadgen: a closed-loop load generator for HelloService.getData over
+ * strict binary Thrift, framed or unframed (buffered).
+ *
+ * It opens C connections to 127.0.0.1:PORT and keeps D calls in flight on
+ * each: every reply is validated and immediately replaced by a new call.
+ * Calls completing during the measured window (after a warm-up) are counted
+ * and their latencies (issue to whole reply) recorded.  One JSON object is
+ * printed on stdout; diagnostics go to stderr.
+ *
+ *   cc -O2 -o loadgen loadgen.c
+ *   ./loadgen --port 9090 --conns 4 --depth 16 --payload 13 --framed \
+ *             --warmup 1 --duration 3
+ *
+ * The request input is the string "client access" repeated and cut to the
+ * payload size (13 bytes is exactly the seed's "client access"); the reply
+ * must carry that input + " from server 1024".
+ *
+ * Wire facts used (strict binary protocol):
+ *   message = i32 version|type (0x8001000T), i32 name length, name,
+ *             i32 seqid, struct
+ *   struct  = { i8 type, i16 id, value }* , i8 STOP (0)
+ *   framed  = i32 length, message
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SUFFIX " from server 1024"
+#define METHOD "getData"
+#define SEQID_OFFSET 15 /* within a message: 4 version + 4 length + 7 name */
+
+enum {
+    E_MALFORMED,     /* bytes that are no strict binary message */
+    E_BAD_TYPE,      /* a message that is neither REPLY nor EXCEPTION */
+    E_EXCEPTION,     /* an EXCEPTION message (TApplicationException) */
+    E_UNKNOWN_SEQID, /* a reply whose seqid is not in flight on its connection */
+    E_BAD_NAME,      /* a reply naming another method */
+    E_BAD_PAYLOAD,   /* field 0 present but not input + SUFFIX */
+    E_BAD_RESULT,    /* no field 0 string, or other fields in the result */
+    E_FRAME_SIZE,    /* frame length disagrees with the message inside */
+    E_CLOSED,        /* the server closed or reset a connection */
+    E_COUNT
+};
+static const char *error_names[E_COUNT] = {
+    "malformed", "bad_type", "exception", "unknown_seqid", "bad_name",
+    "bad_payload", "bad_result", "frame_size", "closed",
+};
+static uint64_t errors[E_COUNT];
+static int error_reports = 0;
+
+static void error(int kind, const char *detail) {
+    errors[kind]++;
+    if (error_reports < 5) {
+        error_reports++;
+        fprintf(stderr, "loadgen: %s%s%s\n", error_names[kind], detail ? ": " : "",
+                detail ? detail : "");
+    }
+}
+
+typedef struct {
+    int32_t seqid;
+    int used;
+    double issued;
+} slot_t;
+
+typedef struct {
+    int fd;
+    int dead;
+    int polling_out;
+    unsigned char *out;
+    size_t olen, ooff, ocap;
+    unsigned char *in;
+    size_t ilen, ioff, icap;
+    size_t need; /* do not parse again before this many bytes are buffered */
+    slot_t *slots;
+    int inflight;
+    int32_t next_seqid;
+    uint64_t done_window;
+} conn_t;
+
+/* ---- settings and shared state ---- */
+static int opt_port = 0, opt_conns = 1, opt_depth = 1, opt_framed = 1;
+static long opt_payload = 13;
+static double opt_warmup = 1.0, opt_duration = 3.0, opt_connect_timeout = 5.0;
+static const char *opt_host = "127.0.0.1";
+
+static unsigned char *request;     /* the whole request, framed if framed */
+static size_t request_len;
+static size_t request_seqid_at;    /* where the seqid sits in `request` */
+static unsigned char *expected;    /* the reply's string value */
+static size_t expected_len;
+
+static int epfd;
+static conn_t *conns;
+static double t_start, t_window, t_end;
+static int stopping = 0;
+
+static double *lat;                /* latencies in the window, µs */
+static size_t lat_n, lat_cap;
+static uint64_t done_window, done_total;
+static uint64_t bytes_in_window;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "loadgen: out of memory (%zu bytes)\n", n);
+        exit(3);
+    }
+    return q;
+}
+
+static void put32(unsigned char *p, uint32_t v) {
+    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
+}
+static uint32_t get32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static void build_messages(void) {
+    static const char pattern[] = "client access";
+    size_t plen = sizeof(pattern) - 1, n = (size_t)opt_payload;
+    unsigned char *input = xrealloc(NULL, n);
+    for (size_t i = 0; i < n; i++) input[i] = pattern[i % plen];
+
+    size_t mlen = 4 + 4 + 7 + 4 + 1 + 2 + 4 + n + 1;
+    size_t head = opt_framed ? 4 : 0;
+    request_len = head + mlen;
+    request = xrealloc(NULL, request_len);
+    unsigned char *p = request;
+    if (opt_framed) { put32(p, (uint32_t)mlen); p += 4; }
+    put32(p, 0x80010001u); p += 4;            /* CALL */
+    put32(p, 7); p += 4;
+    memcpy(p, METHOD, 7); p += 7;
+    put32(p, 0); p += 4;                      /* seqid, patched per call */
+    *p++ = 11; *p++ = 0; *p++ = 1;            /* field 1: STRING */
+    put32(p, (uint32_t)n); p += 4;
+    memcpy(p, input, n); p += n;
+    *p++ = 0;                                 /* STOP */
+    request_seqid_at = head + SEQID_OFFSET;
+
+    expected_len = n + strlen(SUFFIX);
+    expected = xrealloc(NULL, expected_len);
+    memcpy(expected, input, n);
+    memcpy(expected + n, SUFFIX, strlen(SUFFIX));
+    free(input);
+}
+
+/* ---- parsing ---- */
+
+#define NEED (-1)
+#define BAD (-2)
+static size_t need_hint; /* set when a parse returns NEED: bytes required */
+
+/* Skip one value of `type` at buf[pos]; returns the position after it. */
+static long skip(const unsigned char *buf, size_t len, size_t pos, int type, int depth) {
+    static const int fixed[17] = {0, 0, 1, 1, 8, 0, 2, 0, 4, 0, 8, 0, 0, 0, 0, 0, 16};
+    if (depth > 64) return BAD;
+    if (type >= 0 && type <= 16 && fixed[type]) {
+        if (pos + fixed[type] > len) { need_hint = pos + fixed[type]; return NEED; }
+        return (long)(pos + fixed[type]);
+    }
+    switch (type) {
+    case 11: { /* string / binary */
+        if (pos + 4 > len) { need_hint = pos + 4; return NEED; }
+        uint32_t n = get32(buf + pos);
+        if (n > 0x7fffffffu) return BAD;
+        if (pos + 4 + n > len) { need_hint = pos + 4 + n; return NEED; }
+        return (long)(pos + 4 + n);
+    }
+    case 12: /* struct */
+        for (;;) {
+            if (pos + 1 > len) { need_hint = pos + 1; return NEED; }
+            int ft = buf[pos];
+            if (ft == 0) return (long)(pos + 1);
+            if (pos + 3 > len) { need_hint = pos + 3; return NEED; }
+            long r = skip(buf, len, pos + 3, ft, depth + 1);
+            if (r < 0) return r;
+            pos = (size_t)r;
+        }
+    case 13: { /* map */
+        if (pos + 6 > len) { need_hint = pos + 6; return NEED; }
+        int kt = buf[pos], vt = buf[pos + 1];
+        uint32_t n = get32(buf + pos + 2);
+        if (n > 0x7fffffffu) return BAD;
+        pos += 6;
+        for (uint32_t i = 0; i < n; i++) {
+            long r = skip(buf, len, pos, kt, depth + 1);
+            if (r < 0) return r;
+            r = skip(buf, len, (size_t)r, vt, depth + 1);
+            if (r < 0) return r;
+            pos = (size_t)r;
+        }
+        return (long)pos;
+    }
+    case 14: case 15: { /* set, list */
+        if (pos + 5 > len) { need_hint = pos + 5; return NEED; }
+        int et = buf[pos];
+        uint32_t n = get32(buf + pos + 1);
+        if (n > 0x7fffffffu) return BAD;
+        pos += 5;
+        for (uint32_t i = 0; i < n; i++) {
+            long r = skip(buf, len, pos, et, depth + 1);
+            if (r < 0) return r;
+            pos = (size_t)r;
+        }
+        return (long)pos;
+    }
+    default:
+        return BAD;
+    }
+}
+
+/* Length of the strict binary message at buf[0..len), or NEED / BAD. */
+static long message_length(const unsigned char *buf, size_t len) {
+    if (len < 8) { need_hint = 8; return NEED; }
+    uint32_t version = get32(buf);
+    if ((version & 0xffff0000u) != 0x80010000u) return BAD;
+    uint32_t nlen = get32(buf + 4);
+    if (nlen > 0x7fffffffu) return BAD;
+    size_t pos = 8 + (size_t)nlen + 4;
+    if (pos > len) { need_hint = pos; return NEED; }
+    return skip(buf, len, pos, 12, 0);
+}
+
+static void send_call(conn_t *c, double t);
+
+/* Check one whole message of `len` bytes and retire its call. */
+static void handle_reply(conn_t *c, const unsigned char *m, size_t len, double t) {
+    uint32_t version = get32(m);
+    uint32_t nlen = get32(m + 4);
+    size_t pos = 8 + nlen;
+    int32_t seqid = (int32_t)get32(m + pos);
+    pos += 4;
+    int type = version & 0xff;
+
+    slot_t *slot = NULL;
+    for (int i = 0; i < opt_depth; i++)
+        if (c->slots[i].used && c->slots[i].seqid == seqid) { slot = &c->slots[i]; break; }
+    if (!slot) {
+        char d[64];
+        snprintf(d, sizeof d, "seqid %d", seqid);
+        error(E_UNKNOWN_SEQID, d);
+        return; /* the call it answers, if any, stays in flight */
+    }
+
+    if (type == 2) {
+        int ok = 1, found = 0;
+        if (nlen != 7 || memcmp(m + 8, METHOD, 7) != 0) { error(E_BAD_NAME, NULL); ok = 0; }
+        while (ok) { /* the whole message is here, so skip() cannot need more */
+            int ft = m[pos];
+            if (ft == 0) break;
+            int fid = (int16_t)((m[pos + 1] << 8) | m[pos + 2]);
+            if (fid == 0 && ft == 11 && !found) {
+                uint32_t n = get32(m + pos + 3);
+                if (n != expected_len || memcmp(m + pos + 7, expected, n) != 0) {
+                    error(E_BAD_PAYLOAD, NULL);
+                    ok = 0;
+                }
+                found = 1;
+            } else {
+                error(E_BAD_RESULT, "unexpected field in the result struct");
+                ok = 0;
+            }
+            pos = (size_t)skip(m, len, pos + 3, ft, 1);
+        }
+        if (ok && !found) error(E_BAD_RESULT, "no result field");
+        if (!(ok && found)) goto retire;
+        /* A good reply. */
+        if (t >= t_window && t < t_end) {
+            done_window++;
+            c->done_window++;
+            bytes_in_window += request_len + len;
+            if (lat_n == lat_cap) {
+                lat_cap = lat_cap ? 2 * lat_cap : 65536;
+                lat = xrealloc(lat, lat_cap * sizeof *lat);
+            }
+            lat[lat_n++] = (t - slot->issued) * 1e6;
+        }
+        done_total++;
+    } else if (type == 3) {
+        char d[200] = "";
+        /* TApplicationException: field 1 message, field 2 type. */
+        if (m[pos] == 11 && m[pos + 2] == 1) {
+            uint32_t n = get32(m + pos + 3);
+            if (n > 150) n = 150;
+            memcpy(d, m + pos + 7, n);
+            d[n] = 0;
+        }
+        error(E_EXCEPTION, d);
+    } else {
+        error(E_BAD_TYPE, NULL);
+    }
+retire:
+    slot->used = 0;
+    c->inflight--;
+    if (!stopping) send_call(c, t);
+}
+
+static void kill_conn(conn_t *c, int kind, const char *detail) {
+    if (c->dead) return;
+    if (kind >= 0 && !stopping) error(kind, detail);
+    c->dead = 1;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+}
+
+/* Cut and handle every whole message buffered on `c`. */
+static void parse_input(conn_t *c, double t) {
+    while (!c->dead) {
+        unsigned char *b = c->in + c->ioff;
+        size_t avail = c->ilen - c->ioff;
+        if (avail < c->need) return;
+        size_t mlen, total;
+        if (opt_framed) {
+            if (avail < 4) { c->need = 4; return; }
+            uint32_t flen = get32(b);
+            if (flen == 0 || flen > 0x7fffffffu) { kill_conn(c, E_MALFORMED, "frame length"); return; }
+            if (avail < 4 + (size_t)flen) { c->need = 4 + (size_t)flen; return; }
+            long r = message_length(b + 4, flen);
+            if (r == BAD) { kill_conn(c, E_MALFORMED, "framed message"); return; }
+            if (r == NEED || (size_t)r != flen) {
+                /* The frame holds a different amount than its message. */
+                kill_conn(c, E_FRAME_SIZE, NULL);
+                return;
+            }
+            mlen = flen;
+            total = 4 + (size_t)flen;
+            handle_reply(c, b + 4, mlen, t);
+        } else {
+            long r = message_length(b, avail);
+            if (r == NEED) { c->need = need_hint; return; }
+            if (r == BAD) { kill_conn(c, E_MALFORMED, "unframed message"); return; }
+            mlen = total = (size_t)r;
+            handle_reply(c, b, mlen, t);
+        }
+        c->ioff += total;
+        c->need = 0;
+    }
+}
+
+static void update_poll(conn_t *c) {
+    int want_out = c->olen > c->ooff;
+    if (want_out == c->polling_out || c->dead) return;
+    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->polling_out = want_out;
+}
+
+static void flush_out(conn_t *c) {
+    while (!c->dead && c->olen > c->ooff) {
+        ssize_t n = send(c->fd, c->out + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        if (n > 0) { c->ooff += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        kill_conn(c, E_CLOSED, strerror(errno));
+        return;
+    }
+    if (c->ooff == c->olen) {
+        c->ooff = c->olen = 0;
+    } else if (c->ooff > c->ocap / 2) {
+        memmove(c->out, c->out + c->ooff, c->olen - c->ooff);
+        c->olen -= c->ooff;
+        c->ooff = 0;
+    }
+    update_poll(c);
+}
+
+/* Queue one call on `c` (written by the next flush_out). */
+static void send_call(conn_t *c, double t) {
+    slot_t *slot = NULL;
+    for (int i = 0; i < opt_depth; i++)
+        if (!c->slots[i].used) { slot = &c->slots[i]; break; }
+    if (!slot) return;
+    int32_t seqid = c->next_seqid;
+    c->next_seqid = seqid == INT32_MAX ? 1 : seqid + 1;
+    slot->used = 1;
+    slot->seqid = seqid;
+    slot->issued = t;
+    c->inflight++;
+    if (c->olen + request_len > c->ocap) {
+        c->ocap = (c->olen + request_len) * 2;
+        c->out = xrealloc(c->out, c->ocap);
+    }
+    memcpy(c->out + c->olen, request, request_len);
+    put32(c->out + c->olen + request_seqid_at, (uint32_t)seqid);
+    c->olen += request_len;
+}
+
+static void read_conn(conn_t *c) {
+    size_t want = 65536;
+    if (c->need > c->ilen - c->ioff && c->need - (c->ilen - c->ioff) > want)
+        want = c->need - (c->ilen - c->ioff);
+    if (c->ioff > 0 && c->icap - c->ilen < want) {
+        memmove(c->in, c->in + c->ioff, c->ilen - c->ioff);
+        c->ilen -= c->ioff;
+        c->ioff = 0;
+    }
+    if (c->icap - c->ilen < want) {
+        c->icap = c->ilen + want;
+        c->in = xrealloc(c->in, c->icap);
+    }
+    ssize_t n = recv(c->fd, c->in + c->ilen, c->icap - c->ilen, 0);
+    if (n == 0) { kill_conn(c, E_CLOSED, "server closed the connection"); return; }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        kill_conn(c, E_CLOSED, strerror(errno));
+        return;
+    }
+    c->ilen += (size_t)n;
+    parse_input(c, now());
+    if (c->ioff == c->ilen) c->ioff = c->ilen = 0;
+}
+
+static int open_conn(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) { perror("loadgen: socket"); exit(2); }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {.tv_sec = (long)opt_connect_timeout,
+                         .tv_usec = (long)((opt_connect_timeout - (long)opt_connect_timeout) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* bounds connect() */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt_port)};
+    if (inet_pton(AF_INET, opt_host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "loadgen: bad host %s\n", opt_host);
+        exit(2);
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        fprintf(stderr, "loadgen: connect %s:%d: %s\n", opt_host, opt_port, strerror(errno));
+        printf("{\"error\": \"connect: %s\"}\n", strerror(errno));
+        exit(2);
+    }
+    struct timeval zero = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double p) {
+    if (!lat_n) return 0;
+    size_t i = (size_t)(p * (lat_n - 1) + 0.5);
+    return lat[i];
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: loadgen --port N [--host 127.0.0.1] [--conns C] [--depth D]\n"
+            "               [--payload BYTES] [--framed | --unframed]\n"
+            "               [--warmup S] [--duration S] [--connect-timeout S]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    static struct option options[] = {
+        {"port", required_argument, 0, 'p'},     {"host", required_argument, 0, 'h'},
+        {"conns", required_argument, 0, 'c'},    {"depth", required_argument, 0, 'd'},
+        {"payload", required_argument, 0, 's'},  {"framed", no_argument, 0, 'f'},
+        {"unframed", no_argument, 0, 'u'},       {"warmup", required_argument, 0, 'w'},
+        {"duration", required_argument, 0, 't'}, {"connect-timeout", required_argument, 0, 'T'},
+        {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (o) {
+        case 'p': opt_port = atoi(optarg); break;
+        case 'h': opt_host = optarg; break;
+        case 'c': opt_conns = atoi(optarg); break;
+        case 'd': opt_depth = atoi(optarg); break;
+        case 's': opt_payload = atol(optarg); break;
+        case 'f': opt_framed = 1; break;
+        case 'u': opt_framed = 0; break;
+        case 'w': opt_warmup = atof(optarg); break;
+        case 't': opt_duration = atof(optarg); break;
+        case 'T': opt_connect_timeout = atof(optarg); break;
+        default: usage();
+        }
+    }
+    if (opt_port <= 0 || opt_conns < 1 || opt_depth < 1 || opt_payload < 0 ||
+        opt_payload > 256L * 1024 * 1024 || opt_duration <= 0 || opt_warmup < 0)
+        usage();
+
+    build_messages();
+    epfd = epoll_create1(0);
+    conns = calloc((size_t)opt_conns, sizeof *conns);
+    for (int i = 0; i < opt_conns; i++) {
+        conn_t *c = &conns[i];
+        c->fd = open_conn();
+        c->slots = calloc((size_t)opt_depth, sizeof *c->slots);
+        /* Distinct, per-connection seqid ranges, away from 0. */
+        c->next_seqid = 1 + i * 1000003;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
+    }
+
+    t_start = now();
+    t_window = t_start + opt_warmup;
+    t_end = t_window + opt_duration;
+    for (int i = 0; i < opt_conns; i++) {
+        for (int j = 0; j < opt_depth; j++) send_call(&conns[i], t_start);
+        flush_out(&conns[i]);
+    }
+
+    double cpu_window_start = -1, cpu_window = 0, wall_window_start = 0;
+    int in_window = 0;
+    struct epoll_event events[256];
+    for (;;) {
+        double t = now();
+        if (!in_window && t >= t_window) {
+            in_window = 1;
+            cpu_window_start = cpu_seconds();
+            wall_window_start = t;
+        }
+        if (t >= t_end) break;
+        double next = in_window ? t_end : t_window;
+        int timeout = (int)((next - t) * 1000) + 1;
+        int n = epoll_wait(epfd, events, 256, timeout);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            perror("loadgen: epoll_wait");
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            conn_t *c = events[i].data.ptr;
+            if (c->dead) continue;
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(c);
+            if (!c->dead) flush_out(c);
+        }
+    }
+    double t_stop = now();
+    cpu_window = cpu_seconds() - cpu_window_start;
+    /* Completions are counted in [t_window, t_end): exactly the duration. */
+    double window = opt_duration;
+    double cpu_wall = t_stop - wall_window_start;
+    stopping = 1;
+
+    int alive = 0;
+    uint64_t conn_min = UINT64_MAX, conn_max = 0;
+    for (int i = 0; i < opt_conns; i++) {
+        conn_t *c = &conns[i];
+        if (!c->dead) alive++;
+        if (c->done_window < conn_min) conn_min = c->done_window;
+        if (c->done_window > conn_max) conn_max = c->done_window;
+        kill_conn(c, -1, NULL);
+    }
+
+    qsort(lat, lat_n, sizeof *lat, cmp_double);
+    double mean = 0;
+    for (size_t i = 0; i < lat_n; i++) mean += lat[i];
+    if (lat_n) mean /= (double)lat_n;
+    uint64_t total_errors = 0;
+    for (int k = 0; k < E_COUNT; k++) total_errors += errors[k];
+
+    printf("{\"conns\": %d, \"depth\": %d, \"payload\": %ld, \"framed\": %s, ", opt_conns,
+           opt_depth, opt_payload, opt_framed ? "true" : "false");
+    printf("\"warmup_s\": %.3f, \"duration_s\": %.3f, ", opt_warmup, window);
+    printf("\"calls\": %llu, \"calls_per_s\": %.1f, ", (unsigned long long)done_window,
+           done_window / window);
+    printf("\"mb_per_s\": %.3f, ", bytes_in_window / window / 1e6);
+    printf("\"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"mean_us\": %.1f, "
+           "\"max_us\": %.1f, ",
+           pct(0.50), pct(0.99), pct(0.999), mean, lat_n ? lat[lat_n - 1] : 0.0);
+    printf("\"conn_calls_min\": %llu, \"conn_calls_max\": %llu, \"conns_alive\": %d, ",
+           (unsigned long long)(conn_min == UINT64_MAX ? 0 : conn_min),
+           (unsigned long long)conn_max, alive);
+    printf("\"errors\": %llu, \"error_kinds\": {", (unsigned long long)total_errors);
+    int first = 1;
+    for (int k = 0; k < E_COUNT; k++) {
+        if (!errors[k]) continue;
+        printf("%s\"%s\": %llu", first ? "" : ", ", error_names[k], (unsigned long long)errors[k]);
+        first = 0;
+    }
+    printf("}, \"cpu_s\": %.3f, \"cpu_util\": %.3f}\n", cpu_window, cpu_wall > 0 ? cpu_window / cpu_wall : 0.0);
+    return 0;
+}

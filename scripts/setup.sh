@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up (or bring up to date) the development virtualenv in .venv: txthrift installed
+# editable with its test extra, and Twisted's plugin cache refreshed so `twistd thrift` is found.
+# Safe to run again and again; quiet unless something fails, then it shows what failed.
+# The interpreter is `python3` unless PYTHON names another one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+venv=.venv
+
+die() { echo "setup.sh: $*" >&2; exit 1; }
+
+# Run a command silently; on failure print its output and stop.
+quietly() {
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    die "failed: $*"
+  fi
+  rm -f "$log"
+}
+
+isSupported() { # isSupported PYTHON: true for Python 3.10 or later
+  "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
+}
+
+command -v "$python" >/dev/null || die "'$python' not found: install Python 3.10 or later (or set PYTHON)"
+isSupported "$python" || die "txthrift needs Python 3.10 or later; '$python' is $("$python" -V 2>&1)"
+
+# Make the virtualenv anew if it is missing, broken or too old.
+if [ ! -x "$venv/bin/python" ] || ! isSupported "$venv/bin/python" \
+    || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+  "$python" -c 'import ensurepip' 2>/dev/null \
+    || die "'$python' cannot make virtualenvs (on Debian/Ubuntu: apt-get install python3-venv)"
+  quietly "$python" -m venv --clear "$venv"
+fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+quietly "$venv/bin/python" -m pip install --upgrade pip
+quietly "$venv/bin/python" -m pip install -e '.[test]'
+quietly "$venv/bin/python" -c \
+  'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'

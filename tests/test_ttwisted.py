@@ -1,0 +1,676 @@
+"""
+Tests for L{txthrift.TTwisted}, the drop-in replacement of Apache's
+C{thrift.transport.TTwisted}, over real sockets on 127.0.0.1.
+
+The tests of the defects it fixes run against Apache's module too, where
+they must fail (strict xfail): that proves each test can fail, and that it
+checks what Apache's module gets wrong.
+"""
+
+from __future__ import annotations
+
+import inspect
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+import thrift.transport.TTwisted as apache
+from thrift.protocol.TBinaryProtocol import (
+    TBinaryProtocolAcceleratedFactory,
+    TBinaryProtocolFactory,
+)
+from thrift.protocol.TCompactProtocol import TCompactProtocolAcceleratedFactory
+from thrift.protocol.TJSONProtocol import TJSONProtocolFactory
+from thrift.protocol.TProtocol import TProtocolFactory
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TTransportException
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import ClientCreator, Protocol, ServerFactory, connectionDone
+from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from tests.gen.pytwisted.txthrift_test import Echo
+from tests.gen.pytwisted.txthrift_test.ttypes import Denied, Item, Oops
+from txthrift import TTwisted as ours
+from txthrift._codec import Codec
+from txthrift._framing import ThriftMessageProtocol
+from txthrift._service import describe
+
+#: Seconds any one wait may take before the test fails.
+WAIT = 5.0
+MAX_SEQID = 2**31 - 1
+MiB = 1024 * 1024
+
+CODEC = Codec("binary")
+METHODS = describe(Echo).methods
+ITEM = Item(id=20, name="n\u00e4me", values=[1, -2, 2**40], counts={"a": 1, "\u00fc": -3})
+
+#: Each defect test runs against our module, and against Apache's where it must fail.
+OURS = pytest.param(ours, id="txthrift")
+APACHE = pytest.param(apache, id="apache", marks=pytest.mark.xfail(
+    strict=True, reason="the defect of Apache's TTwisted that txthrift.TTwisted fixes"))
+BOTH = [OURS, APACHE]
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def settle(d: Deferred[Any]) -> Deferred[Any]:
+    """
+    C{d}, failing with a timeout if it has not fired within L{WAIT} seconds.
+    """
+    return d.addTimeout(WAIT, reactor)
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    """
+    Wait, at most L{WAIT} seconds, for C{condition()} to become true.
+    """
+    deadline = reactor.seconds() + WAIT
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.002)
+
+
+async def failure(d: Deferred[Any]) -> BaseException:
+    """
+    The exception C{d} fails with; an assertion error if it succeeds.
+    """
+    try:
+        value = await settle(d)
+    except Exception as error:
+        return error
+    raise AssertionError(f"expected a failure, got {value!r}")
+
+
+def applicationError(error: BaseException, kind: int) -> TApplicationException:
+    assert isinstance(error, TApplicationException), repr(error)
+    assert error.type == kind, (error.type, error.message)
+    return error
+
+
+def frame(message: bytes) -> bytes:
+    return struct.pack(">I", len(message)) + message
+
+
+def reply(name: str, seqid: int, **fields: Any) -> bytes:
+    result = METHODS[name].result
+    assert result is not None
+    return CODEC.encode(name, TMessageType.REPLY, seqid, result(**fields))
+
+
+def call(name: str, seqid: int, *args: Any) -> bytes:
+    return CODEC.encode(name, TMessageType.CALL, seqid, METHODS[name].args(*args))
+
+
+class _Nothing:
+    def write(self, oprot: Any) -> None:
+        pass
+
+
+def header(name: str, mtype: int, seqid: int) -> bytes:
+    """
+    A message header with no body after it.
+    """
+    return CODEC.encode(name, mtype, seqid, _Nothing())
+
+
+def readFrames(data: bytes) -> list[bytes]:
+    frames = []
+    while len(data) >= 4:
+        (length,) = struct.unpack_from(">I", data)
+        if len(data) < 4 + length:
+            break
+        frames.append(data[4:4 + length])
+        data = data[4 + length:]
+    return frames
+
+
+@implementer(Echo.Iface)
+class Handler:
+    """
+    An C{Echo} handler for the C{py:twisted} processor.
+    """
+
+    def __init__(self) -> None:
+        self.fired: list[str] = []
+        self.waiting: dict[str, Deferred[str]] = {}
+
+    def ping(self, x: int) -> int:
+        return x + 1
+
+    def sayHello(self) -> None:
+        return None
+
+    def getData(self, input: str) -> str:
+        return input + " from server"
+
+    def echo(self, text: str, repeat: int) -> str:
+        return text * repeat
+
+    def item(self, it: Item) -> Item:
+        return Item(id=it.id + 1, name=it.name, values=it.values[::-1], counts=it.counts)
+
+    def add(self, a: int, b: int) -> Any:
+        return "not an i32" if a < 0 else a + b
+
+    def fail(self, kind: str) -> str:
+        if kind == "oops":
+            raise Oops(why="asked to", code=7)
+        if kind == "denied":
+            raise Denied(who="you")
+        if kind == "transport":
+            raise TTransportException(TTransportException.UNKNOWN, "downstream died")
+        raise RuntimeError("secret internals")
+
+    def slow(self, seconds: float, tag: str) -> Deferred[str]:
+        self.waiting[tag] = Deferred()
+        return self.waiting[tag]
+
+    def blob(self, size: int) -> bytes:
+        return b"\xab" * size
+
+    def fire(self, message: str) -> None:
+        self.fired.append(message)
+
+
+class Scripted(ThriftMessageProtocol):
+    """
+    A framed binary server answering each call with the raw bytes
+    C{answer(name, seqid, args)} returns: a misbehaving peer.
+    """
+
+    def __init__(self, answer: Callable[[str, int, Any], list[bytes]]) -> None:
+        super().__init__("framed", "binary")
+        self.answer = answer
+
+    def messageReceived(self, message: bytes) -> None:
+        iprot, name, _, seqid = CODEC.readHeader(message)
+        args = METHODS[name].args()
+        args.read(iprot)
+        assert self.transport is not None
+        for data in self.answer(name, seqid, args):
+            self.transport.write(data)
+
+
+class Raw(Protocol):
+    """
+    A client sending and collecting raw bytes.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
+
+
+class Net:
+    """
+    Listening ports and client connections on 127.0.0.1, all closed when
+    the test ends.
+    """
+
+    def __init__(self) -> None:
+        # tcp.Port and Protocol instances: their concrete attributes are used.
+        self.ports: list[Any] = []
+        self.clients: list[Any] = []
+
+    def listen(self, factory: ServerFactory) -> int:
+        port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.ports.append(port)
+        return int(port.getHost().port)
+
+    def serve(self, module: Any = ours, handler: Handler | None = None,
+              pfactory: TProtocolFactory | None = None) -> tuple[int, Handler]:
+        handler = Handler() if handler is None else handler
+        factory = module.ThriftServerFactory(Echo.Processor(handler),
+                                             pfactory or TBinaryProtocolFactory())
+        return self.listen(factory), handler
+
+    def script(self, answer: Callable[[str, int, Any], list[bytes]]) -> int:
+        factory = ServerFactory()
+        factory.buildProtocol = lambda addr: Scripted(answer)  # type: ignore[method-assign]
+        return self.listen(factory)
+
+    async def connect(self, port: int, protocolClass: Any, *args: Any) -> Any:
+        creator = ClientCreator(reactor, protocolClass, *args)
+        proto = await settle(creator.connectTCP("127.0.0.1", port, timeout=WAIT))
+        self.clients.append(proto)
+        return proto
+
+    async def client(self, port: int, module: Any = ours,
+                     pfactory: TProtocolFactory | None = None) -> Any:
+        """
+        Connect as Apache's users do, returning the protocol.
+        """
+        return await self.connect(port, module.ThriftClientProtocol, Echo.Client,
+                                  pfactory or TBinaryProtocolFactory())
+
+    async def close(self) -> None:
+        for proto in self.clients:
+            proto.transport.loseConnection()
+        for port in self.ports:
+            await settle(port.stopListening())
+        await until(lambda: all(p.transport.disconnected for p in self.clients),
+                    "the test's connections to close")
+        await until(lambda: not any(getattr(p.factory, "connections", ()) for p in self.ports),
+                    "the servers' connections to close")
+
+
+@pytest_twisted.async_yield_fixture
+async def net() -> AsyncIterator[Net]:
+    network = Net()
+    yield network
+    await network.close()
+
+
+@pytest.fixture
+def logged() -> Any:
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
+
+
+def logText(events: list[dict[str, Any]]) -> str:
+    return "\n".join(formatEvent(event) for event in events)
+
+
+# ---------------------------------------------------------------------------
+# Drop-in: the names, signatures and attributes of Apache's module
+# ---------------------------------------------------------------------------
+
+
+def test_namesAndSignaturesAreApaches() -> None:
+    for name in ("ThriftClientProtocol", "ThriftClientFactory", "ThriftServerFactory",
+                 "ThriftServerProtocol", "TMessageSenderTransport", "TCallbackTransport"):
+        theirs = inspect.signature(getattr(apache, name))
+        mine = inspect.signature(getattr(ours, name))
+        assert [(p.name, p.default) for p in mine.parameters.values()] == [
+            (p.name, p.default) for p in theirs.parameters.values()], name
+    for name in ("IThriftClientFactory", "IThriftServerFactory"):
+        assert sorted(getattr(ours, name)) == sorted(getattr(apache, name)), name
+
+
+def test_factoriesProvideTheirInterfaces() -> None:
+    pfactory = TBinaryProtocolFactory()
+    server = ours.ThriftServerFactory(Echo.Processor(Handler()), pfactory)
+    client = ours.ThriftClientFactory(Echo.Client, pfactory)
+    assert verifyObject(ours.IThriftServerFactory, server)
+    assert verifyObject(ours.IThriftClientFactory, client)
+    assert server.oprot_factory is server.iprot_factory is pfactory
+    assert client.oprot_factory is client.iprot_factory is pfactory
+    assert isinstance(server.buildProtocol(None), ours.ThriftServerProtocol)
+    proto = client.buildProtocol(None)
+    assert isinstance(proto, ours.ThriftClientProtocol)
+    assert proto.factory is client
+
+
+def test_callbackTransportSendsEachFlushedMessage() -> None:
+    sent: list[bytes] = []
+    transport = ours.TCallbackTransport(sent.append)
+    assert isinstance(transport, ours.TMessageSenderTransport)
+    transport.write(b"ab")
+    transport.write(b"c")
+    transport.flush()
+    transport.write(b"d")
+    transport.flush()
+    assert sent == [b"abc", b"d"]
+
+
+# ---------------------------------------------------------------------------
+# Happy paths, written as Apache's users write them, and interop
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("clientModule", "serverModule", "pfactory"), [
+    pytest.param(ours, ours, TBinaryProtocolFactory(), id="binary"),
+    pytest.param(ours, ours, TBinaryProtocolAcceleratedFactory(), id="accelerated"),
+    pytest.param(ours, ours, TCompactProtocolAcceleratedFactory(), id="compact"),
+    pytest.param(ours, ours, TJSONProtocolFactory(), id="json"),
+    pytest.param(ours, apache, TBinaryProtocolAcceleratedFactory(), id="to-apache-server"),
+    pytest.param(apache, ours, TBinaryProtocolAcceleratedFactory(), id="from-apache-client"),
+])
+@pytest_twisted.ensureDeferred
+async def test_callsAsApacheUsersMakeThem(net: Net, clientModule: Any, serverModule: Any,
+                                         pfactory: TProtocolFactory) -> None:
+    port, handler = net.serve(serverModule, pfactory=pfactory)
+    proto = await net.client(port, clientModule, pfactory)
+    client = proto.client
+    assert isinstance(client, Echo.Client)
+    assert await settle(proto.started) is client
+    assert await settle(client.getData("hello")) == "hello from server"
+    assert await settle(client.ping(41)) == 42  # inherited from Base
+    assert await settle(client.sayHello()) is None
+    assert await settle(client.echo("ab", 3)) == "ababab"
+    assert await settle(client.item(ITEM)) == Item(
+        id=21, name=ITEM.name, values=ITEM.values[::-1], counts=ITEM.counts)
+    assert await settle(client.blob(100_000)) == b"\xab" * 100_000
+    oops = await failure(client.fail("oops"))
+    assert isinstance(oops, Oops)
+    assert (type(oops), oops.why, oops.code) == (Oops, "asked to", 7)
+    assert type(await failure(client.fail("denied"))) is Denied
+    assert set(proto.recv_map) >= {"getData", "ping", "fail"}
+
+    # Oneway: fires once sent; the handler gets it.
+    assert await settle(client.fire("one way")) is None
+    await until(lambda: handler.fired == ["one way"], "the oneway call")
+
+    # Pipelined calls, answered out of order, each get their own reply.
+    first, second = client.slow(1.0, "first"), client.slow(1.0, "second")
+    await until(lambda: len(handler.waiting) == 2, "both slow calls")
+    quick = client.getData("between")
+    assert await settle(quick) == "between from server"
+    handler.waiting["second"].callback("2")
+    handler.waiting["first"].callback("1")
+    assert [await settle(first), await settle(second)] == ["1", "2"]
+    assert client._reqs == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_clientFactoryStartsEachConnectionsClient(net: Net) -> None:
+    port, _ = net.serve()
+    factory = ours.ThriftClientFactory(Echo.Client, TBinaryProtocolAcceleratedFactory())
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=WAIT)
+    proto = await settle(endpoint.connect(factory))
+    net.clients.append(proto)
+    assert proto.factory is factory
+    client = await settle(proto.started)
+    assert client is proto.client
+    assert await settle(client.ping(1)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_serverProtocolWorksWithAFactoryOfTheUsersOwn(net: Net) -> None:
+    # Apache's factory (any IThriftServerFactory provider) building our protocol.
+    factory = apache.ThriftServerFactory(Echo.Processor(Handler()),
+                                         TBinaryProtocolAcceleratedFactory())
+    factory.protocol = ours.ThriftServerProtocol
+    proto = await net.client(net.listen(factory), ours, TBinaryProtocolAcceleratedFactory())
+    assert await settle(proto.client.getData("x")) == "x from server"
+
+
+@pytest.mark.parametrize("module", [OURS, pytest.param(apache, id="apache")])
+@pytest_twisted.ensureDeferred
+async def test_lostConnectionFailsPendingCalls(net: Net, module: Any) -> None:
+    port, handler = net.serve()
+    proto = await net.client(port, module)
+    pending = [proto.client.slow(1.0, "a"), proto.client.slow(1.0, "b")]
+    await until(lambda: len(handler.waiting) == 2, "the calls to arrive")
+    proto.transport.loseConnection()
+    for d in pending:
+        error = await failure(d)
+        assert isinstance(error, TTransportException)
+        assert error.type == TTransportException.END_OF_FILE
+
+
+@pytest.mark.parametrize("module", [OURS, pytest.param(apache, id="apache")])
+@pytest_twisted.ensureDeferred
+async def test_undeclaredExceptionIsAnApplicationException(net: Net, module: Any) -> None:
+    port, _ = net.serve(module)
+    client = (await net.client(port)).client
+    error = applicationError(await failure(client.fail("other")),
+                             TApplicationException.INTERNAL_ERROR)
+    assert "secret" not in str(error.message)
+    assert await settle(client.ping(1)) == 2
+
+
+# ---------------------------------------------------------------------------
+# 1. Replies no call awaits are logged and dropped
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_replyWithUnknownSeqidIsLoggedAndDropped(
+        net: Net, module: Any, logged: list[dict[str, Any]]) -> None:
+    port = net.script(lambda name, seqid, args: [
+        frame(reply(name, seqid + 1000, success="stray")),
+        frame(reply(name, seqid, success="right")),
+    ])
+    proto = await net.client(port, module)
+    assert await settle(proto.client.getData("x")) == "right"
+    assert await settle(proto.client.getData("y")) == "right"
+    assert "no call awaits it" in logText(logged)
+    assert not proto.transport.disconnected
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_replyNamingAnUnknownMethodFailsOnlyItsCall(
+        net: Net, module: Any, logged: list[dict[str, Any]]) -> None:
+    def answer(name: str, seqid: int, args: Any) -> list[bytes]:
+        if args.input == "bogus":
+            return [frame(reply(name, seqid, success="x").replace(b"getData", b"nothing"))]
+        return [frame(reply(name, seqid, success=args.input))]
+
+    client = (await net.client(net.script(answer), module)).client
+    bogus, fine = client.getData("bogus"), client.getData("fine")
+    applicationError(await failure(bogus), TApplicationException.WRONG_METHOD_NAME)
+    assert await settle(fine) == "fine"
+    assert "unknown method 'nothing'" in logText(logged)
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_undecodableReplyFailsOnlyItsCall(net: Net, module: Any) -> None:
+    def answer(name: str, seqid: int, args: Any) -> list[bytes]:
+        if args.input == "garbage":
+            return [frame(header(name, TMessageType.REPLY, seqid) + b"\x42\x42\x42")]
+        return [frame(reply(name, seqid, success=args.input))]
+
+    client = (await net.client(net.script(answer), module)).client
+    garbage, fine = client.getData("garbage"), client.getData("fine")
+    assert await settle(fine) == "fine"
+    applicationError(await failure(garbage), TApplicationException.PROTOCOL_ERROR)
+
+
+# ---------------------------------------------------------------------------
+# 2. Calls after a disconnect fail as Deferreds
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_callsAfterADisconnectFailWithATransportError(net: Net, module: Any) -> None:
+    port, _ = net.serve()
+    proto = await net.client(port, module)
+    client = await settle(proto.started)
+    proto.transport.loseConnection()
+    await until(lambda: proto.transport.disconnected, "the connection to close")
+    for later in (client.getData("late"), client.fire("late"), proto.client.ping(1)):
+        error = await failure(later)
+        assert isinstance(error, TTransportException)
+        assert error.type == TTransportException.NOT_OPEN
+    assert client._reqs == {}
+
+
+# ---------------------------------------------------------------------------
+# 3. Processing failures never hang the caller nor close the connection
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pfactory", [
+    pytest.param(TBinaryProtocolFactory(), id="binary"),
+    pytest.param(TBinaryProtocolAcceleratedFactory(), id="accelerated"),
+])
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_unencodableResultIsAnInternalError(net: Net, module: Any,
+                                                   pfactory: TProtocolFactory) -> None:
+    port, _ = net.serve(module, pfactory=pfactory)
+    client = (await net.client(port, ours, pfactory)).client
+    applicationError(await failure(client.add(-1, 2)), TApplicationException.INTERNAL_ERROR)
+    assert await settle(client.add(1, 2)) == 3
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_transportErrorInAHandlerFailsOnlyThatCall(net: Net, module: Any) -> None:
+    port, handler = net.serve(module)
+    proto = await net.client(port)
+    waiting = proto.client.slow(1.0, "meanwhile")
+    await until(lambda: handler.waiting, "the slow call")
+    applicationError(await failure(proto.client.fail("transport")),
+                     TApplicationException.INTERNAL_ERROR)
+    handler.waiting["meanwhile"].callback("done")
+    assert await settle(waiting) == "done"
+    assert await settle(proto.client.ping(1)) == 2
+
+
+# ---------------------------------------------------------------------------
+# 4. Frames are limited to MAX_LENGTH, 16 MiB unless changed
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", BOTH)
+def test_maxLengthIs16MiB(module: Any) -> None:
+    assert module.ThriftClientProtocol.MAX_LENGTH == 16 * MiB
+    assert module.ThriftServerProtocol.MAX_LENGTH == 16 * MiB
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_serverClosesOnAnOversizedFrameSayingWhy(
+        net: Net, module: Any, logged: list[dict[str, Any]]) -> None:
+    port, _ = net.serve(module)
+    raw = await net.connect(port, Raw)
+    # Just past the limit; nothing of the frame follows, so only the length can be refused.
+    raw.transport.write(struct.pack(">I", 16 * MiB + 1) + call("ping", 1, 1)[:20])
+    await until(lambda: raw.closed, "the server to close the connection")
+    assert raw.received == b""
+    assert f"frame length {16 * MiB + 1}" in logText(logged)
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_clientClosesOnAFrameOverMaxLengthSayingWhy(
+        net: Net, module: Any, logged: list[dict[str, Any]]) -> None:
+    class Small(module.ThriftClientProtocol):
+        MAX_LENGTH = 1000
+
+    port, _ = net.serve()
+    proto = await net.connect(port, Small, Echo.Client, TBinaryProtocolFactory())
+    assert await settle(proto.client.blob(900)) == b"\xab" * 900
+    pending = proto.client.slow(1.0, "pending")
+    error = await failure(proto.client.blob(1000))
+    assert isinstance(error, TTransportException)
+    assert isinstance(await failure(pending), TTransportException)
+    assert "frame length 1024 is outside 1..1000" in logText(logged)
+
+
+@pytest_twisted.ensureDeferred
+async def test_maxLengthSetOnAnInstanceBeforeConnecting(net: Net) -> None:
+    class SmallRequests(ours.ThriftServerFactory):
+        def buildProtocol(self, addr: Any) -> Any:
+            proto: Any = super().buildProtocol(addr)
+            proto.MAX_LENGTH = 100
+            return proto
+
+    factory = SmallRequests(Echo.Processor(Handler()), TBinaryProtocolFactory())
+    client = (await net.client(net.listen(factory))).client
+    assert await settle(client.getData("a" * 50)) == "a" * 50 + " from server"
+    assert isinstance(await failure(client.getData("a" * 100)), TTransportException)
+
+
+# ---------------------------------------------------------------------------
+# 5. Seqids wrap before they overflow an i32
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_seqidWrapsToOneAfterTheLargestI32(net: Net, module: Any) -> None:
+    seen: list[int] = []
+
+    def answer(name: str, seqid: int, args: Any) -> list[bytes]:
+        seen.append(seqid)
+        return [frame(reply(name, seqid, success=args.x + 1))]
+
+    client = (await net.client(net.script(answer), module)).client
+    client._seqid = MAX_SEQID - 1
+    assert await settle(client.ping(1)) == 2
+    assert await settle(client.ping(2)) == 3
+    assert await settle(client.ping(3)) == 4
+    assert seen == [MAX_SEQID, 1, 2]
+
+
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_seqidSkipsIdsStillAwaitingAReply(net: Net, module: Any) -> None:
+    port, handler = net.serve()
+    client = (await net.client(port, module)).client
+    old = client.slow(1.0, "old")  # seqid 1, still pending when the ids wrap
+    await until(lambda: handler.waiting, "the slow call")
+    client._seqid = MAX_SEQID - 1
+    assert await settle(client.ping(1)) == 2  # seqid 2**31-1
+    assert await settle(client.ping(2)) == 3  # seqid 2: 1 is in use
+    assert client._seqid == 2
+    handler.waiting["old"].callback("old")
+    assert await settle(old) == "old"
+
+
+# ---------------------------------------------------------------------------
+# 6. A malformed request gets an exception reply
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pfactory", [
+    pytest.param(TBinaryProtocolFactory(), id="binary"),
+    pytest.param(TBinaryProtocolAcceleratedFactory(), id="accelerated"),
+])
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_malformedRequestGetsAnApplicationException(
+        net: Net, module: Any, pfactory: TProtocolFactory) -> None:
+    port, _ = net.serve(module, pfactory=pfactory)
+    raw = await net.connect(port, Raw)
+    raw.transport.write(frame(header("getData", TMessageType.CALL, 7) + b"\x42\x42\x42\x42"))
+    await until(lambda: readFrames(raw.received) or raw.closed, "a reply")
+    assert not raw.closed, "the server closed the connection instead of replying"
+    [message] = readFrames(raw.received)
+    iprot, name, mtype, seqid = CODEC.readHeader(message)
+    assert (name, mtype, seqid) == ("getData", TMessageType.EXCEPTION, 7)
+    error = TApplicationException()
+    error.read(iprot)
+    assert error.type in (TApplicationException.PROTOCOL_ERROR,
+                          TApplicationException.INTERNAL_ERROR)
+    # The connection is still up and serving.
+    raw.transport.write(frame(call("ping", 8, 1)))
+    await until(lambda: len(readFrames(raw.received)) == 2 or raw.closed, "the second reply")
+    assert CODEC.readHeader(readFrames(raw.received)[1])[1:] == ("ping", TMessageType.REPLY, 8)
+
+
+# ---------------------------------------------------------------------------
+# A call that fails while being encoded leaves nothing behind
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pfactory", [
+    pytest.param(TBinaryProtocolFactory(), id="binary"),
+    pytest.param(TBinaryProtocolAcceleratedFactory(), id="accelerated"),
+])
+@pytest.mark.parametrize("module", BOTH)
+@pytest_twisted.ensureDeferred
+async def test_callFailingToEncodeDoesNotCorruptTheNext(
+        net: Net, module: Any, pfactory: TProtocolFactory) -> None:
+    port, _ = net.serve(pfactory=pfactory)
+    client = (await net.client(port, module, pfactory)).client
+    assert isinstance(await failure(client.echo(123, 2)), TypeError)
+    assert await settle(client.getData("next")) == "next from server"
