@@ -148,12 +148,6 @@ LIMIT = 1000
 LIMIT_COMBOS = [(t, p) for t in TRANSPORTS for p in ("binary", "compact", "json")]
 
 #: Defects these tests find, by the (transport, protocol) they show in.
-CLIENT_LOSES_REASON = (
-    "txthrift bug: a buffered reply over a client limit closes the connection, and the call"
-    " fails with 'Connection was closed cleanly' instead of the limit it broke")
-JSON_CONTAINERS_UNLIMITED = (
-    "txthrift bug: max_container_length is not enforced for JSON (Apache's TJSONProtocol has"
-    " no container limit, and the unframed JSON scanner does not count elements)")
 C_CODEC_MAP_MESSAGE = (
     "Apache's C codec reports a map over container_length_limit as 'got wrong ttype while"
     " reading field', which does not name the limit")
@@ -295,10 +289,7 @@ async def test_serverRefusesLongStrings(request: pytest.FixtureRequest, client: 
                              overLimitStrings(pyTypes))
 
 
-@pytest.mark.parametrize(("transport", "protocol"), limitParams({
-    ("framed", "json"): JSON_CONTAINERS_UNLIMITED,
-    ("buffered", "json"): JSON_CONTAINERS_UNLIMITED,
-}))
+@pytest.mark.parametrize(("transport", "protocol"), limitParams({}))
 @pytest.mark.parametrize("client", ["apache-sync", "txthrift"])
 @pytest_twisted.ensureDeferred
 async def test_serverRefusesLongContainers(request: pytest.FixtureRequest, client: str,
@@ -337,10 +328,7 @@ async def checkClientRefuses(request: pytest.FixtureRequest, server: str, transp
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize(("transport", "protocol"), limitParams({
-    ("buffered", "binary"): CLIENT_LOSES_REASON,
-    ("buffered", "compact"): CLIENT_LOSES_REASON,
-}))
+@pytest.mark.parametrize(("transport", "protocol"), limitParams({}))
 @pytest.mark.parametrize("server", ["txthrift", "threaded"])
 @pytest_twisted.ensureDeferred
 async def test_clientRefusesLongStrings(request: pytest.FixtureRequest, server: str,
@@ -357,10 +345,6 @@ async def test_clientRefusesLongStrings(request: pytest.FixtureRequest, server: 
 @pytest.mark.parametrize(("transport", "protocol"), limitParams({
     **({("framed", "binary"): C_CODEC_MAP_MESSAGE,
         ("framed", "compact"): C_CODEC_MAP_MESSAGE} if ACCELERATED else {}),
-    ("buffered", "binary"): CLIENT_LOSES_REASON,
-    ("buffered", "compact"): CLIENT_LOSES_REASON,
-    ("framed", "json"): JSON_CONTAINERS_UNLIMITED,
-    ("buffered", "json"): JSON_CONTAINERS_UNLIMITED,
 }))
 @pytest.mark.parametrize("server", ["txthrift", "threaded"])
 @pytest_twisted.ensureDeferred
@@ -378,9 +362,6 @@ async def test_clientRefusesLongContainers(request: pytest.FixtureRequest, serve
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "txthrift bug: its JSON protocol (Apache's TJSONProtocol) writes NaN and infinities as"
-    " bare nan/inf, which it cannot read back"))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest_twisted.ensureDeferred
 async def test_jsonNonFiniteDoubles(request: pytest.FixtureRequest, transport: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.TMultiplexedProcessor import TMultiplexedProcessor
 from thrift.transport.TTransport import TTransportException
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
@@ -388,3 +388,66 @@ def test_serverFactoryTracksConnections() -> None:
     assert factory.connections == {wire.proto}
     wire.proto.connectionLost(Failure(ConnectionError()))
     assert factory.connections == set()
+
+
+def test_callTimeoutAnswersAndFreesTheSlot(logged: list[dict[str, Any]]) -> None:
+    clock = Clock()
+    handler = Handler()
+    factory = ServerFactory(handler, clock=clock,
+                            limits=Limits(call_timeout=5, max_pending=1))
+    wire = Wire(factory)
+    wire.call("slow", 1.0, "never")
+    wire.call("getData", "queued")
+    assert wire.replies() == []
+    clock.advance(5)
+    (name, mtype, _, error), (_, _, _, ok) = wire.replies()
+    assert (name, mtype, error.type) == (
+        "slow", TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
+    assert "did not finish within 5 seconds" in error.message
+    assert ok.success == "queued from server 1024"
+    assert wire.proto.inFlight == 0
+    handler.waiting["never"].callback("too late")  # ignored: the call was cancelled
+    assert wire.replies() == []
+    assert not [e for e in logged if "log_failure" in e]
+
+
+def test_callTimeoutCancelsACoroutineHandler() -> None:
+    cancelled: list[bool] = []
+
+    class Waiting(Handler):
+        async def blob(self, size: int) -> bytes:
+            try:
+                await Deferred()
+            except CancelledError:
+                cancelled.append(True)
+                raise
+            return b""
+
+    clock = Clock()
+    wire = Wire(ServerFactory(Waiting(), clock=clock, limits=Limits(call_timeout=2)))
+    wire.call("blob", 1)
+    clock.advance(2)
+    [(_, mtype, _, _)] = wire.replies()
+    assert mtype == TMessageType.EXCEPTION
+    assert cancelled == [True]
+
+
+def test_deepQueueOfSynchronousRepliesStaysFlat() -> None:
+    # Each queued request answers with an already-fired Deferred: draining
+    # them must loop, not recurse once per request.
+    class Fired(Handler):
+        def getData(self, input: str) -> Deferred[str]:  # type: ignore[override]
+            return succeed(input)
+
+    handler = Fired()
+    wire = Wire(ServerFactory(handler, clock=Clock(), limits=Limits(max_pending=1)))
+    wire.call("slow", 1.0, "gate")
+    batch = b"".join(
+        wire.framer.frame(wire.codec.encode("getData", TMessageType.CALL, 10 + i,
+                                            Echo.getData_args(input=str(i))))
+        for i in range(3000))
+    wire.proto.dataReceived(batch)
+    handler.waiting["gate"].callback("open")
+    replies = wire.replies()
+    assert len(replies) == 3001
+    assert [body.success for _, _, _, body in replies[1:]] == [str(i) for i in range(3000)]

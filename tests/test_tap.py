@@ -255,7 +255,8 @@ def test_twistd_lists_thrift_without_pythonpath(tmp_path: Path) -> None:
 
 
 OPTIONS = ["--handler=", "--service=", "--port=", "--transport=", "--protocol=",
-           "--max-frame-size=", "--max-pending=", "--idle-timeout=", "--threads=",
+           "--max-frame-size=", "--max-pending=", "--idle-timeout=", "--call-timeout=",
+           "--threads=",
            "--shutdown-timeout=", "--help"]
 
 
@@ -669,17 +670,18 @@ def test_options_single_handler() -> None:
     options = Options()
     options.parseOptions(["--handler", f"{HANDLERS}.EchoHandler", "--port", "0",
                           "--port", "unix:/tmp/x.sock", "--idle-timeout", "2.5",
-                          "--max-pending", "3", "--threads", "2", "--protocol", "compact"])
+                          "--call-timeout", "30", "--max-pending", "3", "--threads", "2", "--protocol", "compact"])
     assert isinstance(options["handler"], EchoHandler)
     assert options["service"] is Echo
     assert options["ports"] == ["0", "unix:/tmp/x.sock"]
     assert options["limits"] == {"max_frame_size": 16 * 1024 * 1024, "max_pending": 3,
-                                 "idle_timeout": 2.5}
+                                 "idle_timeout": 2.5, "call_timeout": 30.0}
     assert (options["threads"], options["shutdown-timeout"]) == (2, 10.0)
     service = makeService(options)
     assert isinstance(service, ThriftService)
     assert service.factory.protocolName == "compact"
     assert service.factory.limits.idle_timeout == 2.5
+    assert service.factory.limits.call_timeout == 30.0
 
 
 def test_options_multiplexed_with_service() -> None:

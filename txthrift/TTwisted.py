@@ -220,7 +220,10 @@ class ThriftClientProtocol(ThriftMessageProtocol):
             client._seqid = following - 1
 
     def _closed(self, kind: int) -> TTransportException:
-        why = self._lost.getErrorMessage() if self._lost is not None else "not connected"
+        if self.refusal is not None:
+            why = f"reply refused: {self.refusal}"
+        else:
+            why = self._lost.getErrorMessage() if self._lost is not None else "not connected"
         return TTransportException(kind, f"Thrift connection closed ({why})")
 
     def messageReceived(self, message: bytes) -> None:

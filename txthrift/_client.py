@@ -116,7 +116,11 @@ class ClientProtocol(ThriftMessageProtocol):
 
     def _notConnected(self) -> TTransportException:
         reason = self._lostReason
-        why = reason.getErrorMessage() if reason is not None else "not connected"
+        if self.refusal is not None:
+            # Say what was wrong, not just that the connection closed.
+            why = f"the server's reply was refused: {self.refusal}"
+        else:
+            why = reason.getErrorMessage() if reason is not None else "not connected"
         return TTransportException(TTransportException.NOT_OPEN,
                                    f"Thrift connection is closed: {why}")
 

@@ -8,6 +8,7 @@ Nothing here touches a socket or the reactor.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
@@ -20,8 +21,8 @@ from thrift.protocol.TCompactProtocol import (
     TCompactProtocolAcceleratedFactory,
     TCompactProtocolFactory,
 )
-from thrift.protocol.TJSONProtocol import TJSONProtocolFactory
-from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
+from thrift.protocol.TJSONProtocol import TJSONProtocol
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TMemoryBuffer, TTransportBase
 
@@ -68,8 +69,58 @@ def protocolFactory(protocol: str, limits: Limits) -> TProtocolFactory:
         return TCompactProtocolFactory(
             string_length_limit=strings, container_length_limit=containers)
     if protocol == "json":
-        return TJSONProtocolFactory(string_length_limit=strings)
+        return _JSONProtocolFactory(strings, containers)
     raise ValueError(f"unknown protocol {protocol!r}; choose binary, compact or json")
+
+
+class _JSONProtocol(TJSONProtocol):
+    """
+    Apache's JSON protocol with two gaps closed: it applies a container
+    length limit, and it writes NaN and the infinities as the strings the
+    Thrift JSON protocol defines for them ("NaN", "Infinity", "-Infinity")
+    rather than as bare C{nan}/C{inf}, which no JSON reader accepts.
+    """
+
+    def __init__(self, trans: Any, string_length_limit: int | None,
+                 container_length_limit: int | None) -> None:
+        super().__init__(trans, string_length_limit=string_length_limit)
+        self._containerLimit = container_length_limit
+
+    def _checkCount(self, size: int) -> int:
+        limit = self._containerLimit
+        if size < 0 or (limit is not None and size > limit):
+            raise TProtocolException(
+                TProtocolException.SIZE_LIMIT if size > 0 else TProtocolException.NEGATIVE_SIZE,
+                f"container length {size} is outside 0..{limit} (max_container_length)")
+        return size
+
+    def readListBegin(self) -> tuple[int, int]:
+        etype, size = super().readCollectionBegin()
+        return etype, self._checkCount(size)
+
+    readSetBegin = readListBegin
+
+    def readMapBegin(self) -> tuple[int, int, int]:
+        ktype, vtype, size = super().readMapBegin()
+        return ktype, vtype, self._checkCount(size)
+
+    def writeDouble(self, dbl: float) -> None:
+        if math.isfinite(dbl):
+            super().writeDouble(dbl)
+        elif math.isnan(dbl):
+            self.writeJSONString("NaN")
+        else:
+            self.writeJSONString("Infinity" if dbl > 0 else "-Infinity")
+
+
+class _JSONProtocolFactory(TProtocolFactory):
+    def __init__(self, string_length_limit: int | None,
+                 container_length_limit: int | None) -> None:
+        self.string_length_limit = string_length_limit
+        self.container_length_limit = container_length_limit
+
+    def getProtocol(self, trans: Any) -> _JSONProtocol:
+        return _JSONProtocol(trans, self.string_length_limit, self.container_length_limit)
 
 
 class _ReplyBuffer(TMemoryBuffer):

@@ -209,6 +209,8 @@ class ThriftMessageProtocol(Protocol):
     log: ClassVar[Logger] = Logger()
 
     framer: _Framer | None = None
+    #: Why we closed this connection because of what the peer sent, if we did.
+    refusal: str | None = None
 
     def __init__(self, transport: str = "framed", protocol: str = "binary",
                  limits: Limits | None = None) -> None:
@@ -278,6 +280,7 @@ class ThriftMessageProtocol(Protocol):
         Close this connection because of what it sent, saying why.
         """
         self._broken = True
+        self.refusal = reason
         self.log.warn("closing Thrift connection from {peer}: {reason}",
                       peer=_peerOf(self), reason=reason)
         self._flush()

@@ -36,6 +36,9 @@ class Limits:
         past it, reading from that connection pauses.
     @ivar idle_timeout: seconds a server connection may go without a whole
         request while none is in flight; C{None} disables it.
+    @ivar call_timeout: seconds a server gives a handler to answer; past
+        them the call is cancelled and the client gets a
+        C{TApplicationException}.  C{None} waits for ever.
     """
 
     max_frame_size: int = 16 * MiB
@@ -44,6 +47,7 @@ class Limits:
     max_depth: int = 64
     max_pending: int = 128
     idle_timeout: float | None = None
+    call_timeout: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_frame_size", "max_depth", "max_pending"):
@@ -56,8 +60,10 @@ class Limits:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer or None, not {value!r}")
-        if self.idle_timeout is not None and not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive or None, not {self.idle_timeout!r}")
+        for name in ("idle_timeout", "call_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, not {value!r}")
 
     @property
     def string_limit(self) -> int:

@@ -13,7 +13,7 @@ from typing import Protocol as TypingProtocol
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
@@ -117,6 +117,8 @@ class _HandlerDispatcher:
 
     def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
         error = failure.value
+        if isinstance(error, CancelledError):
+            return None  # the call timed out: the server protocol answers
         if method.result is None:
             log.failure("oneway {service}.{name} failed", failure,
                         service=self.service.name, name=method.name)
@@ -170,6 +172,8 @@ class _ProcessorDispatcher:
     def _failed(failure: Failure, codec: Codec, name: str, mtype: int,
                 seqid: int) -> bytes | None:
         error = failure.value
+        if isinstance(error, CancelledError):
+            return None  # the call timed out: the server protocol answers
         if isinstance(error, TProtocolException):
             # The request itself was at fault (bad arguments, unknown
             # service under TMultiplexedProcessor): say so.
@@ -318,6 +322,16 @@ class ServerProtocol(ThriftMessageProtocol):
             self.sendMessage(reply)
         elif isinstance(reply, Deferred):
             self._inFlight += 1
+            timeout = self.limits.call_timeout
+            if timeout is not None:
+                def timedOut(result: object, timeout: float) -> bytes | None:
+                    log.warn("{name} got no answer from its handler within {timeout}s;"
+                             " cancelled", name=name, timeout=timeout)
+                    return _exceptionReply(
+                        codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
+                        f"{name} did not finish within {timeout} seconds on the server")
+
+                reply.addTimeout(timeout, self._clock, onTimeoutCancel=timedOut)
             reply.addCallback(self._replied).addErrback(self._lost, name)
 
     def _replied(self, reply: bytes | None) -> None:

@@ -312,7 +312,8 @@ class ThriftService(Service):
         log.info(
             "Serving {served} on {where} (transport={transport} protocol={protocol}"
             " max_frame_size={limits[max_frame_size]} max_pending={limits[max_pending]}"
-            " idle_timeout={limits[idle_timeout]} threads={threads}"
+            " idle_timeout={limits[idle_timeout]} call_timeout={limits[call_timeout]}"
+            " threads={threads}"
             " shutdown_timeout={shutdownTimeout})",
             served=self._served, where=", ".join(addresses), addresses=addresses,
             transport=self.factory.transport, protocol=self.factory.protocolName,
@@ -572,6 +573,9 @@ class Options(usage.Options):
          "Requests processed at once per connection; past it, reading pauses."],
         ["idle-timeout", None, None,
          "Seconds a connection may stay idle before it is closed (default: never)."],
+        ["call-timeout", None, None,
+         ("Seconds a handler may take to answer before the call is cancelled and the "
+          "client gets an error (default: no limit).")],
         ["threads", None, "0",
          ("Run the handler's methods in a pool of this many threads, for handlers that "
           "block (0: call them in the reactor thread).")],
@@ -635,9 +639,10 @@ class Options(usage.Options):
                                       what=" of bytes"),
             "max_pending": _number("max-pending", self["max-pending"], int, 1),
         }
-        if self["idle-timeout"] is not None:
-            limits["idle_timeout"] = _number("idle-timeout", self["idle-timeout"], float, 0,
-                                             inclusive=False, what=" of seconds")
+        for option in ("idle-timeout", "call-timeout"):
+            if self[option] is not None:
+                limits[option.replace("-", "_")] = _number(
+                    option, self[option], float, 0, inclusive=False, what=" of seconds")
         for name, value in limits.items():
             try:
                 Limits(**{name: value})
