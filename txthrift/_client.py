@@ -152,11 +152,10 @@ class ClientProtocol(ThriftMessageProtocol):
         try:
             if mtype == TMessageType.EXCEPTION:
                 remote = TApplicationException()
-                remote.read(iprot)
-                iprot.readMessageEnd()
+                self._codec.readBody(iprot, remote)
                 outcome: Any = Failure(remote)
             elif mtype == TMessageType.REPLY and method.result is not None:
-                outcome = self._result(method, iprot)
+                outcome = self._result(self._codec, method, iprot)
             else:
                 raise ValueError(f"message type {mtype} is not a reply")
         except Exception as error:
@@ -171,11 +170,10 @@ class ClientProtocol(ThriftMessageProtocol):
             call.deferred.callback(outcome)
 
     @staticmethod
-    def _result(method: Method, iprot: Any) -> Any:
+    def _result(codec: Codec, method: Method, iprot: Any) -> Any:
         assert method.result is not None
         result = method.result()
-        result.read(iprot)
-        iprot.readMessageEnd()
+        codec.readBody(iprot, result)
         for field, _ in method.exceptions:
             error = getattr(result, field)
             if error is not None:

@@ -260,6 +260,19 @@ class Codec:
         name, mtype, seqid = iprot.readMessageBegin()
         return iprot, name, mtype, seqid
 
+    def readBody(self, iprot: TProtocolBase, body: Any) -> None:
+        """
+        Read the rest of a message, whose header C{readHeader} read, into
+        C{body} (a generated struct, or an exception with a C{read} method).
+        """
+        spec = getattr(type(body), "thrift_spec", None)
+        if self._fast and spec is not None and iprot._fast_decode is not None:
+            # What the generated read() does first, without its checks.
+            iprot._fast_decode(body, iprot, [type(body), spec])
+            return
+        body.read(iprot)
+        iprot.readMessageEnd()
+
     def encode(self, name: str, mtype: int, seqid: int, body: _Writable) -> bytes:
         """
         Encode a whole message around C{body} (an args or result struct or an
@@ -271,7 +284,12 @@ class Codec:
             chunks.parts = [_HEADER.pack(_VERSION_1 | mtype, len(encoded)), encoded,
                             _I32.pack(seqid)]
             try:
-                body.write(self._writer)
+                spec = getattr(type(body), "thrift_spec", None)
+                writer = self._writer
+                if spec is not None and writer._fast_encode is not None:
+                    chunks.parts.append(writer._fast_encode(body, [type(body), spec]))
+                else:
+                    body.write(writer)
                 return b"".join(chunks.parts)
             finally:
                 chunks.parts = []

@@ -388,6 +388,7 @@ class _BinaryScanner(_Scanner):
     # TType codes and the encoded size of the fixed-size ones.
     _FIXED: ClassVar = {2: 1, 3: 1, 4: 8, 6: 2, 8: 4, 10: 8, 16: 16}
     _STRING, _STRUCT_T, _MAP_T, _SET_T, _LIST_T = 11, 12, 13, 14, 15
+    _FLAT: ClassVar = frozenset((*_FIXED, _STRING))
 
     def _header(self, buffer: bytearray, size: int) -> int | None:
         if size < 4:
@@ -442,11 +443,39 @@ class _BinaryScanner(_Scanner):
                     self._push([_VALUE, ttype])
                     continue
                 if kind == _LIST or kind == _MAP:
+                    if top[1] in self._FLAT and top[2] in self._FLAT:
+                        # Strings and fixed-size values only: walk them here,
+                        # without a stack entry per element.
+                        remaining = top[3]
+                        # The per-element loop of big containers: locals only.
+                        unpack, maxString, maxFrame = _I32.unpack_from, self._maxString, self._maxFrame
+                        widths = (fixed.get(top[1]), fixed.get(top[2]))
+                        isMap = kind == _MAP
+                        while remaining:
+                            # Maps alternate key and value: the count started even.
+                            width = widths[isMap and remaining & 1]
+                            if width is None:
+                                if pos + 4 > size:
+                                    break
+                                (length,) = unpack(buffer, pos)
+                                if not 0 <= length <= maxString:
+                                    self._checkString(length)
+                                width = 4 + length
+                            end = pos + width
+                            if end > size:
+                                self._need(end)
+                                break
+                            pos = end
+                            remaining -= 1
+                        if pos > maxFrame:
+                            self._need(pos)
+                        top[3] = remaining
+                        if remaining:
+                            return None
                     if top[3] == 0:
                         stack.pop()
                         continue
                     top[3] -= 1
-                    # Maps alternate key and value: the count started even.
                     ttype = top[1] if kind == _LIST or top[3] % 2 else top[2]
                     self._push([_VALUE, ttype])
                     continue

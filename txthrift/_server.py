@@ -44,6 +44,7 @@ class Dispatcher(TypingProtocol):
 
 
 _ASYNC = (Deferred, CoroutineType)
+_PLAIN = frozenset((str, bytes, int, float, bool, type(None), list, dict, set, tuple))
 
 
 def _exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
@@ -80,18 +81,21 @@ class _HandlerDispatcher:
         method, function = target
         args = method.args()
         try:
-            args.read(iprot)
-            iprot.readMessageEnd()
+            codec.readBody(iprot, args)
         except Exception as error:
             log.warn("bad arguments for {name}: {error}", name=name, error=error)
             return _exceptionReply(codec, name, mtype, seqid,
                                    TApplicationException.PROTOCOL_ERROR,
                                    f"cannot decode the arguments of {name}: {error}")
         try:
-            value = function(*[getattr(args, arg) for arg in method.argNames])
+            value = function(*method.argValues(args))
         except Exception:
             return self._failed(Failure(), codec, method, seqid)
-        if isinstance(value, _ASYNC):
+        kind = type(value)
+        # Plain values are told apart by type first: isinstance against
+        # Deferred (an ABC subclass) is the slow path.
+        if kind is Deferred or kind is CoroutineType or (
+                kind not in _PLAIN and isinstance(value, _ASYNC)):
             if not isinstance(value, Deferred):
                 value = Deferred.fromCoroutine(value)
             return value.addCallbacks(self._succeeded, self._failed,

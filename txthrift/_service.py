@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
 from types import ModuleType
 from typing import Any
 
@@ -23,7 +26,7 @@ from zope.interface.interface import InterfaceClass
 __all__ = ["Method", "ServiceSpec", "describe", "serviceOf"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Method:
     """
     One method of a service.
@@ -41,6 +44,22 @@ class Method:
     argNames: tuple[str, ...]
     returnsValue: bool
     exceptions: tuple[tuple[str, type], ...]
+
+    def argValues(self, args: object) -> tuple[Any, ...]:
+        """
+        The values of an args struct, in declaration order.
+        """
+        return self._getArgs(args)
+
+    @cached_property
+    def _getArgs(self) -> Callable[[object], tuple[Any, ...]]:
+        names = self.argNames
+        if len(names) > 1:
+            return attrgetter(*names)
+        if names:
+            single = attrgetter(names[0])
+            return lambda args: (single(args),)
+        return lambda args: ()
 
     @property
     def oneway(self) -> bool:
