@@ -176,8 +176,9 @@ BIG_NOTE = (
 NON_FINITE_NOTE = (
     "Apache's Python TJSONProtocol writes NaN and infinities as bare nan/inf, which no JSON"
     " reader (its own included) accepts, instead of the quoted \"NaN\"/\"Infinity\"/"
-    "\"-Infinity\" of the Thrift JSON protocol; txthrift uses it, so JSON cells leave out"
-    " non-finite doubles (test_jsonNonFiniteDoubles shows the txthrift side)")
+    "\"-Infinity\" of the Thrift JSON protocol.  txthrift's JSON protocol writes the quoted forms"
+    " (test_jsonNonFiniteDoubles proves them between txthrift ends), but cells with an Apache"
+    " JSON end leave out non-finite doubles")
 #: What the report says about values some cells leave out or accept differently.
 NOTES = [
     BIG_NOTE,

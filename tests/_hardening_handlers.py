@@ -1,0 +1,86 @@
+"""
+Handlers that tests/test_hardening.py serves, in-process or with
+C{twistd thrift} (as C{--handler tests._hardening_handlers.Name}).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from thrift.Thrift import TApplicationException
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from tests.gen.py.txthrift_test import Echo
+from tests.gen.py.txthrift_test.ttypes import Oops
+
+log = Logger(namespace="tests.hardening")
+
+
+class Hardened(Echo.Iface):
+    """
+    An C{Echo} with every kind of fault on demand.
+
+      - C{slow(seconds, tag)} answers C{tag} after C{seconds} on the reactor;
+        a negative C{seconds} never answers.
+      - C{fail(kind)}: C{"raise"} raises, C{"deferred"} returns a failing
+        Deferred, C{"oops"} raises the declared exception, C{"app"} a
+        C{TApplicationException}.
+      - C{blob(size)} answers C{size} times 256 bytes.
+    """
+
+    def __init__(self, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.late: list[Deferred[str]] = []
+
+    def ping(self, x: int) -> int:
+        return x + 1
+
+    def getData(self, input: str) -> str:
+        return input + " from server 1024"
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def echo(self, text: str, repeat: int) -> str:
+        return text * repeat
+
+    def fail(self, kind: str) -> Any:
+        if kind == "raise":
+            raise RuntimeError("handler raised on purpose")
+        if kind == "deferred":
+            return fail(RuntimeError("handler failed its Deferred on purpose"))
+        if kind == "oops":
+            raise Oops(why="declared", code=3)
+        raise TApplicationException(TApplicationException.INVALID_TRANSFORM, "told you")
+
+    def slow(self, seconds: float, tag: str) -> Deferred[str]:
+        log.info("slow call {tag} started", tag=tag)
+        if seconds < 0:
+            never: Deferred[str] = Deferred()
+            self.late.append(never)
+            return never
+        return deferLater(self.reactor, seconds, lambda: tag)
+
+    async def blob(self, size: int) -> bytes:
+        return bytes(range(256)) * size
+
+    def fire(self, message: str) -> None:
+        log.info("fired {message}", message=message)
+
+
+class Blocking(Echo.Iface):
+    """
+    A blocking C{Echo} for C{--threads}: C{slow} sleeps in its thread.
+    """
+
+    def ping(self, x: int) -> int:
+        return x + 1
+
+    def slow(self, seconds: float, tag: str) -> str:
+        time.sleep(seconds)
+        return tag
