@@ -158,8 +158,8 @@ def limitParams(known: dict[tuple[str, str], str]) -> list[Any]:
     The (transport, protocol) parameters, those with a known defect marked
     as strict expected failures.
     """
-    return [pytest.param(t, p, id=f"{t}-{p}", marks=[pytest.mark.xfail(
-        strict=True, reason=known[t, p])] if (t, p) in known else [])
+    return [pytest.param(t, p, id=f"{t}-{p}", marks=[
+        pytest.mark.xfail(reason=known[t, p], strict=True)] if (t, p) in known else [])
         for t, p in LIMIT_COMBOS]
 
 

@@ -3,7 +3,7 @@ Tests for L{txthrift.TTwisted}, the drop-in replacement of Apache's
 C{thrift.transport.TTwisted}, over real sockets on 127.0.0.1.
 
 The tests of the defects it fixes run against Apache's module too, where
-they must fail (strict xfail): that proves each test can fail, and that it
+they must fail (strict expected failures): that proves each test can fail, and that it
 checks what Apache's module gets wrong.
 """
 
@@ -54,8 +54,8 @@ ITEM = Item(id=20, name="n\u00e4me", values=[1, -2, 2**40], counts={"a": 1, "\u0
 
 #: Each defect test runs against our module, and against Apache's where it must fail.
 OURS = pytest.param(ours, id="txthrift")
-APACHE = pytest.param(apache, id="apache", marks=pytest.mark.xfail(
-    strict=True, reason="the defect of Apache's TTwisted that txthrift.TTwisted fixes"))
+DEFECT = "the defect of Apache's TTwisted that txthrift.TTwisted fixes"
+APACHE = pytest.param(apache, id="apache", marks=pytest.mark.xfail(reason=DEFECT, strict=True))
 BOTH = [OURS, APACHE]
 
 
