@@ -343,11 +343,7 @@ class ThriftServerProtocol(ServerProtocol):
 
     def connectionMade(self) -> None:
         _applyMaxLength(self, self.MAX_LENGTH)
-        factory = self.factory
-        if getattr(factory, "connections", None) is None:
-            # A factory of the user's own, providing just IThriftServerFactory.
-            factory.connections = set()
-        self._dispatcher = makeDispatcher(factory.processor)
+        self._dispatcher = makeDispatcher(self.factory.processor)
         super().connectionMade()
 
     def framingDetected(self) -> None:

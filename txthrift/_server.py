@@ -281,9 +281,9 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def connectionMade(self) -> None:
         self.connected = True
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            factory.connections.add(self)
+        connections = self._connections()
+        if connections is not None:
+            connections.add(self)
         transport: Any = self.transport
         transport.registerProducer(self, True)
         self._armIdle()
@@ -418,9 +418,13 @@ class ServerProtocol(ThriftMessageProtocol):
         self._queue.clear()
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            factory.connections.discard(self)
+        connections = self._connections()
+        if connections is not None:
+            connections.discard(self)
+
+    def _connections(self) -> set[ServerProtocol] | None:
+        # Factories other than ours (Apache-style ones) need not track them.
+        return getattr(getattr(self, "factory", None), "connections", None)
 
 
 class ServerFactory(Factory):
