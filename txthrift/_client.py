@@ -279,6 +279,8 @@ class ClientFactory(Factory):
     Builds L{ClientProtocol}s, each with its L{Client} as C{protocol.client}.
     """
 
+    noisy = False
+
     def __init__(self, service: ModuleType, *, transport: str = "framed",
                  protocol: str = "binary", limits: Limits | None = None,
                  timeout: float | None = None, service_name: str | None = None,

@@ -435,6 +435,8 @@ class ServerFactory(Factory):
     """
 
     protocol = ServerProtocol  # type: ignore[assignment]
+    # Starting and stopping are logged once, by whoever hosts us.
+    noisy = False
 
     def __init__(self, handler: object, *, service: ModuleType | None = None,
                  transport: str = "auto", protocol: str = "auto",
