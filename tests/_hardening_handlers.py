@@ -36,6 +36,7 @@ class Hardened(Echo.Iface):
             from twisted.internet import reactor
         self.reactor = reactor
         self.late: list[Deferred[str]] = []
+        self.blobs = 0
 
     def ping(self, x: int) -> int:
         return x + 1
@@ -47,7 +48,8 @@ class Hardened(Echo.Iface):
         return a + b
 
     def echo(self, text: str, repeat: int) -> str:
-        return text * repeat
+        # Fuzzed requests ask for anything: keep replies small.
+        return text * min(repeat, 1000)
 
     def fail(self, kind: str) -> Any:
         if kind == "raise":
@@ -67,7 +69,8 @@ class Hardened(Echo.Iface):
         return deferLater(self.reactor, seconds, lambda: tag)
 
     async def blob(self, size: int) -> bytes:
-        return bytes(range(256)) * size
+        self.blobs += 1
+        return bytes(range(256)) * min(size, 4096)
 
     def fire(self, message: str) -> None:
         log.info("fired {message}", message=message)

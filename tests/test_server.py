@@ -451,3 +451,12 @@ def test_deepQueueOfSynchronousRepliesStaysFlat() -> None:
     replies = wire.replies()
     assert len(replies) == 3001
     assert [body.success for _, _, _, body in replies[1:]] == [str(i) for i in range(3000)]
+
+
+def test_replyOverMaxFrameSizeBecomesAnException() -> None:
+    wire, _ = serving(limits=Limits(max_frame_size=1024))
+    wire.call("blob", 10)  # 2,560 bytes: no peer within the same limits could read it
+    [(name, mtype, _, error)] = wire.replies()
+    assert (name, mtype, error.type) == (
+        "blob", TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
+    assert "max_frame_size" in error.message

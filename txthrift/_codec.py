@@ -215,6 +215,8 @@ class Codec:
         """
         self.protocol = protocol
         limits = limits or Limits()
+        #: The largest message either end should accept.
+        self.maxMessage = limits.max_frame_size
         self.factory = factory or protocolFactory(protocol, limits)
         self.outputFactory = outputFactory or self.factory
         # Our own binary codec takes a shortcut per message: it reads and

@@ -38,6 +38,9 @@ TRANSPORTS: Final = ("auto", "framed", "buffered")
 #: Protocol names accepted wherever a protocol is chosen.
 PROTOCOLS: Final = ("auto", "binary", "compact", "json")
 
+#: Bytes of replies gathered in one read before they are written out.
+_BATCH_LIMIT = 65536
+
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 
@@ -222,6 +225,7 @@ class ThriftMessageProtocol(Protocol):
         # While data is being handled, replies gather here and go out in one
         # write when it is done, instead of a write (and poller update) each.
         self._batch: list[bytes] | None = None
+        self._batchSize = 0
         if transport != "auto" and protocol != "auto":
             self.framer = makeFramer(transport, protocol, self.limits)
 
@@ -242,7 +246,7 @@ class ThriftMessageProtocol(Protocol):
             # Re-entered (a synchronous in-memory peer): the outer call flushes.
             self._handle(data)
             return
-        self._batch = []
+        self._batch, self._batchSize = [], 0
         try:
             self._handle(data)
         finally:
@@ -310,6 +314,12 @@ class ThriftMessageProtocol(Protocol):
             if prefix:
                 batch.append(prefix)
             batch.append(message)
+            self._batchSize += len(message)
+            if self._batchSize >= _BATCH_LIMIT:
+                # Hand a big batch over now, so that a transport whose buffer
+                # fills can pause us before the rest of this read is handled.
+                self._flush()
+                self._batch, self._batchSize = [], 0
         elif self.transport is not None:
             self.transport.writeSequence([prefix, message] if prefix else [message])
 

@@ -111,13 +111,21 @@ class _HandlerDispatcher:
         if method.returnsValue:
             result.success = value
         try:
-            return codec.encode(method.name, TMessageType.REPLY, seqid, result)
+            reply = codec.encode(method.name, TMessageType.REPLY, seqid, result)
         except Exception:
             log.failure("cannot encode the result of {service}.{name}",
                         service=self.service.name, name=method.name)
             return codec.encodeException(method.name, seqid,
                                          TApplicationException.INTERNAL_ERROR,
                                          f"Internal error encoding the result of {method.name}")
+        if len(reply) > codec.maxMessage:
+            # No peer within the same limits could read it.
+            log.warn("the result of {name} is {size} bytes, over max_frame_size",
+                     name=method.name, size=len(reply))
+            return codec.encodeException(
+                method.name, seqid, TApplicationException.INTERNAL_ERROR,
+                f"the result of {method.name} is larger than the server's max_frame_size")
+        return reply
 
     def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
         error = failure.value
@@ -299,7 +307,8 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def messageReceived(self, message: bytes) -> None:
         self._armIdle()
-        if self._inFlight >= self.limits.max_pending:
+        if self._inFlight >= self.limits.max_pending or self._writePaused:
+            # Full, or the peer is not reading its replies: hold the request.
             self._queue.append(message)
             self._updateReading()
             return
@@ -360,7 +369,8 @@ class ServerProtocol(ThriftMessageProtocol):
             return
         self._draining = True
         try:
-            while self._queue and self._inFlight < self.limits.max_pending and self.connected:
+            while (self._queue and self._inFlight < self.limits.max_pending
+                   and not self._writePaused and self.connected):
                 self._process(self._queue.popleft())
         finally:
             self._draining = False
@@ -389,7 +399,7 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def resumeProducing(self) -> None:
         self._writePaused = False
-        self._updateReading()
+        self._drain()
 
     def stopProducing(self) -> None:
         pass
