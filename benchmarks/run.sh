@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Run the txthrift benchmark harness: bash benchmarks/run.sh [--quick] [--only NAME,...]
-# Uses $PYTHON, else /tmp/venv/bin/python if present, else python3.
+# Uses $PYTHON if set; otherwise the repository's .venv (made by scripts/setup.sh), with the
+# benchmark-only packages (thriftpy2, matplotlib, py-spy) added to it.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x /tmp/venv/bin/python ]]; then PYTHON=/tmp/venv/bin/python; else PYTHON=python3; fi
+    bash "$here/../scripts/setup.sh"
+    PYTHON="$here/../.venv/bin/python"
+    "$PYTHON" -m pip install --quiet thriftpy2 matplotlib py-spy
 fi
 exec "$PYTHON" "$here/run.py" "$@"
