@@ -26,7 +26,12 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
@@ -548,6 +553,20 @@ class Options(usage.Options):
     names to C{(handler, service module)} pairs), C{self["service"]} its
     service module (or None), C{self["ports"]} the endpoint descriptions and
     C{self["limits"]} the L{Limits} keywords.
+
+    C{--workers N} serves with N processes:
+
+        twistd -n thrift --handler app.Handler --port tcp:9090 --workers 4
+
+    twistd binds every port itself (each must be C{tcp:} or C{tcp6:}), logs
+    one C{Serving ... on ...} line with the ports really bound, and starts N
+    worker processes that adopt the listening sockets and serve them each
+    as a single process would: the kernel spreads the connections among
+    them.  A worker that dies is restarted (up to N times in 10 seconds,
+    then twistd stops).  On SIGTERM or SIGINT, twistd sends each worker
+    SIGTERM, which lets its calls in flight finish for up to
+    C{--shutdown-timeout} seconds, kills those still running a few seconds
+    later, and exits; a worker whose twistd goes away stops by itself.
     """
 
     synopsis = "--handler module.Handler [--port ENDPOINT] [options]"
@@ -559,7 +578,10 @@ class Options(usage.Options):
         "function found there is called with no arguments. Repeat --handler as "
         "Name=module.Handler to serve several services multiplexed on every port. "
         "On SIGTERM or SIGINT the server stops listening and lets calls in flight "
-        "finish for up to --shutdown-timeout seconds."
+        "finish for up to --shutdown-timeout seconds. With --workers N (N > 1, TCP ports"
+        " only), twistd binds the ports itself and N worker processes serve them, the"
+        " kernel spreading connections among them; a worker that dies is restarted, and"
+        " stopping tells each worker to finish its calls in flight."
     )
 
     optParameters: ClassVar[list[list[Any]]] = [
@@ -581,6 +603,9 @@ class Options(usage.Options):
           "block (0: call them in the reactor thread).")],
         ["shutdown-timeout", None, f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
          "Seconds to let calls in flight finish when stopping."],
+        ["workers", None, "1",
+         ("Serve with this many worker processes sharing the listening sockets (TCP ports"
+          " only), restarted when they die (1: serve in the twistd process itself).")],
     ]
 
     compData = usage.Completions(
@@ -652,6 +677,7 @@ class Options(usage.Options):
         self["threads"] = _number("threads", self["threads"], int, 0)
         self["shutdown-timeout"] = _number("shutdown-timeout", self["shutdown-timeout"], float,
                                            0, what=" of seconds")
+        self["workers"] = _number("workers", self["workers"], int, 1)
 
     def _checkPorts(self) -> None:
         if not self["ports"]:
@@ -659,9 +685,13 @@ class Options(usage.Options):
         reactor = defaultReactor()
         for port in self["ports"]:
             try:
-                _endpoint(reactor, port)
+                _, endpoint = _endpoint(reactor, port)
             except ValueError as error:
                 raise usage.UsageError(f"--port: {port!r}: {error}") from None
+            if self["workers"] > 1 and type(endpoint) not in (TCP4ServerEndpoint,
+                                                              TCP6ServerEndpoint):
+                raise usage.UsageError(f"--port: {port!r}: --workers takes TCP ports only"
+                                       " (tcp:PORT or tcp6:PORT)")
 
     def _loadHandlers(self) -> None:
         handlers = [_named("handler", value) for value in self["handlers"]]
@@ -736,12 +766,36 @@ class Options(usage.Options):
         return handler, service
 
 
-def makeService(options: Options) -> ThriftService:
+def makeService(options: Options) -> Service:
     """
-    The C{twistd thrift} service, from parsed L{Options}.
+    The C{twistd thrift} service, from parsed L{Options}: a L{ThriftService},
+    or with C{--workers} above 1 the service supervising the worker
+    processes.
     """
+    if options["workers"] > 1:
+        return _workersService(options)
     return thriftService(
         options["handler"], port=options["ports"], service=options["service"],
         transport=options["transport"], protocol=options["protocol"],
         threads=options["threads"], shutdown_timeout=options["shutdown-timeout"],
         **options["limits"])
+
+
+def _workersService(options: Options) -> Service:
+    from ._workers import WorkersService, listenerOf
+
+    reactor = defaultReactor()
+    listeners = [listenerOf(*_endpoint(reactor, port)) for port in options["ports"]]
+    limits = asdict(Limits.from_keywords(**options["limits"]))
+    details = (f"transport={options['transport']} protocol={options['protocol']}"
+               f" max_frame_size={limits['max_frame_size']} max_pending={limits['max_pending']}"
+               f" idle_timeout={limits['idle_timeout']} call_timeout={limits['call_timeout']}"
+               f" threads={options['threads']} shutdown_timeout={options['shutdown-timeout']}")
+    config = {"handlers": options["handlers"], "services": options["services"],
+              "transport": options["transport"], "protocol": options["protocol"],
+              "limits": options["limits"], "threads": options["threads"],
+              "shutdown_timeout": options["shutdown-timeout"]}
+    return WorkersService(reactor, listeners, options["workers"], config,
+                          shutdownTimeout=options["shutdown-timeout"],
+                          served=_served(options["handler"], options["service"]),
+                          details=details)
