@@ -56,21 +56,20 @@ def protocolFactory(protocol: str, limits: Limits) -> TProtocolFactory:
     tries the import per protocol object.
     """
     strings, containers = limits.string_limit, limits.container_limit
-    if protocol == "binary":
-        if accelerated:
-            return TBinaryProtocolAcceleratedFactory(
-                string_length_limit=strings, container_length_limit=containers)
-        return TBinaryProtocolFactory(
-            string_length_limit=strings, container_length_limit=containers)
-    if protocol == "compact":
-        if accelerated:
-            return TCompactProtocolAcceleratedFactory(
-                string_length_limit=strings, container_length_limit=containers)
-        return TCompactProtocolFactory(
-            string_length_limit=strings, container_length_limit=containers)
     if protocol == "json":
         return _JSONProtocolFactory(strings, containers)
-    raise ValueError(f"unknown protocol {protocol!r}; choose binary, compact or json")
+    factories = _FACTORIES.get(protocol)
+    if factories is None:
+        raise ValueError(f"unknown protocol {protocol!r}; choose binary, compact or json")
+    factory: Any = factories[accelerated]
+    return factory(string_length_limit=strings, container_length_limit=containers)
+
+
+#: (pure, accelerated) factory classes by protocol name.
+_FACTORIES: Final = {
+    "binary": (TBinaryProtocolFactory, TBinaryProtocolAcceleratedFactory),
+    "compact": (TCompactProtocolFactory, TCompactProtocolAcceleratedFactory),
+}
 
 
 class _JSONProtocol(TJSONProtocol):
