@@ -68,6 +68,7 @@ def test_messagesCutAtTheirBoundariesWhateverTheChunking(transport: str, protoco
         for start in range(0, len(stream), chunk):
             proto.dataReceived(stream[start:start + chunk])
         assert proto.messages == messages, chunk
+        assert {type(m) for m in proto.messages} == {bytes}
         assert proto.transport.connected  # type: ignore[union-attr]
 
 
@@ -115,6 +116,20 @@ def test_oversizedFrameClosesWithoutBuffering() -> None:
     assert proto.transport.disconnecting  # type: ignore[union-attr]
     assert proto.messages == []
     assert len(proto.framer._buffer) < 16  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_oversizedFrameLengthSplitAcrossReadsIsRefused(cut: int) -> None:
+    # The length arrives in pieces, after a whole frame, as in a pipelined stream.
+    good = makeFramer("framed", "binary", Limits()).frame(encode("binary", ITEMS[0]))
+    stream = good + struct.pack(">i", 0x7FFFFFFF) + b"\x80\x01" * 100
+    proto = connected("framed", "binary", Limits(max_frame_size=1024))
+    proto.dataReceived(stream[:len(good) + cut])
+    assert not proto.transport.disconnecting  # type: ignore[union-attr]
+    proto.dataReceived(stream[len(good) + cut:])
+    assert proto.transport.disconnecting  # type: ignore[union-attr]
+    assert proto.messages == [good[4:]]
+    assert len(proto.framer._buffer) < 256  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("length", [0, -1, -(2**31)])

@@ -4,6 +4,8 @@ Tests for L{txthrift._server}: dispatch, replies, limits, backpressure.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -460,3 +462,70 @@ def test_replyOverMaxFrameSizeBecomesAnException() -> None:
     assert (name, mtype, error.type) == (
         "blob", TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
     assert "max_frame_size" in error.message
+
+
+def test_aReplyDoesNotKeepTheHandlersValueAlive() -> None:
+    # One result struct per method serves every reply: it must let go of
+    # each value once encoded.
+    class Returned(Item):
+        pass
+
+    kept: list[weakref.ref[Item]] = []
+
+    class Keeping(Handler):
+        def item(self, it: Item) -> Item:
+            value = Returned(id=it.id * 10)
+            kept.append(weakref.ref(value))
+            return value
+
+    wire, _ = serving(Keeping())
+    wire.call("item", Item(id=1))
+    wire.call("add", -1, 2)  # an unencodable result between two good ones
+    wire.call("item", Item(id=2))
+    wire.call("add", 1, 2)
+    replies = wire.replies()
+    assert [(mtype, body.success.id if mtype == TMessageType.REPLY else None)
+            for name, mtype, _, body in replies if name == "item"] == [
+        (TMessageType.REPLY, 10), (TMessageType.REPLY, 20)]
+    assert [(mtype, getattr(body, "success", None))
+            for name, mtype, _, body in replies if name == "add"] == [
+        (TMessageType.EXCEPTION, None), (TMessageType.REPLY, 3)]
+    gc.collect()
+    assert [ref() for ref in kept] == [None, None]
+
+
+def test_voidMethodsReplyWithAnEmptyResult() -> None:
+    wire, _ = serving()
+    wire.call("sayHello")
+    wire.call("getData", "x")
+    wire.call("sayHello")
+    replies = wire.replies()
+    assert [(name, mtype) for name, mtype, _, _ in replies] == [
+        ("sayHello", TMessageType.REPLY), ("getData", TMessageType.REPLY),
+        ("sayHello", TMessageType.REPLY)]
+    assert not hasattr(replies[2][3], "success")
+
+
+def test_manyRepliesToOneReadGoOutInOneWrite() -> None:
+    wire, _ = serving()
+    writes: list[bytes] = []
+    wire.transport.write = writes.append  # type: ignore[method-assign]
+    wire.proto.dataReceived(b"".join(
+        wire.framer.frame(wire.codec.encode("getData", TMessageType.CALL, i,
+                                            Echo.getData_args(input=str(i))))
+        for i in range(50)))
+    assert len(writes) == 1
+    assert len(wire.framer.feed(writes[0])) == 50
+
+
+def test_namesChosenByPeersAreNotRemembered() -> None:
+    # Encoded headers are cached by name; a peer calling made-up names must
+    # not grow that cache.
+    wire, _ = serving()
+    for i in range(300):
+        wire.send(wire.codec.encode(f"nope{i}", TMessageType.CALL, i, Echo.sayHello_args()))
+    wire.call("getData", "x")
+    replies = wire.replies()
+    assert len(replies) == 301
+    codec = wire.proto.factory.codec("binary")
+    assert list(codec._heads) == [("getData", TMessageType.REPLY)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+from io import BytesIO
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
 
@@ -136,6 +137,20 @@ class _ReplyBuffer(TMemoryBuffer):
         self._buffer.truncate()
 
 
+class _MessageInput(TMemoryBuffer):
+    """
+    An input buffer pointed at one message after another, so that one
+    protocol object reads them all.
+    """
+
+    # A plain attribute here, not the base class's property: the C decoder
+    # reads it once per struct.
+    cstringio_buf: BytesIO = None  # type: ignore[assignment]
+
+    def point(self, buffer: BytesIO) -> None:
+        self._buffer = self.cstringio_buf = buffer
+
+
 class _Chunks(TTransportBase):
     """
     Collects what a protocol writes, for joining once.
@@ -150,7 +165,11 @@ class _Chunks(TTransportBase):
 
 _I32 = struct.Struct(">i")
 _HEADER = struct.Struct(">iI")
+# A strict binary message's version, type and name length.
+_START = struct.Struct(">HxBi")
 _VERSION_1 = -0x7FFF0000  # 0x80010000 as an i32
+#: Encoded headers kept per codec.
+_MAX_HEADS = 4096
 
 _subclasses: dict[tuple[type, str], type] = {}
 
@@ -227,9 +246,15 @@ class Codec:
         self._fast = factory is None and outputFactory is None and protocol == "binary"
         if self._fast:
             self._maxName = limits.string_limit
-            self._reader = self.factory.getProtocol(TMemoryBuffer(b""))
+            # One input buffer, pointed at each message in turn.
+            self._input = _MessageInput(b"")
+            self._reader = self.factory.getProtocol(self._input)
             self._chunks = _Chunks()
             self._writer = self.outputFactory.getProtocol(self._chunks)
+            # Encoded message headers (without the seqid) by name and type.
+            self._heads: dict[tuple[str, int], bytes] = {}
+            # What the C coder is told about a struct class: [class, spec].
+            self._typeArgs: dict[type, list[Any] | None] = {}
 
     def reader(self, message: bytes) -> TProtocolBase:
         """
@@ -246,17 +271,18 @@ class Codec:
             to this codec: read the body at once.
         @raise Exception: whatever the protocol raises for a bad header.
         """
-        if self._fast and message[:2] == b"\x80\x01" and len(message) >= 12:
+        if self._fast and len(message) >= 12:
             # Strict binary: 0x8001, a zero byte, the type byte, the name as
             # an i32 length and UTF-8 bytes, then the i32 seqid.
-            (length,) = _I32.unpack_from(message, 4)
+            version, mtype, length = _START.unpack_from(message)
             end = 8 + length
-            if 0 <= length <= self._maxName and end + 4 <= len(message):
+            if version == 0x8001 and 0 <= length <= self._maxName and end + 4 <= len(message):
                 name = message[8:end].decode("utf-8")
                 (seqid,) = _I32.unpack_from(message, end)
-                iprot = self._reader
-                iprot.trans = TMemoryBuffer(message, end + 4)
-                return iprot, name, message[3], seqid
+                buffer = BytesIO(message)
+                buffer.seek(end + 4)
+                self._input.point(buffer)
+                return self._reader, name, mtype, seqid
         iprot = self.reader(message)
         name, mtype, seqid = iprot.readMessageBegin()
         return iprot, name, mtype, seqid
@@ -266,13 +292,22 @@ class Codec:
         Read the rest of a message, whose header C{readHeader} read, into
         C{body} (a generated struct, or an exception with a C{read} method).
         """
-        spec = getattr(type(body), "thrift_spec", None)
-        if self._fast and spec is not None and iprot._fast_decode is not None:
-            # What the generated read() does first, without its checks.
-            iprot._fast_decode(body, iprot, [type(body), spec])
-            return
+        if self._fast and iprot._fast_decode is not None:
+            typeArgs = self._typeArgs.get(type(body)) or self._typeArgsOf(type(body))
+            if typeArgs is not None:
+                # What the generated read() does first, without its checks.
+                iprot._fast_decode(body, iprot, typeArgs)
+                return
         body.read(iprot)
         iprot.readMessageEnd()
+
+    def _typeArgsOf(self, cls: type) -> list[Any] | None:
+        try:
+            return self._typeArgs[cls]
+        except KeyError:
+            spec = getattr(cls, "thrift_spec", None)
+            typeArgs = self._typeArgs[cls] = None if spec is None else [cls, spec]
+            return typeArgs
 
     def encode(self, name: str, mtype: int, seqid: int, body: _Writable) -> bytes:
         """
@@ -280,17 +315,21 @@ class Codec:
         exception).
         """
         if self._fast:
-            encoded = name.encode("utf-8")
+            head = self._heads.get((name, mtype))
+            if head is None:
+                encoded = name.encode("utf-8")
+                head = _HEADER.pack(_VERSION_1 | mtype, len(encoded)) + encoded
+                if len(self._heads) < _MAX_HEADS and mtype != TMessageType.EXCEPTION:
+                    # Names of calls and replies are the service's own: few.
+                    self._heads[name, mtype] = head
+            writer = self._writer
+            typeArgs = self._typeArgs.get(type(body)) or self._typeArgsOf(type(body))
+            if typeArgs is not None and writer._fast_encode is not None:
+                return b"".join((head, _I32.pack(seqid), writer._fast_encode(body, typeArgs)))
             chunks = self._chunks
-            chunks.parts = [_HEADER.pack(_VERSION_1 | mtype, len(encoded)), encoded,
-                            _I32.pack(seqid)]
+            chunks.parts = [head, _I32.pack(seqid)]
             try:
-                spec = getattr(type(body), "thrift_spec", None)
-                writer = self._writer
-                if spec is not None and writer._fast_encode is not None:
-                    chunks.parts.append(writer._fast_encode(body, [type(body), spec]))
-                else:
-                    body.write(writer)
+                body.write(writer)
                 return b"".join(chunks.parts)
             finally:
                 chunks.parts = []

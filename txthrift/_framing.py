@@ -72,8 +72,6 @@ class _Framer(TypingProtocol):
 
     def frame(self, message: bytes) -> bytes: ...
 
-    def prefix(self, message: bytes) -> bytes: ...
-
 
 class _Framed:
     """
@@ -89,31 +87,42 @@ class _Framed:
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer
-        buffer += data
-        size = len(buffer)
-        messages = []
-        offset = 0
-        while size - offset >= 4:
-            (length,) = _I32.unpack_from(buffer, offset)
+        if buffer:
+            # The rest of a frame begun earlier: gather until it is whole,
+            # then cut from one copy of it.
+            buffer += data
+            if len(buffer) < 4:
+                return []
+            (length,) = _I32.unpack_from(buffer)
             if not 0 < length <= self._max:
-                # Refuse before buffering anything of the claimed size.
-                raise FrameError(
-                    f"frame length {length} is outside 1..{self._max} (max_frame_size)"
-                )
+                raise self._refusal(length)
+            if len(buffer) < 4 + length:
+                return []
+            data = bytes(buffer)
+            buffer.clear()
+        messages = []
+        size = len(data)
+        offset = 0
+        limit = self._max
+        while size - offset >= 4:
+            (length,) = _I32.unpack_from(data, offset)
+            if not 0 < length <= limit:
+                # Refused before anything of the claimed size is buffered.
+                raise self._refusal(length)
             end = offset + 4 + length
             if end > size:
                 break
-            messages.append(bytes(buffer[offset + 4 : end]))
+            messages.append(data[offset + 4 : end])
             offset = end
-        if offset:
-            del buffer[:offset]
+        if offset < size:
+            buffer += memoryview(data)[offset:]
         return messages
+
+    def _refusal(self, length: int) -> FrameError:
+        return FrameError(f"frame length {length} is outside 1..{self._max} (max_frame_size)")
 
     def frame(self, message: bytes) -> bytes:
         return _U32.pack(len(message)) + message
-
-    def prefix(self, message: bytes) -> bytes:
-        return _U32.pack(len(message))
 
 
 class _Unframed:
@@ -148,9 +157,6 @@ class _Unframed:
 
     def frame(self, message: bytes) -> bytes:
         return message
-
-    def prefix(self, message: bytes) -> bytes:
-        return b""
 
 
 def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> _Framer | None:
@@ -255,7 +261,9 @@ class ThriftMessageProtocol(Protocol):
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
         if batch and self.transport is not None:
-            self.transport.writeSequence(batch)
+            # One string: the transport's writeSequence walks its items in
+            # Python, twice.
+            self.transport.write(b"".join(batch))
 
     def _handle(self, data: bytes) -> None:
         try:
@@ -308,20 +316,22 @@ class ThriftMessageProtocol(Protocol):
         """
         framer = self.framer
         assert framer is not None, "no message can be sent before the framing is known"
-        prefix = framer.prefix(message)
         batch = self._batch
-        if batch is not None:
-            if prefix:
-                batch.append(prefix)
-            batch.append(message)
-            self._batchSize += len(message)
-            if self._batchSize >= _BATCH_LIMIT:
-                # Hand a big batch over now, so that a transport whose buffer
-                # fills can pause us before the rest of this read is handled.
-                self._flush()
-                self._batch, self._batchSize = [], 0
-        elif self.transport is not None:
-            self.transport.writeSequence([prefix, message] if prefix else [message])
+        if batch is None:
+            if self.transport is not None:
+                self.transport.write(
+                    _U32.pack(len(message)) + message if framer.transport == "framed"
+                    else message)
+            return
+        if framer.transport == "framed":
+            batch.append(_U32.pack(len(message)))
+        batch.append(message)
+        self._batchSize += len(message)
+        if self._batchSize >= _BATCH_LIMIT:
+            # Hand a big batch over now, so that a transport whose buffer
+            # fills can pause us before the rest of this read is handled.
+            self._flush()
+            self._batch, self._batchSize = [], 0
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._broken = True

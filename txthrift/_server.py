@@ -63,12 +63,14 @@ class _HandlerDispatcher:
     def __init__(self, handler: object, service: ModuleType) -> None:
         self._handler = handler
         self.service = describe(service)
-        # Bound once: (method, handler function) by name, for what the
-        # handler implements; other names are unknown methods.
+        # Bound once, by name, for what the handler implements (other names
+        # are unknown methods): the method, the handler's function, and how
+        # to get the function's arguments out of the args struct.
         self._targets = {
-            name: (method, getattr(handler, name))
+            name: (method, getattr(handler, name), *method.argGetter)
             for name, method in self.service.methods.items() if hasattr(handler, name)
         }
+        self._results: dict[Method, Any] = {}
 
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply:
@@ -78,7 +80,7 @@ class _HandlerDispatcher:
             return _exceptionReply(codec, name, mtype, seqid,
                                    TApplicationException.UNKNOWN_METHOD,
                                    f"Unknown function {name}")
-        method, function = target
+        method, function, getArgs, spread = target
         args = method.args()
         try:
             codec.readBody(iprot, args)
@@ -88,7 +90,7 @@ class _HandlerDispatcher:
                                    TApplicationException.PROTOCOL_ERROR,
                                    f"cannot decode the arguments of {name}: {error}")
         try:
-            value = function(*method.argValues(args))
+            value = function(*getArgs(args)) if spread else function(getArgs(args))
         except Exception:
             return self._failed(Failure(), codec, method, seqid)
         kind = type(value)
@@ -107,8 +109,13 @@ class _HandlerDispatcher:
     def _succeeded(self, value: object, codec: Codec, method: Method, seqid: int) -> bytes | None:
         if method.result is None:
             return None
-        result = method.result()
-        if method.returnsValue:
+        # One result struct per method serves every success: it is only
+        # read, by the encoder, before its value is dropped again.
+        result = self._results.get(method)
+        if result is None:
+            result = self._results[method] = method.result()
+        keep = method.returnsValue
+        if keep:
             result.success = value
         try:
             reply = codec.encode(method.name, TMessageType.REPLY, seqid, result)
@@ -118,6 +125,9 @@ class _HandlerDispatcher:
             return codec.encodeException(method.name, seqid,
                                          TApplicationException.INTERNAL_ERROR,
                                          f"Internal error encoding the result of {method.name}")
+        finally:
+            if keep:
+                result.success = None
         if len(reply) > codec.maxMessage:
             # No peer within the same limits could read it.
             log.warn("the result of {name} is {size} bytes, over max_frame_size",
@@ -278,6 +288,9 @@ class ServerProtocol(ThriftMessageProtocol):
         self._draining = False
         self._writePaused = False
         self._idleCall: IDelayedCall | None = None
+        # Read per message, so kept at hand.
+        self._idleTimeout = self.limits.idle_timeout
+        self._maxPending = self.limits.max_pending
         self.connected = False
 
     @property
@@ -306,15 +319,13 @@ class ServerProtocol(ThriftMessageProtocol):
             self._codec = Codec(self.protocolName, self.limits)
 
     def messageReceived(self, message: bytes) -> None:
-        self._armIdle()
-        if self._inFlight >= self.limits.max_pending or self._writePaused:
+        if self._idleTimeout is not None:
+            self._armIdle()
+        if self._inFlight >= self._maxPending or self._writePaused:
             # Full, or the peer is not reading its replies: hold the request.
             self._queue.append(message)
             self._updateReading()
             return
-        self._process(message)
-
-    def _process(self, message: bytes) -> None:
         codec = self._codec
         assert codec is not None
         try:
@@ -369,9 +380,9 @@ class ServerProtocol(ThriftMessageProtocol):
             return
         self._draining = True
         try:
-            while (self._queue and self._inFlight < self.limits.max_pending
+            while (self._queue and self._inFlight < self._maxPending
                    and not self._writePaused and self.connected):
-                self._process(self._queue.popleft())
+                self.messageReceived(self._queue.popleft())
         finally:
             self._draining = False
         self._updateReading()

@@ -26,6 +26,10 @@ from zope.interface.interface import InterfaceClass
 __all__ = ["Method", "ServiceSpec", "describe", "serviceOf"]
 
 
+def _noValues(args: object) -> tuple[()]:
+    return ()
+
+
 @dataclass(frozen=True, eq=False)
 class Method:
     """
@@ -45,21 +49,19 @@ class Method:
     returnsValue: bool
     exceptions: tuple[tuple[str, type], ...]
 
-    def argValues(self, args: object) -> tuple[Any, ...]:
-        """
-        The values of an args struct, in declaration order.
-        """
-        return self._getArgs(args)
-
     @cached_property
-    def _getArgs(self) -> Callable[[object], tuple[Any, ...]]:
+    def argGetter(self) -> tuple[Callable[[object], Any], bool]:
+        """
+        How to get the values of an args struct in declaration order: a
+        getter, and whether what it gets is a tuple to spread (for one
+        argument it is the value itself, which saves a call per request).
+        """
         names = self.argNames
-        if len(names) > 1:
-            return attrgetter(*names)
+        if len(names) == 1:
+            return attrgetter(names[0]), False
         if names:
-            single = attrgetter(names[0])
-            return lambda args: (single(args),)
-        return lambda args: ()
+            return attrgetter(*names), True
+        return _noValues, True
 
     @property
     def oneway(self) -> bool:
