@@ -807,6 +807,52 @@ def test_stop_gives_up_after_the_timeout(warnings: list[dict[str, Any]]) -> None
         "{calls} call(s) still in flight after {timeout}s; closing anyway"]
 
 
+LATE_ENDPOINT = """
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint, IStreamServerEndpointStringParser
+from twisted.internet.task import deferLater
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+
+@implementer(IStreamServerEndpoint)
+class Late:
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def listen(self, factory):
+        def fail():
+            raise CannotListenError("127.0.0.1", 0, OSError("gone later"))
+        return deferLater(self.reactor, 0.2, fail)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class Parser:
+    prefix = "late"
+
+    def parseStreamServer(self, reactor, *args, **kwargs):
+        return Late(reactor)
+
+
+parser = Parser()
+"""
+
+
+def test_twistd_exits_1_when_a_port_fails_after_start_up(tmp_path: Path) -> None:
+    # An endpoint plugin whose listening fails a moment after start-up.
+    plugins = tmp_path / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "txthrift_test_late.py").write_text(LATE_ENDPOINT)
+    done = run("-n", "--pidfile=", "--logfile=-", "thrift", "--handler",
+               f"{HANDLERS}.EchoHandler", "--port", "late:",
+               pythonpath=[REPO, tmp_path])
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "stopping: cannot listen on late:: Couldn't listen on 127.0.0.1:0: gone later." \
+        in output
+    assert "Traceback" not in output
+
+
 def test_thrift_service_rejects_bad_arguments() -> None:
     clock = MemoryReactorClock()
     with pytest.raises(ValueError, match="not a server endpoint description"):
@@ -833,8 +879,10 @@ def test_endpoint_failing_later_stops_the_reactor() -> None:
                                      reactor=clock)
     service.startService()
     assert clock.whenRunningHooks == []
+    assert not service.gaveUp
     later.errback(CannotListenError("127.0.0.1", 1, OSError("in use")))
     assert len(clock.whenRunningHooks) == 1
+    assert service.gaveUp
 
     # Stopping while an endpoint is still trying to listen cancels it, quietly.
     clock = MemoryReactorClock()

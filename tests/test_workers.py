@@ -230,7 +230,7 @@ def test_twistd_says_bad_workers_in_one_line() -> None:
 def test_workers_dying_too_often_stop_twistd(workers: Callable[..., Twistd]) -> None:
     """
     Past as many restarts as workers in ten seconds, twistd gives up,
-    saying why, and takes its workers with it.
+    saying why, takes its workers with it, and exits 1.
     """
     server = workers("--handler", HANDLER, "--port", LOCAL, "--workers", "2")
     servingPort(server)
@@ -240,6 +240,6 @@ def test_workers_dying_too_often_stop_twistd(workers: Callable[..., Twistd]) -> 
         server.waitFor(rf"Worker \d+ \(pid {pid}\) exited: killed by signal 9")
         if kill < 2:
             pid = int(server.waitFor(STARTED).group("pid"))
-    server.wait()
+    assert server.wait() == 1, server.output
     assert "2 restarts in 10s already, stopping" in server.output
     assert waitGone(workerPids(server)) == [], server.output

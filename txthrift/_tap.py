@@ -13,15 +13,18 @@ pool, so the reactor never waits for them.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import math
+import os
 import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from functools import partial
 from threading import Thread
 from types import ModuleType
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -44,6 +47,9 @@ from ._framing import PROTOCOLS, TRANSPORTS
 from ._limits import Limits, defaultReactor
 from ._server import ServerFactory, makeDispatcher
 from ._service import describe, serviceOf
+
+if TYPE_CHECKING:
+    from ._workers import WorkersService
 
 __all__ = ["CannotListen", "Options", "ThriftService", "makeService", "thriftService"]
 
@@ -265,6 +271,8 @@ class ThriftService(Service):
         self._threads = threads
         self._served = served
         self._listening: Deferred[Any] | None = None
+        #: Whether this service stopped the reactor because it could not go on.
+        self.gaveUp = False
 
     def privilegedStartService(self) -> None:
         """
@@ -331,7 +339,12 @@ class ThriftService(Service):
         # process would not serve on it, so it stops.
         if not self.running:
             return  # Stopping cancelled the attempt.
-        log.failure("stopping: {error}", failure, error=failure.getErrorMessage())
+        if failure.check(CannotListen):
+            # Says all there is to say: no traceback.
+            log.critical("stopping: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("stopping: {error}", failure, error=failure.getErrorMessage())
+        self.gaveUp = True
         self._reactor.callWhenRunning(self._stopReactor)
 
     def _stopReactor(self) -> None:
@@ -772,16 +785,33 @@ def makeService(options: Options) -> Service:
     or with C{--workers} above 1 the service supervising the worker
     processes.
     """
+    service: ThriftService | WorkersService
     if options["workers"] > 1:
-        return _workersService(options)
-    return thriftService(
-        options["handler"], port=options["ports"], service=options["service"],
-        transport=options["transport"], protocol=options["protocol"],
-        threads=options["threads"], shutdown_timeout=options["shutdown-timeout"],
-        **options["limits"])
+        service = _workersService(options)
+    else:
+        service = thriftService(
+            options["handler"], port=options["ports"], service=options["service"],
+            transport=options["transport"], protocol=options["protocol"],
+            threads=options["threads"], shutdown_timeout=options["shutdown-timeout"],
+            **options["limits"])
+    # Registered first, so run last: after twistd's own clean-up.
+    atexit.register(_exitStatus, service)
+    return service
 
 
-def _workersService(options: Options) -> Service:
+def _exitStatus(service: ThriftService | WorkersService) -> None:
+    """
+    twistd exits 0 whenever its reactor stops without a signal; a service
+    that gave up (a port lost after start-up, workers dying too often) makes
+    the process exit 1 instead, so that whatever supervises it knows.
+    """
+    if service.gaveUp:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _workersService(options: Options) -> WorkersService:
     from ._workers import WorkersService, listenerOf
 
     reactor = defaultReactor()

@@ -172,7 +172,8 @@ class WorkersService(Service):
         self._restarts: deque[float] = deque()
         self._stopping = False
         self._bound = False
-        self._failed = False
+        #: Whether this service stopped the reactor because workers kept dying.
+        self.gaveUp = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -230,7 +231,7 @@ class WorkersService(Service):
                       " {window:g}s already, stopping", index=worker.index, pid=worker.pid,
                       why=_why(reason), count=len(self._restarts),
                       window=RESTART_WINDOW)
-            self._failed = True
+            self.gaveUp = True
             if self._reactor.running:
                 self._reactor.stop()
             return
@@ -280,7 +281,7 @@ class WorkersService(Service):
             deadline = self._reactor.seconds() + STOP_MARGIN
             while self.children and self._reactor.seconds() < deadline:
                 await deferLater(self._reactor, 0.05)
-        if not killed and not self._failed:
+        if not killed and not self.gaveUp:
             _stoppedCleanly(self._reactor)
         log.info("Stopped serving {served} with {workers} workers", served=self._served,
                  workers=self.workers)
