@@ -5,6 +5,8 @@ Tests for L{txthrift._framing}: cutting streams into messages.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +16,13 @@ from twisted.internet.testing import StringTransport
 
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Item
-from txthrift import Codec, FrameError, Limits, ThriftMessageProtocol
+from txthrift import Codec, FrameError, Limits, ThriftMessageProtocol, _framing
 from txthrift._framing import detectFramer, makeFramer
+
+try:
+    from txthrift._speedups import skipFlat as compiledSkipFlat
+except ImportError:  # pragma: no cover - depends on the install
+    compiledSkipFlat = None
 
 PROTOCOLS = ["binary", "compact", "json"]
 
@@ -51,6 +58,31 @@ class Collector(ThriftMessageProtocol):
         self.messages.append(message)
 
 
+WALKS = ["compiled", "python"]
+
+
+@contextmanager
+def walking(how: str) -> Iterator[None]:
+    """
+    Walk flat containers with the C loop or the Python one it falls back to.
+    """
+    walk = {"compiled": compiledSkipFlat, "python": _framing._skipFlatInPython}[how]
+    if walk is None:
+        pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
+    saved = _framing._skipFlat
+    _framing._skipFlat = walk
+    try:
+        yield
+    finally:
+        _framing._skipFlat = saved
+
+
+@pytest.fixture(params=WALKS)
+def walker(request: pytest.FixtureRequest) -> Iterator[str]:
+    with walking(request.param):
+        yield request.param
+
+
 def connected(transport: str, protocol: str, limits: Limits | None = None) -> Collector:
     proto = Collector(transport, protocol, limits)
     proto.makeConnection(StringTransport())
@@ -59,7 +91,8 @@ def connected(transport: str, protocol: str, limits: Limits | None = None) -> Co
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("transport", ["framed", "buffered"])
-def test_messagesCutAtTheirBoundariesWhateverTheChunking(transport: str, protocol: str) -> None:
+def test_messagesCutAtTheirBoundariesWhateverTheChunking(transport: str, protocol: str,
+                                                        walker: str) -> None:
     messages = [encode(protocol, item, seqid) for seqid, item in enumerate(ITEMS, 1)]
     framer = makeFramer(transport, protocol, Limits())
     stream = b"".join(framer.frame(m) for m in messages)
@@ -72,14 +105,17 @@ def test_messagesCutAtTheirBoundariesWhateverTheChunking(transport: str, protoco
         assert proto.transport.connected  # type: ignore[union-attr]
 
 
-@settings(max_examples=60, deadline=None)
-@given(item=items, protocol=st.sampled_from(PROTOCOLS), cut=st.integers(1, 50))
-def test_unframedScanMatchesApacheEncoding(item: Item, protocol: str, cut: int) -> None:
+@settings(max_examples=120, deadline=None)
+@given(item=items, protocol=st.sampled_from(PROTOCOLS), cut=st.integers(1, 50),
+       how=st.sampled_from(WALKS if compiledSkipFlat is not None else ["python"]))
+def test_unframedScanMatchesApacheEncoding(item: Item, protocol: str, cut: int,
+                                           how: str) -> None:
     message = encode(protocol, item)
-    proto = connected("buffered", protocol)
-    stream = message + message
-    for start in range(0, len(stream), cut):
-        proto.dataReceived(stream[start:start + cut])
+    with walking(how):
+        proto = connected("buffered", protocol)
+        stream = message + message
+        for start in range(0, len(stream), cut):
+            proto.dataReceived(stream[start:start + cut])
     assert proto.messages == [message, message]
 
 
@@ -148,7 +184,7 @@ def test_dataAfterAFrameErrorIsIgnored() -> None:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_unframedMessageOverTheLimitIsRefusedEarly(protocol: str) -> None:
+def test_unframedMessageOverTheLimitIsRefusedEarly(protocol: str, walker: str) -> None:
     message = encode(protocol, Item(id=1, name="y" * 10_000))
     proto = connected("buffered", protocol, Limits(max_frame_size=4096))
     for start in range(0, len(message), 1024):
@@ -162,7 +198,7 @@ def test_unframedMessageOverTheLimitIsRefusedEarly(protocol: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
-def test_unframedStringLengthOverTheLimitIsRefused(protocol: str) -> None:
+def test_unframedStringLengthOverTheLimitIsRefused(protocol: str, walker: str) -> None:
     message = encode(protocol, Item(id=1, name="z" * 300))
     proto = connected("buffered", protocol, Limits(max_string_length=100))
     proto.dataReceived(message)
@@ -170,7 +206,7 @@ def test_unframedStringLengthOverTheLimitIsRefused(protocol: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
-def test_unframedContainerLengthOverTheLimitIsRefused(protocol: str) -> None:
+def test_unframedContainerLengthOverTheLimitIsRefused(protocol: str, walker: str) -> None:
     message = encode(protocol, Item(id=1, counts={str(i): i for i in range(20)}))
     proto = connected("buffered", protocol, Limits(max_container_length=10))
     proto.dataReceived(message)
@@ -193,7 +229,7 @@ def test_autoRefusesWhatIsNotThrift(first: bytes) -> None:
     assert proto.transport.disconnecting  # type: ignore[union-attr]
 
 
-def test_unframedScanIsLinearInTheMessageSize() -> None:
+def test_unframedScanIsLinearInTheMessageSize(walker: str) -> None:
     """
     A 4 MiB message made of many small strings arriving in 4 KiB pieces
     is walked once, not from its start for every piece.
@@ -220,3 +256,103 @@ def test_unframedScanIsLinearInTheMessageSize() -> None:
     # Every byte is stepped over at most once (a field is re-read only
     # when it was cut, which at most doubles the count).
     assert steps <= 2 * len(message)
+
+
+def test_aLongFlatContainerIsNotRescannedForEveryPiece(walker: str) -> None:
+    """
+    Once a container of many small elements is known to need at least so
+    many more bytes, pieces are only gathered until they have come.
+    """
+    item = Item(id=1, counts={f"k{i:06d}": i for i in range(100_000)})
+    message = encode("binary", item)
+    proto = connected("buffered", "binary")
+    scanner = proto.framer._scanner  # type: ignore[union-attr]
+    scans = 0
+    original = scanner.scan
+
+    def counting(buffer: bytearray) -> int | None:
+        nonlocal scans
+        scans += 1
+        return original(buffer)
+
+    scanner.scan = counting
+    pieces = range(0, len(message), 4096)
+    for start in pieces:
+        proto.dataReceived(message[start:start + 4096])
+    assert proto.messages == [message]
+    assert len(pieces) > 300 and scans < 40
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_aContainerTooLongForTheFrameLimitIsRefusedFromItsHeader(protocol: str,
+                                                               walker: str) -> None:
+    # 50,000 entries take at least 8 (binary) or 2 (compact) bytes each.
+    message = encode(protocol, Item(id=1, counts={str(i): i for i in range(50_000)}))
+    proto = connected("buffered", protocol, Limits(max_frame_size=80_000))
+    proto.dataReceived(message[:2048])
+    assert proto.transport.disconnecting  # type: ignore[union-attr]
+    assert "max_frame_size" in str(proto.refusal)
+
+
+KINDS = st.sampled_from([0, 1, 2, 8, 16, _framing._BINARY_STRING_KIND, _framing._VARINT_KIND,
+                         _framing._COMPACT_STRING_KIND])
+
+
+def element(kind: int, draw: st.DrawFn) -> bytes:
+    if kind >= 0:
+        return draw(st.binary(min_size=kind, max_size=kind))
+    if kind == _framing._VARINT_KIND:
+        return varint(draw(st.integers(0, 2**64 - 1)))
+    body = draw(st.binary(max_size=20))
+    if kind == _framing._BINARY_STRING_KIND:
+        return struct.pack(">i", len(body)) + body
+    return varint(len(body)) + body
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+@st.composite
+def flatContainers(draw: st.DrawFn) -> tuple[bytes, int, int, int]:
+    evenKind, oddKind = draw(KINDS), draw(KINDS)
+    count = draw(st.integers(0, 12))
+    elements = [element(oddKind if left & 1 else evenKind, draw)
+                for left in range(count, 0, -1)]
+    # Sometimes a bad element: a negative length, or a varint of 11 bytes.
+    if draw(st.booleans()):
+        elements.insert(draw(st.integers(0, count)),
+                        draw(st.sampled_from([b"\xff\xff\xff\xfe", b"\x80" * 11])))
+    return b"".join(elements), count, evenKind, oddKind
+
+
+@settings(max_examples=300, deadline=None)
+@given(container=flatContainers(), maxString=st.sampled_from([5, 100]))
+def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, int, int],
+                                                 maxString: int) -> None:
+    if compiledSkipFlat is None:
+        pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
+    data, count, evenKind, oddKind = container
+    for end in range(len(data) + 1):
+        for start in (0, 1):
+            buffer = bytearray(data[:end])
+            if start > len(buffer):
+                continue
+            arguments = (buffer, start, count, evenKind, oddKind, maxString)
+            assert compiledSkipFlat(*arguments) == _framing._skipFlatInPython(*arguments)
+
+
+def test_theCompiledWalkRefusesBadArguments() -> None:
+    if compiledSkipFlat is None:
+        pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
+    with pytest.raises(ValueError, match="outside the buffer"):
+        compiledSkipFlat(b"abc", 4, 1, 1, 1, 10)
+    with pytest.raises(TypeError):
+        compiledSkipFlat("text", 0, 1, 1, 1, 10)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="exactly 6"):
+        compiledSkipFlat(b"abc", 0)  # type: ignore[call-arg]

@@ -142,8 +142,12 @@ class _Unframed:
         buffer = self._buffer
         buffer += data
         messages = []
+        scanner = self._scanner
         while buffer:
-            end = self._scanner.scan(buffer)
+            if len(buffer) < scanner.need:
+                # The message cannot be whole yet: no need to look.
+                break
+            end = scanner.scan(buffer)
             if end is None:
                 if len(buffer) > self._max:
                     raise FrameError(
@@ -152,7 +156,7 @@ class _Unframed:
                 break
             messages.append(bytes(buffer[:end]))
             del buffer[:end]
-            self._scanner.reset()
+            scanner.reset()
         return messages
 
     def frame(self, message: bytes) -> bytes:
@@ -356,6 +360,83 @@ def _peerOf(protocol: Protocol) -> str:
 # --------------------------------------------------------------------------
 
 
+# How a flat container's elements are encoded when not in a fixed width: the
+# kinds txthrift._speedups.skipFlat takes.
+_BINARY_STRING_KIND, _VARINT_KIND, _COMPACT_STRING_KIND = -1, -2, -3
+
+
+def _leastSize(kind: int) -> int:
+    return 4 if kind == _BINARY_STRING_KIND else 1 if kind < 0 else kind
+
+
+def _readVarint(buffer: bytes | bytearray, pos: int, size: int) -> tuple[int, int] | None:
+    """
+    The compact protocol's varint at C{pos}, and the offset after it; C{None}
+    if the buffer ends first.
+    """
+    result = shift = 0
+    while pos < size:
+        byte = buffer[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise FrameError("compact varint longer than 10 bytes")
+    return None
+
+
+def _skipFlatInPython(buffer: bytes | bytearray, pos: int, remaining: int, evenKind: int,
+                      oddKind: int, maxString: int) -> tuple[int, int]:
+    """
+    What C{txthrift._speedups.skipFlat} does, for when it was not built.
+    """
+    size = len(buffer)
+    unpack = _I32.unpack_from
+    if evenKind == oddKind == _BINARY_STRING_KIND:
+        # The common case (list<string>, map<string, string>), kept tight.
+        last = size - 4
+        while remaining and pos <= last:
+            (length,) = unpack(buffer, pos)
+            end = pos + 4 + length
+            if end > size or not 0 <= length <= maxString:
+                break
+            pos = end
+            remaining -= 1
+        return pos, remaining
+    while remaining:
+        kind = oddKind if remaining & 1 else evenKind
+        if kind >= 0:
+            end = pos + kind
+        elif kind == _BINARY_STRING_KIND:
+            if pos + 4 > size:
+                break
+            (length,) = unpack(buffer, pos)
+            if not 0 <= length <= maxString:
+                break
+            end = pos + 4 + length
+        else:
+            try:
+                got = _readVarint(buffer, pos, size)
+            except FrameError:
+                break
+            if got is None or kind == _COMPACT_STRING_KIND and got[0] > maxString:
+                break
+            end = got[1] + got[0] if kind == _COMPACT_STRING_KIND else got[1]
+        if end > size:
+            break
+        pos = end
+        remaining -= 1
+    return pos, remaining
+
+
+try:
+    from ._speedups import skipFlat as _skipFlat
+except ImportError:  # pragma: no cover - built without a C compiler
+    _skipFlat = _skipFlatInPython
+
+
 class _Scanner:
     def __init__(self, limits: Limits, strict: bool) -> None:
         self._maxFrame = limits.max_frame_size
@@ -365,10 +446,16 @@ class _Scanner:
         self._strict = strict
         self.reset()
 
+    #: How each type code's values are encoded, for those a container's
+    #: elements can be walked flat with: a width, or one of the kinds below.
+    _KINDS: ClassVar[dict[int, int]] = {}
+
     def reset(self) -> None:
         self._pos = 0
         self._stack: list[list[int]] = []
         self._started = False
+        #: The least the buffer must hold before scanning again can get further.
+        self.need = 0
 
     def scan(self, buffer: bytearray) -> int | None:
         """
@@ -376,6 +463,52 @@ class _Scanner:
             C{None} if C{buffer} does not hold all of it yet.
         """
         raise NotImplementedError
+
+    def _walkFlat(self, buffer: bytearray, pos: int, size: int, top: list[int]) -> int:
+        """
+        Walk the elements of the container C{top}, whose element types are
+        all in L{_KINDS}, as far as the buffer goes.
+
+        @return: the offset reached.  If the buffer ended first, C{top}
+            counts the elements left, and L{need} says how long the buffer
+            must get before they can all be there.
+        """
+        kinds = self._KINDS
+        evenKind, oddKind = kinds[top[1]], kinds[top[2]]
+        pos, remaining = _skipFlat(buffer, pos, top[3], evenKind, oddKind, self._maxString)
+        top[3] = remaining
+        if remaining:
+            # The next element is not whole (or is bad: this raises).
+            kind = oddKind if remaining & 1 else evenKind
+            least = pos + self._elementSize(buffer, pos, size, kind) + (remaining - 1) * min(
+                _leastSize(evenKind), _leastSize(oddKind))
+            self._need(least)
+            self.need = least
+        else:
+            self._need(pos)
+        return pos
+
+    def _elementSize(self, buffer: bytearray, pos: int, size: int, kind: int) -> int:
+        """
+        The size of the flat element at C{pos}, as far as it is known.
+
+        @raise FrameError: if it is not a valid element.
+        """
+        if kind >= 0:
+            return kind
+        if kind == _BINARY_STRING_KIND:
+            if pos + 4 > size:
+                return 4
+            (length,) = _I32.unpack_from(buffer, pos)
+            self._checkString(length)
+            return 4 + length
+        got = _readVarint(buffer, pos, size)
+        if got is None:
+            return size - pos + 1
+        if kind == _COMPACT_STRING_KIND:
+            self._checkString(got[0])
+            return got[1] - pos + got[0]
+        return got[1] - pos
 
     def _need(self, end: int) -> None:
         if end > self._maxFrame:
@@ -408,7 +541,7 @@ class _BinaryScanner(_Scanner):
     # TType codes and the encoded size of the fixed-size ones.
     _FIXED: ClassVar = {2: 1, 3: 1, 4: 8, 6: 2, 8: 4, 10: 8, 16: 16}
     _STRING, _STRUCT_T, _MAP_T, _SET_T, _LIST_T = 11, 12, 13, 14, 15
-    _FLAT: ClassVar = frozenset((*_FIXED, _STRING))
+    _KINDS: ClassVar = {**_FIXED, _STRING: _BINARY_STRING_KIND}
 
     def _header(self, buffer: bytearray, size: int) -> int | None:
         if size < 4:
@@ -436,6 +569,7 @@ class _BinaryScanner(_Scanner):
     def scan(self, buffer: bytearray) -> int | None:
         size = len(buffer)
         stack = self._stack
+        self.need = 0
         if not self._started:
             end = self._header(buffer, size)
             if end is None:
@@ -445,6 +579,7 @@ class _BinaryScanner(_Scanner):
             self._push([_STRUCT])
         pos = self._pos
         fixed = self._FIXED
+        kinds = self._KINDS
         try:
             while stack:
                 top = stack[-1]
@@ -463,34 +598,11 @@ class _BinaryScanner(_Scanner):
                     self._push([_VALUE, ttype])
                     continue
                 if kind == _LIST or kind == _MAP:
-                    if top[1] in self._FLAT and top[2] in self._FLAT:
-                        # Strings and fixed-size values only: walk them here,
+                    if top[3] and top[1] in kinds and top[2] in kinds:
+                        # Strings and fixed-size values only: walked at once,
                         # without a stack entry per element.
-                        remaining = top[3]
-                        # The per-element loop of big containers: locals only.
-                        unpack, maxString, maxFrame = _I32.unpack_from, self._maxString, self._maxFrame
-                        widths = (fixed.get(top[1]), fixed.get(top[2]))
-                        isMap = kind == _MAP
-                        while remaining:
-                            # Maps alternate key and value: the count started even.
-                            width = widths[isMap and remaining & 1]
-                            if width is None:
-                                if pos + 4 > size:
-                                    break
-                                (length,) = unpack(buffer, pos)
-                                if not 0 <= length <= maxString:
-                                    self._checkString(length)
-                                width = 4 + length
-                            end = pos + width
-                            if end > size:
-                                self._need(end)
-                                break
-                            pos = end
-                            remaining -= 1
-                        if pos > maxFrame:
-                            self._need(pos)
-                        top[3] = remaining
-                        if remaining:
+                        pos = self._walkFlat(buffer, pos, size, top)
+                        if top[3]:
                             return None
                     if top[3] == 0:
                         stack.pop()
@@ -568,20 +680,8 @@ class _CompactScanner(_Scanner):
     # 9 list, 10 set, 11 map, 12 struct, 13 uuid.
     _FIXED: ClassVar = {1: 1, 2: 1, 3: 1, 7: 8, 13: 16}
     _VARINT: ClassVar = frozenset((4, 5, 6))
-
-    @staticmethod
-    def _varint(buffer: bytearray, pos: int, size: int) -> tuple[int, int] | None:
-        result = shift = 0
-        while pos < size:
-            byte = buffer[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result, pos
-            shift += 7
-            if shift > 63:
-                raise FrameError("compact varint longer than 10 bytes")
-        return None
+    _KINDS: ClassVar = {**_FIXED, 4: _VARINT_KIND, 5: _VARINT_KIND, 6: _VARINT_KIND,
+                        8: _COMPACT_STRING_KIND}
 
     def _header(self, buffer: bytearray, size: int) -> int | None:
         if size < 2:
@@ -590,10 +690,10 @@ class _CompactScanner(_Scanner):
             raise FrameError(f"bad compact protocol id 0x{buffer[0]:02x}")
         if buffer[1] & 0x1F != 1:
             raise FrameError(f"bad compact protocol version {buffer[1] & 0x1F}")
-        seqid = self._varint(buffer, 2, size)
+        seqid = _readVarint(buffer, 2, size)
         if seqid is None:
             return None
-        length = self._varint(buffer, seqid[1], size)
+        length = _readVarint(buffer, seqid[1], size)
         if length is None:
             return None
         self._checkString(length[0])
@@ -604,6 +704,7 @@ class _CompactScanner(_Scanner):
     def scan(self, buffer: bytearray) -> int | None:
         size = len(buffer)
         stack = self._stack
+        self.need = 0
         if not self._started:
             end = self._header(buffer, size)
             if end is None:
@@ -614,7 +715,8 @@ class _CompactScanner(_Scanner):
         pos = self._pos
         fixed = self._FIXED
         varints = self._VARINT
-        varint = self._varint
+        varint = _readVarint
+        kinds = self._KINDS
         try:
             while stack:
                 top = stack[-1]
@@ -640,6 +742,10 @@ class _CompactScanner(_Scanner):
                         self._push([_VALUE, ctype])
                     continue
                 if kind == _LIST or kind == _MAP:
+                    if top[3] and top[1] in kinds and top[2] in kinds:
+                        pos = self._walkFlat(buffer, pos, size, top)
+                        if top[3]:
+                            return None
                     if top[3] == 0:
                         stack.pop()
                         continue
