@@ -45,7 +45,8 @@ from zope.interface import implementer
 import txthrift
 from tests._tap_handlers import CalcHandler, EchoHandler
 from tests.gen.py.txthrift_test import Calc, Echo
-from txthrift._tap import CannotListen, Options, ThriftService, makeService
+from txthrift._appservice import CannotListen, ThriftService
+from txthrift._tap import Options, makeService
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"

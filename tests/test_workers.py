@@ -21,7 +21,8 @@ from twisted.python import usage
 
 from tests.gen.py.txthrift_test import Echo
 from tests.test_tap import HELLO, REPLY, REPO, WAIT, Twistd, apacheClient, run, seedClient
-from txthrift._tap import Options, ThriftService, makeService
+from txthrift._appservice import ThriftService
+from txthrift._tap import Options, makeService
 
 HANDLER = "tests._worker_handlers.PidEcho"
 LOCAL = "tcp:0:interface=127.0.0.1"

@@ -5,13 +5,13 @@ Serve a handler with L{serve}, call a service with L{connect}; the classes
 below are the pieces both are built from, for composing your own.
 """
 
+from ._appservice import thriftService
 from ._client import CallTimeout, Client, ClientFactory, ClientProtocol
 from ._codec import Codec, accelerated
 from ._framing import PROTOCOLS, TRANSPORTS, FrameError, ThriftMessageProtocol
 from ._hosting import connect, serve
 from ._limits import Limits
 from ._server import ServerFactory, ServerProtocol
-from ._tap import thriftService
 from ._transport import CallbackTransport, MessageSenderTransport
 from ._version import __version__
 

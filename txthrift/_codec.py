@@ -144,11 +144,8 @@ class _MessageInput(TMemoryBuffer):
     """
 
     # A plain attribute here, not the base class's property: the C decoder
-    # reads it once per struct.
+    # reads it once per struct.  Codec.readHeader sets it with _buffer.
     cstringio_buf: BytesIO = None  # type: ignore[assignment]
-
-    def point(self, buffer: BytesIO) -> None:
-        self._buffer = self.cstringio_buf = buffer
 
 
 class _Chunks(TTransportBase):
@@ -281,7 +278,8 @@ class Codec:
                 (seqid,) = _I32.unpack_from(message, end)
                 buffer = BytesIO(message)
                 buffer.seek(end + 4)
-                self._input.point(buffer)
+                source = self._input
+                source._buffer = source.cstringio_buf = buffer
                 return self._reader, name, mtype, seqid
         iprot = self.reader(message)
         name, mtype, seqid = iprot.readMessageBegin()

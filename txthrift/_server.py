@@ -44,6 +44,7 @@ class Dispatcher(TypingProtocol):
 
 
 _ASYNC = (Deferred, CoroutineType)
+_CALL, _ONEWAY, _REPLY = TMessageType.CALL, TMessageType.ONEWAY, TMessageType.REPLY
 _PLAIN = frozenset((str, bytes, int, float, bool, type(None), list, dict, set, tuple))
 
 
@@ -118,7 +119,7 @@ class _HandlerDispatcher:
         if keep:
             result.success = value
         try:
-            reply = codec.encode(method.name, TMessageType.REPLY, seqid, result)
+            reply = codec.encode(method.name, _REPLY, seqid, result)
         except Exception:
             log.failure("cannot encode the result of {service}.{name}",
                         service=self.service.name, name=method.name)
@@ -333,7 +334,7 @@ class ServerProtocol(ThriftMessageProtocol):
         except Exception as error:
             self.frameError(f"unreadable message header: {error}")
             return
-        if mtype != TMessageType.CALL and mtype != TMessageType.ONEWAY:
+        if mtype != _CALL and mtype != _ONEWAY:
             self.frameError(f"message type {mtype} of {name!r} is not a call")
             return
         try:

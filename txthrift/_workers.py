@@ -40,6 +40,8 @@ from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._appservice import CannotListen, stoppedCleanly, thriftService
+
 __all__ = ["WorkersService", "main"]
 
 log = Logger(namespace="txthrift.workers")
@@ -188,7 +190,6 @@ class WorkersService(Service):
             self._spawn(index)
 
     def _bind(self) -> None:
-        from ._tap import CannotListen
         for listener in self.listeners:
             try:
                 listener.bind()
@@ -261,7 +262,6 @@ class WorkersService(Service):
         return workers
 
     async def _stop(self) -> None:
-        from ._tap import _stoppedCleanly
         workers = self._signal("TERM")
         # The workers hold their own copies: closing ours now means that the
         # ports refuse connections once every worker has stopped listening.
@@ -282,7 +282,7 @@ class WorkersService(Service):
             while self.children and self._reactor.seconds() < deadline:
                 await deferLater(self._reactor, 0.05)
         if not killed and not self.gaveUp:
-            _stoppedCleanly(self._reactor)
+            stoppedCleanly(self._reactor)
         log.info("Stopped serving {served} with {workers} workers", served=self._served,
                  workers=self.workers)
 
@@ -360,7 +360,7 @@ def main(argv: Sequence[str]) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-    from ._tap import Options, thriftService
+    from ._tap import Options
 
     # Log events go to the parent, which logs them where twistd logs.
     events = open(LOG_FD, "w", encoding="utf-8", buffering=1)  # noqa: SIM115

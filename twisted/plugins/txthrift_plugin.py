@@ -2,7 +2,8 @@
 The C{twistd thrift} plugin: serve a Thrift handler under twistd.
 
 This module only names the plugin, so that listing twistd's plugins stays
-cheap; the options and the service live in L{txthrift._tap}.  It is a
+cheap; the options live in L{txthrift._tap}, the service it makes in
+L{txthrift._appservice}.  It is a
 dropin: there is no C{twisted/__init__.py} nor C{twisted/plugins/__init__.py}
 in this project, so that it never shadows Twisted's own packages.
 """
