@@ -16,7 +16,8 @@ from thrift.server.TNonblockingServer import TNonblockingServer, Worker
 from thrift.Thrift import TApplicationException
 from thrift.transport.TSocket import TServerSocket, TSocket
 
-from tests.gen.py.txthrift_test import Calc, Echo
+from tests._echo import EchoBasics
+from tests.gen.py.txthrift_test import Calc
 from tests.gen.py.txthrift_test.ttypes import Denied, Oops
 
 #: How long stopping a server may take before the test fails.
@@ -49,7 +50,7 @@ def failWith(kind: str, oops: type = Oops, denied: type = Denied) -> None:
     raise RuntimeError(SECRET)
 
 
-class SyncHandler(Echo.Iface):
+class SyncHandler(EchoBasics):
     """
     An C{Echo} handler for Apache's synchronous servers (any thread).
     """
@@ -57,23 +58,8 @@ class SyncHandler(Echo.Iface):
     def __init__(self) -> None:
         self.fired: queue.Queue[str] = queue.Queue()
 
-    def ping(self, x: int) -> int:
-        return x + 1
-
-    def sayHello(self) -> None:
-        return None
-
-    def getData(self, input: str) -> str:
-        return input + " from server 1024"
-
-    def echo(self, text: str, repeat: int) -> str:
-        return text * repeat
-
     def item(self, it: Any) -> Any:
         return transformItem(it)
-
-    def add(self, a: int, b: int) -> int:
-        return a + b
 
     def fail(self, kind: str) -> str:
         failWith(kind)

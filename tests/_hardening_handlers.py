@@ -13,13 +13,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from tests._echo import EchoBasics
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Oops
 
 log = Logger(namespace="tests.hardening")
 
 
-class Hardened(Echo.Iface):
+class Hardened(EchoBasics):
     """
     An C{Echo} with every kind of fault on demand.
 
@@ -37,15 +38,6 @@ class Hardened(Echo.Iface):
         self.reactor = reactor
         self.late: list[Deferred[str]] = []
         self.blobs = 0
-
-    def ping(self, x: int) -> int:
-        return x + 1
-
-    def getData(self, input: str) -> str:
-        return input + " from server 1024"
-
-    def add(self, a: int, b: int) -> int:
-        return a + b
 
     def echo(self, text: str, repeat: int) -> str:
         # Fuzzed requests ask for anything: keep replies small.

@@ -13,12 +13,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from tests._echo import EchoBasics
 from tests.gen.py.txthrift_test import Calc, Echo
 
 log = Logger(namespace="tests.tap")
 
 
-class EchoHandler(Echo.Iface):
+class EchoHandler(EchoBasics):
     """
     A non-blocking C{Echo}: C{slow} waits on the reactor, and says in the
     log when it starts, so a test knows the call is in flight.
@@ -28,21 +29,6 @@ class EchoHandler(Echo.Iface):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-
-    def ping(self, x: int) -> int:
-        return x + 1
-
-    def sayHello(self) -> None:
-        return None
-
-    def getData(self, input: str) -> str:
-        return input + " from server 1024"
-
-    def echo(self, text: str, repeat: int) -> str:
-        return text * repeat
-
-    def add(self, a: int, b: int) -> int:
-        return a + b
 
     def slow(self, seconds: float, tag: str) -> Deferred[str]:
         log.info("slow call {tag} started", tag=tag)

@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 import txthrift
 from tests._apache import SECRET, ApacheServer, CalcHandler, SyncHandler, failWith, transformItem
+from tests._echo import EchoBasics
 from tests.gen.py.txthrift_test import Calc, Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Item, Oops
 from tests.gen.pytwisted.txthrift_test import Calc as TwistedCalc
@@ -91,7 +92,7 @@ def checkBare(got: Any, cls: type = Item) -> None:
     assert got == cls(id=0, name=None, values=[], counts={})
 
 
-class Handler(Echo.Iface):
+class Handler(EchoBasics):
     """
     An C{Echo} handler for txthrift servers: answers with values,
     Deferreds and coroutines.
@@ -101,15 +102,6 @@ class Handler(Echo.Iface):
         self.fired: DeferredQueue[str] = DeferredQueue()
         #: The tags of slow calls, in the order they were answered.
         self.answered: list[str] = []
-
-    def ping(self, x: int) -> int:
-        return x + 1
-
-    def sayHello(self) -> None:
-        return None
-
-    def getData(self, input: str) -> str:
-        return input + " from server 1024"
 
     def echo(self, text: str, repeat: int) -> Deferred[str]:
         return succeed(text * repeat)

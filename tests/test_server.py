@@ -20,6 +20,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tests._echo import EchoBasics
 from tests.gen.py.txthrift_test import Calc, Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Item, Oops
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
@@ -30,22 +31,10 @@ from txthrift._service import describe
 METHODS = describe(Echo).methods
 
 
-class Handler(Echo.Iface):
+class Handler(EchoBasics):
     def __init__(self) -> None:
         self.fired: list[str] = []
         self.waiting: dict[str, Deferred[str]] = {}
-
-    def ping(self, x: int) -> int:
-        return x + 1
-
-    def sayHello(self) -> None:
-        return None
-
-    def getData(self, input: str) -> str:
-        return input + " from server 1024"
-
-    def echo(self, text: str, repeat: int) -> str:
-        return text * repeat
 
     def item(self, it: Item) -> Item:
         return Item(id=it.id * 2, values=[it.id])
