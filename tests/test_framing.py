@@ -350,3 +350,16 @@ def test_theCompiledWalkRefusesBadArguments() -> None:
         compiledSkipFlat("text", 0, 1, 1, 1, 10)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="exactly 6"):
         compiledSkipFlat(b"abc", 0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("transport", ["framed", "buffered"])
+def test_messagesBeforeBadBytesInTheSameReadAreStillHandled(transport: str) -> None:
+    framer = makeFramer(transport, "binary", Limits())
+    good = [encode("binary", item, seqid) for seqid, item in enumerate(ITEMS[:2], 1)]
+    # A negative frame length, or an unframed message of an unknown version.
+    bad = b"\xff\xff\xff\xff" if transport == "framed" else b"\x80\x07\x00\x01"
+    proto = connected(transport, "binary")
+    proto.dataReceived(b"".join(framer.frame(m) for m in good) + bad)
+    assert proto.messages == good
+    assert proto.transport.disconnecting  # type: ignore[union-attr]
+    assert proto.refusal is not None

@@ -20,11 +20,13 @@ import struct
 from typing import Any, ClassVar, Final
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._limits import Limits
+from ._writing import atNextTurn, canSendDirectly, send
 
 __all__ = [
     "PROTOCOLS",
@@ -54,8 +56,15 @@ class FrameError(ValueError):
     """
     The bytes on a connection are not a Thrift message stream we accept.
 
-    The connection carrying them cannot be trusted any more and is closed.
+    The connection carrying them cannot be trusted any more and is closed,
+    once the whole messages that came before them are handled.
+
+    @ivar messages: those whole messages, found in the same bytes.
     """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.messages: list[bytes] = []
 
 
 def checkChoice(kind: str, value: str, choices: tuple[str, ...]) -> str:
@@ -100,7 +109,7 @@ class _Framed:
                 return []
             data = bytes(buffer)
             buffer.clear()
-        messages = []
+        messages: list[bytes] = []
         size = len(data)
         offset = 0
         limit = self._max
@@ -108,7 +117,9 @@ class _Framed:
             (length,) = _I32.unpack_from(data, offset)
             if not 0 < length <= limit:
                 # Refused before anything of the claimed size is buffered.
-                raise self._refusal(length)
+                refusal = self._refusal(length)
+                refusal.messages = messages
+                raise refusal
             end = offset + 4 + length
             if end > size:
                 break
@@ -143,20 +154,24 @@ class _Unframed:
         buffer += data
         messages = []
         scanner = self._scanner
-        while buffer:
-            if len(buffer) < scanner.need:
-                # The message cannot be whole yet: no need to look.
-                break
-            end = scanner.scan(buffer)
-            if end is None:
-                if len(buffer) > self._max:
-                    raise FrameError(
-                        f"message is longer than {self._max} bytes (max_frame_size)"
-                    )
-                break
-            messages.append(bytes(buffer[:end]))
-            del buffer[:end]
-            scanner.reset()
+        try:
+            while buffer:
+                if len(buffer) < scanner.need:
+                    # The message cannot be whole yet: no need to look.
+                    break
+                end = scanner.scan(buffer)
+                if end is None:
+                    if len(buffer) > self._max:
+                        raise FrameError(
+                            f"message is longer than {self._max} bytes (max_frame_size)"
+                        )
+                    break
+                messages.append(bytes(buffer[:end]))
+                del buffer[:end]
+                scanner.reset()
+        except FrameError as error:
+            error.messages = messages
+            raise
         return messages
 
     def frame(self, message: bytes) -> bytes:
@@ -226,16 +241,27 @@ class ThriftMessageProtocol(Protocol):
     refusal: str | None = None
 
     def __init__(self, transport: str = "framed", protocol: str = "binary",
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, *, clock: IReactorTime | None = None) -> None:
+        """
+        @param clock: the reactor this connection runs on.  Given, what the
+            connection sends during one turn of the reactor goes out at the
+            start of the next, straight onto the socket where it can (see
+            L{txthrift._writing}); otherwise each read's output is written
+            when the read is handled.
+        """
         self.transportName = checkChoice("transport", transport, TRANSPORTS)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         self.limits = limits or Limits()
         self._head = b""
         self._broken = False
-        # While data is being handled, replies gather here and go out in one
-        # write when it is done, instead of a write (and poller update) each.
-        self._batch: list[bytes] | None = None
-        self._batchSize = 0
+        self._reading = False
+        # What is to be sent, gathered so that it goes out in one write, not
+        # in a write (and poller update) per message.
+        self._out: list[bytes] = []
+        self._outSize = 0
+        self._writeClock = clock
+        self._nextTurn = False
+        self._waiting = False
         if transport != "auto" and protocol != "auto":
             self.framer = makeFramer(transport, protocol, self.limits)
 
@@ -247,27 +273,54 @@ class ThriftMessageProtocol(Protocol):
                 setNoDelay(True)
             except OSError:  # pragma: no cover - not a TCP socket after all
                 pass
+        self._nextTurn = self._writeClock is not None and canSendDirectly(transport)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._broken:
             return
-        if self._batch is not None:
-            # Re-entered (a synchronous in-memory peer): the outer call flushes.
+        if self._reading:
+            # Re-entered (a synchronous in-memory peer): the outer call sends.
             self._handle(data)
             return
-        self._batch, self._batchSize = [], 0
+        self._reading = True
         try:
             self._handle(data)
         finally:
-            self._flush()
+            self._reading = False
+            self._release()
 
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch and self.transport is not None:
-            # One string: the transport's writeSequence walks its items in
-            # Python, twice.
-            self.transport.write(b"".join(batch))
+    def _release(self) -> None:
+        """
+        Let what is to be sent go: at the reactor's next turn, or now.
+        """
+        if not self._out or self._waiting:
+            return
+        if self._nextTurn:
+            assert self._writeClock is not None
+            self._waiting = True
+            atNextTurn(self._writeClock, self._sendWaiting)
+        else:
+            self._writeOut()
+
+    def _sendWaiting(self) -> None:
+        self._waiting = False
+        self._writeOut()
+
+    def _writeOut(self) -> None:
+        if not self._out:
+            return
+        # One string: the transport's writeSequence walks its items in
+        # Python, twice.
+        data = b"".join(self._out)
+        self._out, self._outSize = [], 0
+        transport = self.transport
+        if transport is None:
+            return
+        if self._nextTurn:
+            send(transport, data)
+        else:
+            transport.write(data)
 
     def _handle(self, data: bytes) -> None:
         try:
@@ -284,12 +337,16 @@ class ThriftMessageProtocol(Protocol):
                 self.framingDetected()
             messages = framer.feed(data)
         except FrameError as error:
-            self.frameError(str(error))
-            return
+            refused: FrameError | None = error
+            messages = error.messages
+        else:
+            refused = None
         for message in messages:
             if self._broken:
                 return
             self.messageReceived(message)
+        if refused is not None and not self._broken:
+            self.frameError(str(refused))
 
     def frameError(self, reason: str) -> None:
         """
@@ -299,7 +356,7 @@ class ThriftMessageProtocol(Protocol):
         self.refusal = reason
         self.log.warn("closing Thrift connection from {peer}: {reason}",
                       peer=_peerOf(self), reason=reason)
-        self._flush()
+        self._writeOut()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -320,25 +377,21 @@ class ThriftMessageProtocol(Protocol):
         """
         framer = self.framer
         assert framer is not None, "no message can be sent before the framing is known"
-        batch = self._batch
-        if batch is None:
-            if self.transport is not None:
-                self.transport.write(
-                    _U32.pack(len(message)) + message if framer.transport == "framed"
-                    else message)
-            return
+        out = self._out
         if framer.transport == "framed":
-            batch.append(_U32.pack(len(message)))
-        batch.append(message)
-        self._batchSize += len(message)
-        if self._batchSize >= _BATCH_LIMIT:
+            out.append(_U32.pack(len(message)))
+        out.append(message)
+        self._outSize += len(message)
+        if self._outSize >= _BATCH_LIMIT:
             # Hand a big batch over now, so that a transport whose buffer
             # fills can pause us before the rest of this read is handled.
-            self._flush()
-            self._batch, self._batchSize = [], 0
+            self._writeOut()
+        elif not self._reading:
+            self._release()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._broken = True
+        self._out, self._outSize = [], 0
 
 
 def _peerOf(protocol: Protocol) -> str:

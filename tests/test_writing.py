@@ -1,0 +1,211 @@
+"""
+Tests for L{txthrift._writing}, and for how a L{ThriftMessageProtocol} given
+a clock sends: at the reactor's next turn, straight onto the socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from thrift.Thrift import TMessageType
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+
+from tests._echo import EchoBasics
+from tests._hardening import bounded, until
+from tests.gen.py.txthrift_test import Echo
+from txthrift import Codec, Limits, ServerFactory, _framing
+from txthrift._framing import makeFramer
+from txthrift._writing import atNextTurn, canSendDirectly, send
+
+WAIT = 20.0
+
+
+def test_sendWritesOnTransportsItCannotSendOnItself() -> None:
+    transport = StringTransport()
+    assert not canSendDirectly(transport)
+    send(transport, b"abc")
+    assert transport.value() == b"abc"
+
+
+def test_sendersAskedForDuringATurnRunTogetherAtTheNext() -> None:
+    clock = Clock()
+    calls: list[str] = []
+    atNextTurn(clock, lambda: calls.append("a"))
+    atNextTurn(clock, lambda: calls.append("b"))
+    assert calls == [] and len(clock.getDelayedCalls()) == 1
+    clock.advance(0)
+    assert calls == ["a", "b"] and clock.getDelayedCalls() == []
+    atNextTurn(clock, lambda: calls.append("c"))
+    clock.advance(0)
+    assert calls == ["a", "b", "c"]
+
+
+def test_aFailingSenderDoesNotStopTheOthers() -> None:
+    clock = Clock()
+    calls: list[str] = []
+    events: list[dict[str, Any]] = []
+
+    def failing() -> None:
+        raise RuntimeError("broken sender")
+
+    atNextTurn(clock, failing)
+    atNextTurn(clock, lambda: calls.append("after"))
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert calls == ["after"]
+    assert any(e.get("log_format") == "sending failed" for e in events)
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+class Accepted(Protocol):
+    accepted: Deferred[Any]
+
+    def connectionMade(self) -> None:
+        self.accepted.callback(self)
+
+
+async def connectedPair() -> tuple[Any, Collect, Any]:
+    """
+    A server-side TCP transport on 127.0.0.1, the client protocol at the
+    other end, and the listening port.
+    """
+    from twisted.internet import reactor
+
+    accepted: Deferred[Any] = Deferred()
+    factory = Factory.forProtocol(Accepted)
+    factory.buildProtocol = lambda addr: _accepting(accepted)  # type: ignore[method-assign]
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    client = Collect()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+    server = await bounded(accepted, WAIT)
+    return server.transport, client, port
+
+
+def _accepting(accepted: Deferred[Any]) -> Accepted:
+    protocol = Accepted()
+    protocol.accepted = accepted
+    return protocol
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendGoesStraightOntoTheSocket() -> None:
+    from twisted.internet import reactor
+
+    transport, client, port = await connectedPair()
+    try:
+        assert canSendDirectly(transport)
+        send(transport, b"x" * 1000)
+        # Nothing was buffered, and the reactor was not asked to write.
+        assert transport.dataBuffer == b"" and transport._tempDataLen == 0
+        assert transport not in reactor.getWriters()
+        await until(lambda: len(client.data) == 1000, WAIT)
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_whatTheSocketDoesNotTakeWaitsInTheTransport() -> None:
+    transport, client, port = await connectedPair()
+    try:
+        client.transport.pauseProducing()  # the peer does not read for now
+        data = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than the socket buffers take
+        send(transport, data)
+        assert transport._tempDataLen > 0
+        send(transport, b"and then this")  # behind what waits, not before it
+        client.transport.resumeProducing()
+        await until(lambda: len(client.data) == len(data) + 13, WAIT)
+        assert hashlib.sha256(client.data).digest() == hashlib.sha256(
+            data + b"and then this").digest()
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
+
+
+class Deferring(EchoBasics):
+    def __init__(self) -> None:
+        self.waiting: list[Deferred[str]] = []
+
+    def slow(self, seconds: float, tag: str) -> Deferred[str]:
+        self.waiting.append(Deferred())
+        return self.waiting[-1]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """
+    Make every transport count as one L{send} writes on itself, and record
+    what it sends.
+    """
+    sent: list[bytes] = []
+    monkeypatch.setattr(_framing, "canSendDirectly", lambda transport: True)
+    monkeypatch.setattr(_framing, "send", lambda transport, data: sent.append(data))
+    return sent
+
+
+def request(codec: Codec, seqid: int, name: str = "getData", *args: Any) -> bytes:
+    body = getattr(Echo, f"{name}_args")(*(args or (str(seqid),)))
+    return makeFramer("framed", "binary", Limits()).frame(
+        codec.encode(name, TMessageType.CALL, seqid, body))
+
+
+def test_repliesToOneReadGoOutTogetherAtTheNextTurn(sent: list[bytes]) -> None:
+    clock = Clock()
+    handler = Deferring()
+    proto = ServerFactory(handler, clock=clock).buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    codec = Codec("binary")
+    proto.dataReceived(b"".join(request(codec, i) for i in range(1, 21))
+                       + request(codec, 21, "slow", 1.0, "late"))
+    assert sent == []
+    clock.advance(0)
+    [batch] = sent
+    replies = makeFramer("framed", "binary", Limits()).feed(batch)
+    assert [codec.readHeader(m)[3] for m in replies] == list(range(1, 21))
+    # A reply answered later goes at the turn after it is ready.
+    handler.waiting[0].callback("late")
+    assert len(sent) == 1
+    clock.advance(0)
+    assert [codec.readHeader(m)[3] for m in makeFramer(
+        "framed", "binary", Limits()).feed(sent[1])] == [21]
+    assert clock.getDelayedCalls() == []
+
+
+def test_aRefusedConnectionSendsWhatWaitedBeforeClosing(sent: list[bytes]) -> None:
+    clock = Clock()
+    proto = ServerFactory(Deferring(), clock=clock).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    codec = Codec("binary")
+    proto.dataReceived(request(codec, 1) + b"\xff\xff\xff\xff")
+    assert len(sent) == 1 and transport.disconnecting
+    clock.advance(0)  # the turn finds nothing left to send
+    assert len(sent) == 1
+
+
+def test_aLostConnectionDropsWhatWaited(sent: list[bytes]) -> None:
+    clock = Clock()
+    proto = ServerFactory(Deferring(), clock=clock).buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    proto.dataReceived(request(Codec("binary"), 1))
+    proto.connectionLost()
+    clock.advance(0)
+    assert sent == []
