@@ -817,6 +817,12 @@ def machineInfo() -> dict[str, Any]:
         versions["thrift fastbinary"] = "yes"
     except ImportError:
         versions["thrift fastbinary"] = "no"
+    try:
+        import txthrift._speedups  # noqa: F401
+
+        versions["txthrift speedups"] = "yes"
+    except ImportError:
+        versions["txthrift speedups"] = "no"
     for name, argv in (("thrift compiler", ["thrift", "-version"]), ("cc", ["cc", "--version"])):
         try:
             versions[name] = subprocess.run(argv, capture_output=True, text=True, check=False,
@@ -852,7 +858,8 @@ def printReport(report: dict[str, Any]) -> None:
     v = m["versions"]
     print(f"python {v['python']}  twisted {v['twisted']}  thrift {v['thrift']} (fastbinary "
           f"{v['thrift fastbinary']})  thriftpy2 {v['thriftpy2']}  txthrift {v['txthrift']} "
-          f"({m['git'].get('commit', '?')}{'+dirty' if m['git'].get('txthrift_dirty') else ''})")
+          f"({m['git'].get('commit', '?')}{'+dirty' if m['git'].get('txthrift_dirty') else ''}, "
+          f"speedups {v.get('txthrift speedups', '?')})")
     c = report["config"]
     print(f"mode {c['mode']}: {c['reps']} rep(s) x ({c['warmup']:g} s warm-up + "
           f"{c['duration']:g} s measured), medians; txthrift server: {report['txthrift_server']}")

@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
+import txthrift
 from tests._echo import EchoBasics
 from tests._hardening import bounded, until
 from tests.gen.py.txthrift_test import Echo
@@ -152,8 +153,8 @@ class Deferring(EchoBasics):
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """
-    Make every transport count as one L{send} writes on itself, and record
-    what it sends.
+    Make every transport count as one L{send} writes on itself (its reactor
+    is its C{reactor} attribute), and record what it sends.
     """
     sent: list[bytes] = []
     monkeypatch.setattr(_framing, "canSendDirectly", lambda transport: True)
@@ -167,11 +168,17 @@ def request(codec: Codec, seqid: int, name: str = "getData", *args: Any) -> byte
         codec.encode(name, TMessageType.CALL, seqid, body))
 
 
+def onReactor(clock: Clock) -> StringTransport:
+    transport = StringTransport()
+    transport.reactor = clock  # type: ignore[attr-defined]
+    return transport
+
+
 def test_repliesToOneReadGoOutTogetherAtTheNextTurn(sent: list[bytes]) -> None:
     clock = Clock()
     handler = Deferring()
     proto = ServerFactory(handler, clock=clock).buildProtocol(None)
-    proto.makeConnection(StringTransport())
+    proto.makeConnection(onReactor(clock))
     codec = Codec("binary")
     proto.dataReceived(b"".join(request(codec, i) for i in range(1, 21))
                        + request(codec, 21, "slow", 1.0, "late"))
@@ -192,7 +199,7 @@ def test_repliesToOneReadGoOutTogetherAtTheNextTurn(sent: list[bytes]) -> None:
 def test_aRefusedConnectionSendsWhatWaitedBeforeClosing(sent: list[bytes]) -> None:
     clock = Clock()
     proto = ServerFactory(Deferring(), clock=clock).buildProtocol(None)
-    transport = StringTransport()
+    transport = onReactor(clock)
     proto.makeConnection(transport)
     codec = Codec("binary")
     proto.dataReceived(request(codec, 1) + b"\xff\xff\xff\xff")
@@ -204,8 +211,28 @@ def test_aRefusedConnectionSendsWhatWaitedBeforeClosing(sent: list[bytes]) -> No
 def test_aLostConnectionDropsWhatWaited(sent: list[bytes]) -> None:
     clock = Clock()
     proto = ServerFactory(Deferring(), clock=clock).buildProtocol(None)
-    proto.makeConnection(StringTransport())
+    proto.makeConnection(onReactor(clock))
     proto.dataReceived(request(Codec("binary"), 1))
     proto.connectionLost()
     clock.advance(0)
     assert sent == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_repliesDoNotWaitForAnInjectedClock() -> None:
+    """
+    The next turn is the connection's own reactor's: a factory given a
+    test clock (for its timeouts) still answers over a real socket.
+    """
+    from twisted.internet import reactor
+
+    factory = ServerFactory(EchoBasics(), clock=Clock())
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    try:
+        client = await txthrift.connect(reactor, f"tcp:127.0.0.1:{port.getHost().port}", Echo)
+        try:
+            assert await bounded(client.getData("x"), WAIT) == "x from server 1024"
+        finally:
+            await client.close()
+    finally:
+        await port.stopListening()

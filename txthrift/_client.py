@@ -61,7 +61,7 @@ class ClientProtocol(ThriftMessageProtocol):
         if transport == "auto" or protocol == "auto":
             raise ValueError("a client must choose its transport and protocol; 'auto' is"
                              " for servers")
-        super().__init__(transport, protocol, limits, clock=clock)
+        super().__init__(transport, protocol, limits)
         self._clock = clock
         self._codec = Codec(protocol, self.limits)
         self._pending: dict[int, _Call] = {}

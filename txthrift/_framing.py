@@ -241,14 +241,7 @@ class ThriftMessageProtocol(Protocol):
     refusal: str | None = None
 
     def __init__(self, transport: str = "framed", protocol: str = "binary",
-                 limits: Limits | None = None, *, clock: IReactorTime | None = None) -> None:
-        """
-        @param clock: the reactor this connection runs on.  Given, what the
-            connection sends during one turn of the reactor goes out at the
-            start of the next, straight onto the socket where it can (see
-            L{txthrift._writing}); otherwise each read's output is written
-            when the read is handled.
-        """
+                 limits: Limits | None = None) -> None:
         self.transportName = checkChoice("transport", transport, TRANSPORTS)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         self.limits = limits or Limits()
@@ -259,8 +252,10 @@ class ThriftMessageProtocol(Protocol):
         # in a write (and poller update) per message.
         self._out: list[bytes] = []
         self._outSize = 0
-        self._writeClock = clock
-        self._nextTurn = False
+        # On a TCP connection, what is sent during one turn of its reactor
+        # goes out at the start of the next, straight onto the socket (see
+        # txthrift._writing); on other transports, when each read is handled.
+        self._nextTurn: IReactorTime | None = None
         self._waiting = False
         if transport != "auto" and protocol != "auto":
             self.framer = makeFramer(transport, protocol, self.limits)
@@ -273,7 +268,8 @@ class ThriftMessageProtocol(Protocol):
                 setNoDelay(True)
             except OSError:  # pragma: no cover - not a TCP socket after all
                 pass
-        self._nextTurn = self._writeClock is not None and canSendDirectly(transport)
+        if canSendDirectly(transport):
+            self._nextTurn = transport.reactor
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -296,10 +292,9 @@ class ThriftMessageProtocol(Protocol):
         """
         if not self._out or self._waiting:
             return
-        if self._nextTurn:
-            assert self._writeClock is not None
+        if self._nextTurn is not None:
             self._waiting = True
-            atNextTurn(self._writeClock, self._sendWaiting)
+            atNextTurn(self._nextTurn, self._sendWaiting)
         else:
             self._writeOut()
 
@@ -317,7 +312,7 @@ class ThriftMessageProtocol(Protocol):
         transport = self.transport
         if transport is None:
             return
-        if self._nextTurn:
+        if self._nextTurn is not None:
             send(transport, data)
         else:
             transport.write(data)

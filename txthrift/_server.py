@@ -279,7 +279,7 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def __init__(self, dispatcher: Dispatcher, clock: IReactorTime, transport: str = "auto",
                  protocol: str = "auto", limits: Limits | None = None) -> None:
-        super().__init__(transport, protocol, limits, clock=clock)
+        super().__init__(transport, protocol, limits)
         self._dispatcher = dispatcher
         self._clock = clock
         self._codec: Codec | None = None
