@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-txthrift benchmark harness: servers side by side, client, intake, memory, profile.
+txthrift benchmark harness: servers side by side, client, intake, memory, workers, profile.
 
     python benchmarks/run.py            # full run (~15 minutes)
     python benchmarks/run.py --quick    # smoke run (~2 minutes)
@@ -66,7 +66,7 @@ TARGETS = [
     Target("thriftpy2-threaded", "thriftpy2-threaded", True, "thriftpy2 TThreadedServer, framed, Cython"),
     Target("thriftpy2-aio", "thriftpy2-aio", True, "thriftpy2 asyncio server, framed"),
 ]
-SECTIONS = ("client", "intake", "memory", "profile")
+SECTIONS = ("client", "intake", "memory", "workers", "profile")
 
 # (payload bytes, connections, in flight per connection)
 SMALL, MEDIUM, LARGE = 13, 4 * KiB, 1 * MiB
@@ -340,9 +340,9 @@ class Harness:
     # ---- one load measurement ----
 
     def runLoadgen(self, port: int, point: tuple[int, int, int], framed: bool,
-                   warmup: float, duration: float) -> dict[str, Any]:
+                   warmup: float, duration: float, pinned: bool = True) -> dict[str, Any]:
         payload, conns, depth = point
-        argv = self.pinLoad + [
+        argv = (self.pinLoad if pinned else []) + [
             self.loadgen, "--port", str(port), "--conns", str(conns), "--depth", str(depth),
             "--payload", str(payload), "--framed" if framed else "--unframed",
             "--warmup", str(warmup), "--duration", str(duration)]
@@ -532,6 +532,58 @@ def runIntake(h: Harness) -> dict[str, Any]:
     for kind, m in out["messages"].items():
         print(f"  {kind:<7} framed {m['framed_ms']:8.1f} ms   unframed {m['buffered_ms']:8.1f} ms"
               f"   unframed/framed {m['buffered_over_framed']:.2f}x", flush=True)
+    return out
+
+
+WORKERS_POINT = (SMALL, 32, 8)
+
+
+def runWorkers(h: Harness) -> dict[str, Any]:
+    """
+    C{twistd thrift --workers 2} against C{--workers 1}, alternated: nothing
+    is pinned, since two workers need both cores (the load generator takes
+    its share of them too).
+    """
+    key = pointKey(WORKERS_POINT)
+    print(f"\n== workers: twistd thrift --workers 2 vs 1, {key}, nothing pinned", flush=True)
+    if h.twistd is None:
+        return {"failed": "twistd thrift is not available"}
+    runs: dict[str, list[float]] = {"1": [], "2": []}
+    out: dict[str, Any] = {"point": key, "runs": runs}
+    try:
+        for rep in range(max(1, h.args.reps)):
+            for workers in ("1", "2"):
+                port = freePort()
+                argv = h.twistd + [
+                    "-n", "--pidfile=", "thrift", "--handler", "hello_handler.HelloServiceHandler",
+                    "--port", f"tcp:{port}:interface={HOST}", "--workers", workers]
+                log = os.path.join(h.logdir, f"server-workers-{workers}.log")
+                proc = PROCS.start(argv, log, env=h.env, cwd=h.logdir)
+                try:
+                    waitReady(proc, port, h.args.start_timeout)
+                    # The port is the parent's: a call answered means a worker is up;
+                    # then give the others as long again.
+                    started = time.monotonic()
+                    with socket.create_connection((HOST, port), timeout=h.args.start_timeout) as s:
+                        _call(s, 1)
+                    time.sleep(max(0.5, time.monotonic() - started))
+                    result = h.runLoadgen(port, WORKERS_POINT, True, h.args.warmup,
+                                          h.args.duration, pinned=False)
+                finally:
+                    PROCS.stop(proc)
+                if "failed" in result or result.get("errors"):
+                    raise RuntimeError(f"--workers {workers}: {result.get('failed', result)}")
+                runs[workers].append(result["calls_per_s"])
+                print(f"  rep {rep + 1} --workers {workers}: {result['calls_per_s']:>10,.0f} "
+                      f"calls/s  p99 {result.get('p99_us', 0):,.0f} µs", flush=True)
+    except (OSError, RuntimeError) as e:
+        out["failed"] = f"{type(e).__name__}: {e}"
+        print(f"  ! {out['failed']}", flush=True)
+        return out
+    one, two = statistics.median(runs["1"]), statistics.median(runs["2"])
+    out.update({"workers_1": one, "workers_2": two, "ratio": two / one})
+    print(f"  medians: 1 worker {one:,.0f}, 2 workers {two:,.0f} calls/s: {two / one:.2f}x",
+          flush=True)
     return out
 
 
@@ -733,8 +785,8 @@ def ratio(med: dict, a: str, b: str, key: str, metric: str = "calls_per_s") -> f
     return x / y
 
 
-def evaluate(med: dict, client: dict | None, intake: dict | None,
-             memory: dict | None) -> tuple[list[dict], list[dict]]:
+def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict | None,
+             workers: dict | None = None) -> tuple[list[dict], list[dict]]:
     ratios: list[dict] = []
     goals: list[dict] = []
 
@@ -792,6 +844,9 @@ def evaluate(med: dict, client: dict | None, intake: dict | None,
              memory.get("per_conn_used_kib"), "<=", 40.0, " KiB")
         goal("memory: RSS per idle connection (never used) <= 40 KiB",
              memory.get("per_conn_new_kib"), "<=", 40.0, " KiB")
+    if workers is not None:
+        goal(f"workers: --workers 2 >= 1.5x --workers 1 ({workers.get('point')})",
+             workers.get("ratio"), ">=", 1.5)
     return ratios, goals
 
 
@@ -909,6 +964,11 @@ def printReport(report: dict[str, Any]) -> None:
               f"{memory['per_conn_new_kib']:.1f} KiB/conn never used, "
               f"{memory['per_conn_used_kib']:.1f} KiB/conn after one call "
               f"(RSS {memory['rss_before'] / MiB:.1f} -> {memory['rss_idle_used'] / MiB:.1f} MiB)")
+    workers = report.get("workers")
+    if workers and "ratio" in workers:
+        print(f"\n-- workers ({workers['point']}, nothing pinned): --workers 1 "
+              f"{workers['workers_1']:,.0f} calls/s, --workers 2 {workers['workers_2']:,.0f} "
+              f"calls/s: {workers['ratio']:.2f}x")
 
     if report["ratios"]:
         print("\n-- ratios: txthrift (auto) vs ...")
@@ -1038,8 +1098,14 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=2,
                    help="extra attempts for a disturbed measurement; the cleanest is kept")
     p.add_argument("--start-timeout", type=float, default=30.0)
-    p.add_argument("--output", default=os.path.join(RESULTS, "latest.json"))
+    p.add_argument("--output", default=None,
+                   help="the JSON report (its chart goes beside it); default results/latest.json,"
+                        " or results/partial.json with --only or --quick, so that a partial run"
+                        " leaves the last full run's files alone")
     args = p.parse_args(argv)
+    if args.output is None:
+        partial = args.only or args.quick
+        args.output = os.path.join(RESULTS, "partial.json" if partial else "latest.json")
     quick = args.quick
     if args.reps is None:
         args.reps = 1 if quick else 3
@@ -1108,12 +1174,14 @@ def main(argv: list[str] | None = None) -> int:
         client = runClientBench(h) if "client" in sections else None
         intake = runIntake(h) if "intake" in sections else None
         memory = runMemory(h) if "memory" in sections else None
+        workers = runWorkers(h) if "workers" in sections else None
         profile = runProfile(h) if "profile" in sections else None
         for name, value in (("client", client), ("intake", intake), ("memory", memory),
-                            ("profile", profile)):
+                            ("workers", workers), ("profile", profile)):
             if value is not None:
                 report[name] = value
-        report["ratios"], report["goals"] = evaluate(report["medians"], client, intake, memory)
+        report["ratios"], report["goals"] = evaluate(report["medians"], client, intake, memory,
+                                                     workers)
         report["loadavg_end"] = os.getloadavg()
         report["elapsed_s"] = time.monotonic() - started
     except KeyboardInterrupt as e:

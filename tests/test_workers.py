@@ -12,6 +12,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -136,6 +137,24 @@ def test_workers_share_the_port(workers: Callable[..., Twistd]) -> None:
     assert seen == set(pids), server.output
     assert server.stop() == 0, server.output
     assert waitGone(pids) == []
+
+
+def test_a_burst_of_connections_is_shared(workers: Callable[..., Twistd]) -> None:
+    """
+    32 connections opened one after the other (a client pool starting up)
+    go to both workers, not nearly all to whichever woke first.
+    """
+    server = workers("--handler", HANDLER, "--port", LOCAL, "--workers", "2")
+    port = servingPort(server)
+    opened = [apacheClient(Echo, port) for _ in range(32)]
+    try:
+        served = Counter(client.ping(0) for client, _ in opened)
+    finally:
+        for _, transport in opened:
+            transport.close()
+    assert set(served) == set(workerPids(server)), server.output
+    assert min(served.values()) >= 8, served
+    assert server.stop() == 0, server.output
 
 
 def test_sigterm_drains_every_worker(workers: Callable[..., Twistd]) -> None:
