@@ -518,3 +518,22 @@ def test_namesChosenByPeersAreNotRemembered() -> None:
     assert len(replies) == 301
     codec = wire.proto.factory.codec("binary")
     assert list(codec._heads) == [("getData", TMessageType.REPLY)]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("getData", "snow ☃ " * 60_000),  # a string past the size the C encoder is bypassed at
+    ("blob", bytes(range(256)) * 2_000),  # binary
+    ("getData", "small"),
+])
+def test_bigStringsAreEncodedAsApacheEncodesThem(name: str, value: Any) -> None:
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from thrift.transport.TTransport import TMemoryBuffer
+
+    result = METHODS[name].result(success=value)
+    buffer = TMemoryBuffer()
+    apache = TBinaryProtocol(buffer)
+    apache.writeMessageBegin(name, TMessageType.REPLY, 9)
+    result.write(apache)
+    apache.writeMessageEnd()
+    assert Codec("binary").encode(name, TMessageType.REPLY, 9, result) == buffer.getvalue()
+    assert result.success is value  # lent to the encoder, given back

@@ -24,7 +24,7 @@ from thrift.protocol.TCompactProtocol import (
 )
 from thrift.protocol.TJSONProtocol import TJSONProtocol
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.TTransport import TMemoryBuffer, TTransportBase
 
 from ._limits import Limits
@@ -168,6 +168,17 @@ _VERSION_1 = -0x7FFF0000  # 0x80010000 as an i32
 #: Encoded headers kept per codec.
 _MAX_HEADS = 4096
 
+# A field header (type, id) and a string's length.
+_FIELD = struct.Struct(">bhi")
+#: Strings from this size up are encoded around the C encoder.
+_BIG_STRING = 256 * 1024
+
+
+def _stringFields(spec: Any) -> tuple[tuple[int, str], ...]:
+    return tuple((field[0], field[2]) for field in spec
+                 if field is not None and field[1] == TType.STRING)
+
+
 _subclasses: dict[tuple[type, str], type] = {}
 
 
@@ -252,6 +263,8 @@ class Codec:
             self._heads: dict[tuple[str, int], bytes] = {}
             # What the C coder is told about a struct class: [class, spec].
             self._typeArgs: dict[type, list[Any] | None] = {}
+            # Each struct class's string fields: (field id, attribute).
+            self._stringFields: dict[type, tuple[tuple[int, str], ...]] = {}
 
     def reader(self, message: bytes) -> TProtocolBase:
         """
@@ -323,6 +336,14 @@ class Codec:
             writer = self._writer
             typeArgs = self._typeArgs.get(type(body)) or self._typeArgsOf(type(body))
             if typeArgs is not None and writer._fast_encode is not None:
+                strings = self._stringFields.get(typeArgs[0])
+                if strings is None:
+                    strings = self._stringFields[typeArgs[0]] = _stringFields(typeArgs[1])
+                for field in strings:
+                    value = getattr(body, field[1], None)
+                    if value is not None and len(value) >= _BIG_STRING:
+                        return b"".join((head, _I32.pack(seqid),
+                                         *self._encodeAround(body, typeArgs, strings)))
                 return b"".join((head, _I32.pack(seqid), writer._fast_encode(body, typeArgs)))
             chunks = self._chunks
             chunks.parts = [head, _I32.pack(seqid)]
@@ -337,6 +358,33 @@ class Codec:
         body.write(oprot)
         oprot.writeMessageEnd()
         return buffer.getvalue()
+
+    def _encodeAround(self, body: Any, typeArgs: list[Any],
+                      strings: tuple[tuple[int, str], ...]) -> list[bytes]:
+        """
+        A struct's encoding in parts, its big strings written here and the
+        rest by the C encoder, which copies big values slowly (each into a
+        freshly grown buffer: 1.4 ms for 1 MiB, against 0.02 ms for a copy).
+
+        The binary protocol does not order fields, so the big ones go after
+        the others, before the struct's stop byte.
+        """
+        tail: list[bytes] = []
+        taken: list[tuple[str, Any]] = []
+        try:
+            for fid, attribute in strings:
+                value = getattr(body, attribute, None)
+                if value is None or len(value) < _BIG_STRING or not isinstance(value, str | bytes):
+                    continue
+                data = value.encode("utf-8") if isinstance(value, str) else value
+                tail += [_FIELD.pack(TType.STRING, fid, len(data)), data]
+                taken.append((attribute, value))
+                setattr(body, attribute, None)
+            rest = self._writer._fast_encode(body, typeArgs)
+        finally:
+            for attribute, value in taken:
+                setattr(body, attribute, value)
+        return [rest[:-1], *tail, rest[-1:]]
 
     def encodeException(self, name: str, seqid: int, kind: int, message: str) -> bytes:
         return self.encode(name, TMessageType.EXCEPTION, seqid,

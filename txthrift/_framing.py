@@ -148,12 +148,23 @@ class _Unframed:
         self._max = limits.max_frame_size
         self._scanner = _SCANNERS[protocol](limits, strict)
         self._buffer = bytearray()
+        # Pieces that came while the scanner could not get further (see
+        # _Scanner.need), kept apart and added to the buffer at once.
+        self._held: list[bytes] = []
+        self._heldSize = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer
-        buffer += data
-        messages = []
         scanner = self._scanner
+        if self._held or len(buffer) + len(data) < scanner.need:
+            self._held.append(data)
+            self._heldSize += len(data)
+            if len(buffer) + self._heldSize < scanner.need:
+                return []
+            data = b"".join(self._held)
+            self._held, self._heldSize = [], 0
+        buffer += data
+        messages: list[bytes] = []
         try:
             while buffer:
                 if len(buffer) < scanner.need:
@@ -166,7 +177,8 @@ class _Unframed:
                             f"message is longer than {self._max} bytes (max_frame_size)"
                         )
                     break
-                messages.append(bytes(buffer[:end]))
+                with memoryview(buffer) as view:
+                    messages.append(bytes(view[:end]))
                 del buffer[:end]
                 scanner.reset()
         except FrameError as error:

@@ -29,6 +29,10 @@ __all__ = ["atNextTurn", "canSendDirectly", "send"]
 
 log = Logger(namespace="txthrift.writing")
 
+#: The most L{send} writes on a socket itself: what a Twisted TCP transport
+#: sends in one go.
+_DIRECT_LIMIT = getattr(tcp.Connection, "SEND_LIMIT", 128 * 1024)
+
 
 def canSendDirectly(transport: object) -> bool:
     """
@@ -47,9 +51,12 @@ def send(transport: Any, data: bytes) -> None:
     # Twisted keeps what write() buffered in dataBuffer and _tempDataBuffer
     # (counted in _tempDataLen); when both are empty, nothing of ours can be
     # overtaken.  An attribute missing (another Twisted) means write().
-    if (getattr(transport, "_tempDataLen", None) == 0 and not transport.dataBuffer
-            and transport.connected and not transport.disconnecting
-            and not transport.TLS):
+    # Past what the transport sends at once (SEND_LIMIT), its own buffer
+    # slices without copying, which beats sending the head here and copying
+    # the rest into it.
+    if (len(data) <= _DIRECT_LIMIT and getattr(transport, "_tempDataLen", None) == 0
+            and not transport.dataBuffer and transport.connected
+            and not transport.disconnecting and not transport.TLS):
         sent = transport.writeSomeData(data)
         if type(sent) is int and sent >= 0:
             if sent < len(data):
