@@ -7,7 +7,8 @@ insertions) of every transport and protocol to a server connection and to
 a client connection, checking after each the invariants of
 tests/test_hardening.py: nothing escapes, a server connection answers a
 following valid call or is closed (or is closed by its idle timeout while
-waiting for bytes it was promised), only valid Thrift messages are sent,
+waiting for bytes it was promised), every call the input holds whole gets
+its reply whichever of those it was, only valid Thrift messages are sent,
 and no client call is left pending once its connection is gone.
 
     python scripts/fuzz.py --seconds 60 [--seed N]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up .venv, then run every check CI runs, in this order:
-#   pytest (the whole suite), trial (tests.test_trial_smoke), ruff, mypy.
+#   speedups (the C extension was built, where a C compiler exists), pytest (the whole
+#   suite, Hypothesis in its fixed "ci" profile), trial (tests.test_trial_smoke), ruff, mypy.
 # Every check runs even when an earlier one fails; the exit status is non-zero if any failed.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k examples -x`.
 set -euo pipefail
@@ -21,6 +22,30 @@ check() { # check NAME COMMAND...: run a check, remember it if it fails
   fi
 }
 
+# txthrift._speedups is optional for users (no compiler: the same loop runs in Python), not
+# here: where the compiler Python builds extensions with exists, a missing one fails, or its
+# tests would skip without anyone noticing.
+speedups() {
+  local compiler
+  compiler=${CC:-$(.venv/bin/python -c \
+    'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')}
+  compiler=${compiler%% *}
+  if ! command -v "$compiler" >/dev/null; then
+    echo "no C compiler ($compiler): txthrift._speedups is not required"
+    return 0
+  fi
+  .venv/bin/python -c 'import txthrift._speedups' || {
+    echo "txthrift._speedups was not built although $compiler exists:" \
+      "see the output of: .venv/bin/python -m pip install -v -e ." >&2
+    return 1
+  }
+}
+
+# Hypothesis derandomized, with no example database: the same inputs on every run (see
+# tests/conftest.py).
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
+
+check speedups speedups
 check pytest .venv/bin/python -m pytest "$@"
 check trial .venv/bin/trial tests.test_trial_smoke
 check ruff .venv/bin/ruff check txthrift tests

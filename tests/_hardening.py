@@ -5,8 +5,12 @@ raw peers, bounded waits, and the fuzz invariants shared by both.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import struct
+import termios
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +23,7 @@ from twisted.python.failure import Failure
 
 from tests._hardening_handlers import Hardened
 from tests.gen.py.txthrift_test import Echo
-from txthrift import ClientProtocol, Codec, Limits, ServerFactory
+from txthrift import ClientProtocol, Codec, FrameError, Limits, ServerFactory
 from txthrift._framing import makeFramer
 from txthrift._service import describe
 
@@ -89,31 +93,82 @@ class Served:
         self.proto.dataReceived(data)
 
 
+def _i32(number: int) -> int:
+    return (number + 2**31) % 2**32 - 2**31
+
+
+def callsToAnswer(stream: bytes, transport: str, protocol: str) -> list[int]:
+    """
+    The seqids of the calls in C{stream} that a server must answer: every
+    whole message (as C{transport} cuts it, up to any bytes it refuses)
+    whose header reads as a call, whatever its body.  C{slow} calls are
+    left out: they may ask to be answered never.  Seqids are compared as
+    the i32 they are on the wire (a compact varint may hold more bits).
+    """
+    try:
+        messages = makeFramer(transport, protocol, Limits()).feed(stream)
+    except FrameError as error:
+        messages = error.messages
+    codec = Codec(protocol)
+    seqids = []
+    for message in messages:
+        header = _header(codec, message)
+        if header is not None and header[1] == TMessageType.CALL and header[0] != "slow":
+            seqids.append(_i32(header[2]))
+    return seqids
+
+
+def _header(codec: Codec, message: bytes) -> tuple[str, int, int] | None:
+    """
+    A message's name, type and seqid; C{None} where the header is unreadable
+    (a server closes such a connection, answering nothing).
+    """
+    try:
+        _, name, mtype, seqid = codec.readHeader(message)
+    except Exception:
+        return None
+    return name, mtype, seqid
+
+
 def checkServerIntake(data: bytes, transport: str, protocol: str) -> str:
     """
     Feed C{data} to a fresh auto-detecting server connection, then a valid
     C{ping}; check the fuzz invariants and say which outcome it was:
     C{"closed"}, C{"answered"} or C{"idle"} (waiting for the rest of a
     message it was promised, until the idle timeout closed it).
+
+    Whatever the outcome, every call the stream holds whole gets a reply
+    (L{callsToAnswer}): a server that ignores one fails here, even when the
+    idle timeout closes it later.
     """
     served = Served(idle_timeout=5.0)
     served.send(data)  # nothing may escape
     served.clock.advance(1.0)
+    stream = data
     if not served.transport.disconnecting:
-        served.send(request(protocol, "ping", 0x7FFF0001, 41, transport=transport))
+        ping = request(protocol, "ping", 0x7FFF0001, 41, transport=transport)
+        served.send(ping)
+        stream += ping
     out = served.transport.value()
     # The detected framing decides how replies are cut; before detection
     # nothing may have been sent.
     framer = served.proto.framer
     if framer is None:
         assert out == b"", out
+        answered = False
     else:
         replies = decodeAll(out, framer.transport, framer.protocol)
-        for name, mtype, seqid, body in replies:
-            assert mtype in (TMessageType.REPLY, TMessageType.EXCEPTION)
-            if seqid == 0x7FFF0001 and name == "ping" and mtype == TMessageType.REPLY:
-                assert body.success == 42
-                return "answered"
+        assert all(mtype in (TMessageType.REPLY, TMessageType.EXCEPTION)
+                   for _, mtype, _, _ in replies)
+        missing = Counter(callsToAnswer(stream, framer.transport, framer.protocol))
+        missing.subtract(_i32(seqid) for _, _, seqid, _ in replies)
+        assert not +missing, f"calls never answered: seqids {sorted((+missing).elements())}"
+        pings = [body.success for name, mtype, seqid, body in replies
+                 if (name, mtype, seqid) == ("ping", TMessageType.REPLY, 0x7FFF0001)]
+        assert pings in ([], [42]), pings
+        answered = bool(pings)
+    if answered:
+        return "answered"
     if served.transport.disconnecting:
         return "closed"
     served.clock.advance(6.0)
@@ -220,6 +275,16 @@ async def until(condition: Callable[[], bool], seconds: float, what: str = "") -
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {seconds}s waiting for {what or condition}")
         await deferLater(reactor, 0.02, lambda: None)
+
+
+def unread(connection: Any) -> int:
+    """
+    Bytes the kernel holds for C{connection} (a connected protocol) that it
+    has not read: what a peer sent to a connection that stopped reading.
+    """
+    count = array.array("i", [0])
+    fcntl.ioctl(connection.transport.fileno(), termios.FIONREAD, count)
+    return count[0]
 
 
 def fdCount(pid: int) -> int:

@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 from thrift.Thrift import TApplicationException
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tests._echo import EchoBasics
 from tests.gen.py.txthrift_test import Echo
@@ -37,6 +38,9 @@ class Hardened(EchoBasics):
             from twisted.internet import reactor
         self.reactor = reactor
         self.late: list[Deferred[str]] = []
+        #: Tags of the C{slow} calls that have ended: answered, or cancelled
+        #: ("tag cancelled").
+        self.finished: list[str] = []
         self.blobs = 0
 
     def echo(self, text: str, repeat: int) -> str:
@@ -58,7 +62,13 @@ class Hardened(EchoBasics):
             never: Deferred[str] = Deferred()
             self.late.append(never)
             return never
-        return deferLater(self.reactor, seconds, lambda: tag)
+
+        def ended(result: Any) -> Any:
+            cancelled = isinstance(result, Failure) and result.check(CancelledError)
+            self.finished.append(f"{tag} cancelled" if cancelled else tag)
+            return result
+
+        return deferLater(self.reactor, seconds, lambda: tag).addBoth(ended)
 
     async def blob(self, size: int) -> bytes:
         self.blobs += 1
@@ -77,5 +87,7 @@ class Blocking(Echo.Iface):
         return x + 1
 
     def slow(self, seconds: float, tag: str) -> str:
+        # Logged from its thread, so that a test can wait for the thread to block.
+        log.info("blocking slow call {tag} started", tag=tag)
         time.sleep(seconds)
         return tag

@@ -208,19 +208,19 @@ def test_unknownSeqidIsDroppedAndOtherCallsCarryOn() -> None:
     assert result(d) == "mine"
 
 
-def test_malformedReplyFailsThatCallAndClosesTheConnection() -> None:
+def test_malformedFramedReplyFailsOnlyThatCall() -> None:
     client, peer, _ = connected()
     broken, other = client.add(1, 1), client.add(2, 2)
-    (_, _, seqid, _), _ = peer.requests()
+    (_, _, seqid, _), (_, _, otherSeqid, _) = peer.requests()
     reply = CODEC.encode("add", TMessageType.REPLY, seqid, Echo.add_result(success=7))
     peer.send(reply[:-4])  # a field cut short inside its frame
     with pytest.raises(TApplicationException) as caught:
         result(broken)
     assert caught.value.type == TApplicationException.PROTOCOL_ERROR
-    assert peer.transport.disconnecting
-    client.protocol.connectionLost(Failure(ConnectionError("gone")))
-    with pytest.raises(TTransportException):
-        result(other)
+    # The frame said where the message ended: the stream is still in sync.
+    assert not peer.transport.disconnecting
+    peer.send(CODEC.encode("add", TMessageType.REPLY, otherSeqid, Echo.add_result(success=4)))
+    assert result(other) == 4
 
 
 def test_lostConnectionFailsPendingAndLaterCalls() -> None:

@@ -9,14 +9,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from hypothesis import given, settings
+import pytest_twisted
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TMessageType
+from thrift.transport.TSocket import TSocket
+from thrift.transport.TTransport import TBufferedTransport
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 
+from tests._echo import SUFFIX, EchoBasics
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Item
-from txthrift import Codec, FrameError, Limits, ThriftMessageProtocol, _framing
+from txthrift import (
+    Codec,
+    FrameError,
+    Limits,
+    ServerFactory,
+    ThriftMessageProtocol,
+    _framing,
+    serve,
+)
 from txthrift._framing import detectFramer, makeFramer
 
 try:
@@ -325,8 +340,17 @@ def flatContainers(draw: st.DrawFn) -> tuple[bytes, int, int, int]:
     return b"".join(elements), count, evenKind, oddKind
 
 
+#: A 10-byte varint worth 1 + 2**64: a 64-bit loop that drops the bits past
+#: 2**63 reads it as 1.
+OVER_64_BITS = b"\x81" + b"\x80" * 8 + b"\x02"
+
+
 @settings(max_examples=300, deadline=None)
 @given(container=flatContainers(), maxString=st.sampled_from([5, 100]))
+@example(container=(OVER_64_BITS + b"x", 1, _framing._COMPACT_STRING_KIND,
+                    _framing._COMPACT_STRING_KIND), maxString=5)
+@example(container=(OVER_64_BITS, 1, _framing._VARINT_KIND, _framing._VARINT_KIND),
+         maxString=5)
 def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, int, int],
                                                  maxString: int) -> None:
     if compiledSkipFlat is None:
@@ -363,3 +387,81 @@ def test_messagesBeforeBadBytesInTheSameReadAreStillHandled(transport: str) -> N
     assert proto.messages == good
     assert proto.transport.disconnecting  # type: ignore[union-attr]
     assert proto.refusal is not None
+
+
+def test_aStringLengthPast64BitsIsRefusedEndToEnd(walker: str) -> None:
+    """
+    An unframed compact call whose map key claims 1 + 2**64 bytes closes the
+    connection, whichever walk reads it (the C one once wrapped it to 1).
+    """
+    assert varint(1 + 2**64) == OVER_64_BITS
+    good = Codec("compact").encode("item", TMessageType.CALL, 1,
+                                   Echo.item_args(it=Item(id=1, counts={"k": 5})))
+    assert good.count(b"\x01k") == 1
+    bad = good.replace(b"\x01k", OVER_64_BITS + b"k")
+    factory = ServerFactory(EchoBasics(), service=Echo, transport="buffered",
+                            protocol="compact", clock=Clock())
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(bad)
+    assert transport.value() == b""
+    assert transport.disconnecting
+    assert "max_string_length" in str(proto.refusal)
+
+
+@pytest.mark.parametrize("transport", ["framed", "buffered"])
+@pytest.mark.parametrize("name", ["getData", "x" * 300])
+def test_autoTellsNonStrictBinaryFramedFromUnframed(transport: str, name: str) -> None:
+    """
+    With the binary protocol fixed, an old non-strict message's first 8
+    bytes say whether a frame length comes first: framed, they are the frame
+    length and a name length that fits in it; unframed, the name length and
+    the name's first bytes, far too big for one.
+    """
+    body = Codec("binary").encode("x", 1, 1, Echo.getData_args(input="hi"))[12 + 1:]
+    encoded = name.encode()
+    message = struct.pack(">i", len(encoded)) + encoded + bytes([1]) + struct.pack(">i", 9) + body
+    data = makeFramer(transport, "binary", Limits()).frame(message)
+    for head in range(8):
+        assert detectFramer(data[:head], "auto", "binary", Limits()) is None
+    proto = connected("auto", "binary")
+    for i in range(len(data)):
+        proto.dataReceived(data[i:i + 1])
+    assert (proto.transportName, proto.protocolName) == (transport, "binary")
+    assert proto.messages == [message]
+
+
+def test_autoWithAnyProtocolNamesNonStrictBinaryInItsRefusal() -> None:
+    proto = connected("auto", "auto")
+    proto.dataReceived(b"\x00\x00\x00\x07getData\x01")
+    assert proto.transport.disconnecting  # type: ignore[union-attr]
+    assert "protocol='binary'" in str(proto.refusal)
+
+
+@pytest_twisted.ensureDeferred
+async def test_apacheNonStrictBufferedClientAgainstAutoTransport() -> None:
+    """
+    Apache's C{TBinaryProtocol(strictWrite=False)} over C{TBufferedTransport},
+    as old clients speak, against a server detecting the transport.
+    """
+    from twisted.internet import reactor
+
+    def session(port: int) -> list[str]:
+        socket = TSocket("127.0.0.1", port)
+        socket.setTimeout(5000)
+        transport = TBufferedTransport(socket)
+        client = Echo.Client(TBinaryProtocol(transport, strictRead=False, strictWrite=False))
+        transport.open()
+        try:
+            return [client.getData(text) for text in ("old", "style", "x" * 70_000)]
+        finally:
+            transport.close()
+
+    port = await serve(reactor, "tcp:0:interface=127.0.0.1", EchoBasics(), service=Echo,
+                       transport="auto", protocol="binary")
+    try:
+        got = await deferToThread(session, port.getHost().port).addTimeout(20, reactor)
+    finally:
+        await port.stopListening()
+    assert got == [text + SUFFIX for text in ("old", "style", "x" * 70_000)]

@@ -340,10 +340,14 @@ def test_twistedProcessorHalfWrittenReplyBecomesOneException() -> None:
             return "not an i32"
 
     wire, _ = serving(TwistedEcho.Processor(Bad()), protocol="binary")
-    wire.call("add", 1, 2)
+    seqid = wire.call("add", 1, 2)
+    sent = wire.transport.value()
     [(_, mtype, _, error)] = wire.replies()
     assert (mtype, error.type) == (TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
-    assert wire.transport.value() == b""
+    # Nothing of the half-written reply went out: the generated processor's
+    # exception is all that was sent.
+    assert sent == wire.framer.frame(wire.codec.encodeException(
+        "add", seqid, TApplicationException.INTERNAL_ERROR, "Internal error"))
 
 
 def test_multiplexedMappingRoutesByServiceName() -> None:

@@ -439,10 +439,11 @@ def test_threads_serve_blocking_calls_at_once(twistd: Callable[..., Twistd]) -> 
     assert server.stop() == 0
 
 
-def test_sigterm_drains_calls_in_flight(twistd: Callable[..., Twistd]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_sigterm_drains_calls_in_flight(twistd: Callable[..., Twistd], sig: int) -> None:
     """
-    On SIGTERM the server stops listening at once, answers the call in
-    flight, then exits 0.
+    On SIGTERM (or SIGINT: Ctrl-C) the server stops listening at once,
+    answers the call in flight, then exits 0.
     """
     server = twistd("thrift", "--handler", f"{HANDLERS}.EchoHandler",
                     "--port", "tcp:0:interface=127.0.0.1", "--shutdown-timeout", "10")
@@ -463,7 +464,7 @@ def test_sigterm_drains_calls_in_flight(twistd: Callable[..., Twistd]) -> None:
     caller.start()
     server.waitFor("slow call drained started")
     sentAt = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(sig)
     server.waitFor(r"Stopped listening; waiting up to 10(\.0)?s for 1 call")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()

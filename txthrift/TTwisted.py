@@ -21,37 +21,59 @@ codec and server layers, and differ from Apache's where Apache's misbehave:
   - a handler that fails, returns what cannot be encoded, or raises a
     L{TTransportException} gets its caller a L{TApplicationException}; the
     caller never hangs or gets a wrong value, and the connection stays up;
-  - frames are limited to C{MAX_LENGTH} bytes (16 MiB), and a connection
-    closed for announcing a bigger one says so in the log;
+  - frames are limited to C{MAX_LENGTH} bytes (16,384,000, Apache's), and a
+    connection closed for announcing a bigger one says so in the log;
   - sequence ids wrap before they overflow an i32;
   - a request that cannot be decoded gets a L{TApplicationException} reply;
   - a call that fails while it is being encoded leaves no bytes behind to
     corrupt the next call.
+
+Every public method and attribute of Apache's classes, those their
+protocols inherit from Twisted's C{Int32StringReceiver} included, is here
+with Apache's meaning, and overriding it in a subclass takes effect
+(C{stringReceived}, C{dispatch}, C{processOk}, C{processError},
+C{sendString}, C{lengthLimitExceeded}, C{MAX_LENGTH}, ...).  Beyond the
+fixes above, they differ in that C{MAX_LENGTH} is read when the connection
+is made, not at every read; C{structFormat} and C{prefixLength} describe
+the framing but do not change it; C{stopProducing} closes the connection
+with C{loseConnection}; a processor that raises, rather than return a failed
+Deferred, reaches C{processError} too; and the server looks for overridden
+C{processOk}, C{processError}, C{dispatch}, C{sendString} and
+C{stringReceived} once, when a protocol is built, taking Apache's slower
+path only for those a subclass overrides.
 
 Apache's C{ThriftSASLClientProtocol} and C{ThriftResource} are not provided.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import replace
 from io import BytesIO
 from typing import Any, cast
 
-from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType
-from thrift.transport.TTransport import TTransportBase, TTransportException
+from thrift.transport.TTransport import (
+    DEFAULT_MAX_FRAME_SIZE,
+    TMemoryBuffer,
+    TTransportBase,
+    TTransportException,
+)
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.basic import StringTooLongError
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from ._codec import Codec
-from ._framing import ThriftMessageProtocol, makeFramer
-from ._limits import Limits, MiB
-from ._server import Dispatcher, ServerProtocol, makeDispatcher
+from ._client import whyUndecodable
+from ._codec import Codec, withStoredHeader
+from ._framing import FrameError, ThriftMessageProtocol, _Framed
+from ._limits import Limits
+from ._server import Dispatcher, Reply, ServerProtocol, makeDispatcher, shortName
 from ._transport import CallbackTransport, MessageSenderTransport
 
 __all__ = [
@@ -69,8 +91,12 @@ log = Logger(namespace="txthrift.TTwisted")
 
 #: The largest seqid: a seqid is an i32 on the wire.
 _MAX_SEQID = 0x7FFFFFFF
-#: The default C{MAX_LENGTH}: the largest frame either end accepts.
-_DEFAULT_MAX_LENGTH = 16 * MiB
+#: The default C{MAX_LENGTH}, the largest frame either end accepts: Apache's
+#: (16,384,000 bytes), so that each end accepts what Apache's peers send.
+_DEFAULT_MAX_LENGTH = DEFAULT_MAX_FRAME_SIZE
+_U32 = struct.Struct(">I")
+#: What C{sendString} can frame: a length prefix is a 4-byte unsigned int.
+_MAX_STRING = 2**32
 
 #: Apache's names for the transports generated clients write their calls into.
 TMessageSenderTransport = MessageSenderTransport
@@ -97,14 +123,148 @@ class IThriftClientFactory(Interface):
     oprot_factory = Attribute("The protocol factory writing calls")
 
 
-def _applyMaxLength(proto: ThriftMessageProtocol, maxLength: int) -> None:
+class _Frames(_Framed):
     """
-    Honour a C{MAX_LENGTH} changed after C{proto} was built, as Apache's
-    protocols do; called before any byte is received.
+    Thrift's framed transport, read as Apache's protocols read it: a frame
+    refused for its length is remembered for C{lengthLimitExceeded}, and the
+    bytes of a frame not yet whole can be read and replaced (C{recvd}).
     """
-    if maxLength != proto.limits.max_frame_size:
-        proto.limits = replace(proto.limits, max_frame_size=maxLength)
-        proto.framer = makeFramer(proto.transportName, proto.protocolName, proto.limits)
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__("binary", limits)
+        #: The length (unsigned, as Apache reads it) of the frame just
+        #: refused for being over the limit.
+        self.overLength: int | None = None
+
+    def _refusal(self, length: int) -> FrameError:
+        unsigned = length & 0xFFFFFFFF
+        if unsigned > self._max:
+            self.overLength = unsigned
+        return super()._refusal(length)
+
+    @property
+    def held(self) -> bytes:
+        """
+        The bytes of the frame begun but not yet whole, its length included.
+        """
+        return bytes(self._buffer)
+
+    @held.setter
+    def held(self, data: bytes) -> None:
+        self._buffer[:] = data
+
+
+class _FramesToStringReceived(_Frames):
+    """
+    Frames handed to a server protocol's own C{stringReceived} once each, as
+    they arrive: a request held for room and processed later is not handed
+    over again.  Used only for subclasses overriding C{stringReceived}.
+    """
+
+    def __init__(self, limits: Limits, receiver: ThriftServerProtocol) -> None:
+        super().__init__(limits)
+        self._receiver = receiver
+
+    def feed(self, data: bytes) -> list[bytes]:
+        try:
+            frames = super().feed(data)
+        except FrameError as error:
+            self._receiver._framesReceived(error.messages)
+            error.messages = []
+            raise
+        self._receiver._framesReceived(frames)
+        return []
+
+
+class _ApacheFraming(ThriftMessageProtocol):
+    """
+    Apache's protocols are Twisted C{Int32StringReceiver}s: this gives ours
+    the names and meanings those add.
+    """
+
+    #: The largest frame accepted, in bytes; read when the connection is made.
+    MAX_LENGTH: int = _DEFAULT_MAX_LENGTH
+    #: The frame length prefix, as C{struct} reads it; informative only: the
+    #: framing is Thrift's, whatever a subclass says here.
+    structFormat = "!I"
+    #: Bytes in the frame length prefix.
+    prefixLength = 4
+    #: Whether C{pauseProducing} holds incoming frames.
+    paused = False
+
+    _heldFrames: list[bytes]
+
+    def _makeFramer(self) -> _Frames:
+        return _Frames(self.limits)
+
+    def _useMaxLength(self) -> None:
+        """
+        Honour a C{MAX_LENGTH} changed after this protocol was built, as
+        Apache's protocols do; called before any byte is received.
+        """
+        if self.MAX_LENGTH != self.limits.max_frame_size:
+            self.limits = replace(self.limits, max_frame_size=self.MAX_LENGTH)
+            self.framer = self._makeFramer()
+
+    @property
+    def recvd(self) -> bytes:
+        """
+        The bytes received and not yet handed on: whole frames held while
+        paused, then the start of the next frame.  Assigning replaces them;
+        frames already cut from the current read are still handled.
+        """
+        framer = self.framer
+        held = b"".join(_U32.pack(len(frame)) + frame for frame in self._heldFrames)
+        return held + framer.held if isinstance(framer, _Frames) else held
+
+    @recvd.setter
+    def recvd(self, data: bytes) -> None:
+        self._heldFrames.clear()
+        framer = self.framer
+        if isinstance(framer, _Frames):
+            framer.held = data
+
+    def sendString(self, string: bytes) -> None:
+        """
+        Send C{string} as one frame.
+
+        @raise StringTooLongError: when its length does not fit the prefix.
+        """
+        if len(string) >= _MAX_STRING:
+            raise StringTooLongError(
+                f"cannot frame {len(string)} bytes; the most is {_MAX_STRING - 1}")
+        self.sendMessage(string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        """
+        Called once when a frame announces more than C{MAX_LENGTH} bytes
+        (C{length}, read as unsigned); closes the connection, saying why in
+        the log.  Bytes after it are never read.
+        """
+        super().frameError(self._overLength(length))
+
+    def _overLength(self, length: int) -> str:
+        return f"frame length {length} is over MAX_LENGTH ({self.limits.max_frame_size})"
+
+    def frameError(self, reason: str) -> None:
+        framer = self.framer
+        length = framer.overLength if isinstance(framer, _Frames) else None
+        if framer is None or length is None:
+            super().frameError(reason)
+            return
+        cast(_Frames, framer).overLength = None
+        # What an override writes must not overtake the replies before it.
+        self._writeOut()
+        self.lengthLimitExceeded(length)
+        if not self._broken:
+            # Overridden, and the connection left open; but no later byte can
+            # be read in step: it closes, rather than leave calls hanging.
+            super().frameError(self._overLength(length))
+
+    def _releaseHeld(self, receive: Callable[[bytes], object]) -> None:
+        held = self._heldFrames
+        while held and not self.paused and not self._broken:
+            receive(held.pop(0))
 
 
 class _CallTransport(CallbackTransport):
@@ -146,7 +306,7 @@ class _OneCallAtATime:
         return getattr(self._factory, name)
 
 
-class ThriftClientProtocol(ThriftMessageProtocol):
+class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
     """
     The client end of a framed Thrift connection, driving a generated
     C{py:twisted} client: C{started} fires with it (also C{client}) once
@@ -162,16 +322,20 @@ class ThriftClientProtocol(ThriftMessageProtocol):
       - seqids wrap to 1 after 2**31-1 (skipping ids still awaiting a reply)
         instead of failing every call from then on;
       - a call that fails while being encoded does not corrupt the next one;
-      - a reply frame longer than C{MAX_LENGTH} (16 MiB) closes the
-        connection with the reason logged.
-    """
+      - a reply frame longer than C{MAX_LENGTH} closes the connection with
+        the reason logged, also when an overridden C{lengthLimitExceeded}
+        leaves it open: no later byte could be read in step.
 
-    #: The largest reply frame accepted, in bytes.
-    MAX_LENGTH: int = _DEFAULT_MAX_LENGTH
+    As in Apache's, C{dispatch} sends each call through C{sendString}, and
+    each reply frame goes to C{stringReceived}; overriding either takes
+    effect.
+    """
 
     def __init__(self, client_class: Callable[..., Any], iprot_factory: TProtocolFactory,
                  oprot_factory: TProtocolFactory | None = None) -> None:
         super().__init__("framed", "binary", Limits(max_frame_size=self.MAX_LENGTH))
+        self.framer = self._makeFramer()
+        self._heldFrames = []
         self._client_class = client_class
         self._iprot_factory = iprot_factory
         self._oprot_factory = iprot_factory if oprot_factory is None else oprot_factory
@@ -186,7 +350,7 @@ class ThriftClientProtocol(ThriftMessageProtocol):
         self._lost: Failure | None = None
 
     def connectionMade(self) -> None:
-        _applyMaxLength(self, self.MAX_LENGTH)
+        self._useMaxLength()
         transport = _CallTransport(self.dispatch)
         self.client = self._client_class(transport, _OneCallAtATime(self._oprot_factory))
         self.started.callback(self.client)
@@ -201,7 +365,7 @@ class ThriftClientProtocol(ThriftMessageProtocol):
         try:
             if self._lost is not None or self.transport is None:
                 raise self._closed(TTransportException.NOT_OPEN)
-            self.sendMessage(msg)
+            self.sendString(msg)
         finally:
             self._advanceSeqid()
 
@@ -227,7 +391,36 @@ class ThriftClientProtocol(ThriftMessageProtocol):
         return TTransportException(kind, f"Thrift connection closed ({why})")
 
     def messageReceived(self, message: bytes) -> None:
+        if self.paused:
+            self._heldFrames.append(message)
+            return
         self.stringReceived(message)
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading, and hold the replies already read, until
+        C{resumeProducing}.
+        """
+        self.paused = True
+        transport: Any = self.transport
+        transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        Hand on the replies held while paused, and read again.
+        """
+        self.paused = False
+        transport: Any = self.transport
+        transport.resumeProducing()
+        self._releaseHeld(self.stringReceived)
+
+    def stopProducing(self) -> None:
+        """
+        Hand on no more replies, and close the connection.
+        """
+        self.paused = True
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def stringReceived(self, frame: bytes) -> None:
         """
@@ -236,7 +429,7 @@ class ThriftClientProtocol(ThriftMessageProtocol):
         try:
             iprot, name, mtype, rseqid = self._codec.readHeader(frame)
         except Exception as error:
-            self.frameError(f"unreadable reply header: {error}")
+            self.frameError(f"unreadable reply header: {whyUndecodable(error, 'reply header')}")
             return
         pending: dict[int, Deferred[Any]] | None = getattr(self.client, "_reqs", None)
         waiting = pending.get(rseqid) if pending is not None else None
@@ -265,7 +458,7 @@ class ThriftClientProtocol(ThriftMessageProtocol):
             if not waiting.called:
                 waiting.errback(TApplicationException(
                     TApplicationException.PROTOCOL_ERROR,
-                    f"malformed reply to {name}: {error}"))
+                    f"malformed reply to {name}: {whyUndecodable(error)}"))
 
     def _receiver(self, name: str) -> Callable[[TProtocolBase, int, int], Any] | None:
         receive = self.recv_map.get(name)
@@ -309,27 +502,93 @@ class ThriftClientFactory(protocol.ClientFactory):
         return proto
 
 
-class ThriftServerProtocol(ServerProtocol):
+class _ApacheReplies:
+    """
+    Runs the processor as Apache's C{ThriftServerProtocol.stringReceived}
+    does, so that a subclass's C{processOk}, C{processError}, C{dispatch} and
+    C{sendString} take effect; used only when one of them is overridden (the
+    plain path costs less).
+
+    The reply goes out through the protocol's methods, not as this
+    dispatcher's result: what it returns only says when the call is over,
+    which keeps the call in the connection's in-flight count until then.
+    """
+
+    def __init__(self, proto: ThriftServerProtocol, processor: Any) -> None:
+        self._proto = proto
+        self._processor = processor
+
+    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
+                 seqid: int) -> Reply:
+        # The processor reads the header again; it owns its input.
+        iprot = withStoredHeader(codec.detach(iprot), (name, mtype, seqid))
+        oprot = codec.replyWriter()
+        call = (codec, name, mtype, seqid)
+        proto = self._proto
+        try:
+            outcome = self._processor.process(iprot, oprot)
+        except Exception:
+            proto._processFailed(Failure(), call)
+            return None
+        if not isinstance(outcome, Deferred):
+            proto._processDone(outcome, oprot.trans, call)
+            return None
+        cancelled = False
+
+        def cancel(deferred: Deferred[bytes | None]) -> None:
+            # The connection is cancelling the call (it timed out, or the
+            # connection went) and answers it, if anyone: not processError.
+            nonlocal cancelled
+            cancelled = True
+            outcome.cancel()
+
+        over: Deferred[bytes | None] = Deferred(cancel)
+
+        def succeeded(result: object) -> None:
+            if not cancelled:
+                proto._processDone(result, oprot.trans, call)
+                over.callback(None)
+
+        def failed(failure: Failure) -> None:
+            if not cancelled:
+                proto._processFailed(failure, call)
+                over.callback(None)
+
+        outcome.addCallbacks(succeeded, failed)
+        return None if over.called else over
+
+
+class ThriftServerProtocol(_ApacheFraming, ServerProtocol):
     """
     One framed server connection, answering with its factory's
     C{processor} (any processor, Deferred-returning C{py:twisted} ones
     included), reading with its C{iprot_factory} and writing with its
     C{oprot_factory}.
 
+    Apache's methods are here with Apache's meanings: each request frame
+    goes to C{stringReceived}; the processor's outcome to C{processOk} or
+    C{processError}; each reply to C{dispatch}, which sends it with
+    C{sendString}.  Overriding any of them takes effect.
+
     Unlike Apache's:
       - a failing handler never closes the connection or leaves its caller
         waiting: an undeclared exception, a L{TTransportException} or a
         result that cannot be encoded gets that caller a
-        L{TApplicationException}, never part of a broken reply;
+        L{TApplicationException}, never part of a broken reply (the default
+        C{processError}); an overridden C{processError} (or C{processOk})
+        that raises, or returns having neither replied through C{dispatch}
+        or C{sendString} nor closed the connection, gets the caller that
+        answer too;
       - a request that cannot be decoded gets a L{TApplicationException};
-      - a frame longer than C{MAX_LENGTH} (16 MiB) closes the connection with
-        the reason logged;
+      - a frame longer than C{MAX_LENGTH} closes the connection with the
+        reason logged, also when an overridden C{lengthLimitExceeded} leaves
+        it open: no later byte could be read in step;
       - reading pauses while many requests are in flight or the peer does not
-        read its replies, so one connection's memory stays bounded.
+        read its replies, so one connection's memory stays bounded; a
+        request held for that reaches C{stringReceived} once, on arrival;
+      - a call timed out or cancelled because its connection went reaches
+        neither C{processOk} nor C{processError}.
     """
-
-    #: The largest request frame accepted, in bytes.
-    MAX_LENGTH: int = _DEFAULT_MAX_LENGTH
 
     # Any IThriftServerFactory provider; ServerProtocol declares its own.
     factory: Any
@@ -340,15 +599,163 @@ class ThriftServerProtocol(ServerProtocol):
         # The dispatcher comes from the factory's processor on connection.
         super().__init__(cast(Dispatcher, None), cast(IReactorTime, reactor), "framed",
                          "binary", Limits(max_frame_size=self.MAX_LENGTH))
+        # Apache's path, taken only by subclasses that override its steps.
+        cls = type(self)
+        base = ThriftServerProtocol
+        self._ownStrings = cls.stringReceived is not base.stringReceived
+        self._apacheReplies = (
+            cls.processOk is not base.processOk or cls.processError is not base.processError
+            or cls.dispatch is not base.dispatch or cls.sendString is not base.sendString)
+        self._heldFrames = []
+        # The call whose failure processError is handling, and the replies
+        # sent so far (to tell whether processError answered it).
+        self._failing: tuple[Codec, str, int, int] | None = None
+        self._answers = 0
+        self.framer = self._makeFramer()
+
+    def _makeFramer(self) -> _Frames:
+        if self._ownStrings:
+            return _FramesToStringReceived(self.limits, self)
+        return _Frames(self.limits)
 
     def connectionMade(self) -> None:
-        _applyMaxLength(self, self.MAX_LENGTH)
-        self._dispatcher = makeDispatcher(self.factory.processor)
+        self._useMaxLength()
+        processor = self.factory.processor
+        self._dispatcher = (_ApacheReplies(self, processor) if self._apacheReplies
+                            else makeDispatcher(processor))
         super().connectionMade()
 
     def framingDetected(self) -> None:
         self._codec = Codec(self.protocolName, self.limits, factory=self.factory.iprot_factory,
                             outputFactory=self.factory.oprot_factory)
+
+    def stringReceived(self, frame: bytes) -> None:
+        """
+        Process one request frame: at once, or once fewer requests are in
+        flight; its reply goes out in turn.
+        """
+        self.messageReceived(frame)
+
+    def _framesReceived(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            if self._broken:
+                return
+            if self.paused:
+                self._heldFrames.append(frame)
+            else:
+                self.stringReceived(frame)
+
+    def processOk(self, result: object, tmo: TMemoryBuffer) -> None:
+        """
+        The processor has answered: C{tmo} holds the reply it wrote, which
+        goes to C{dispatch} (there is none for a oneway call).
+        """
+        message = tmo.getvalue()
+        if message:
+            self.dispatch(message)
+
+    def processError(self, error: Failure) -> None:
+        """
+        The processor failed with C{error}: its caller gets a
+        L{TApplicationException} (a oneway call's failure is logged).  Called
+        other than for a failed call, as Apache's, it closes the connection.
+        """
+        call = self._failing
+        if call is None:
+            transport: Any = self.transport
+            transport.loseConnection()
+            return
+        codec, name, mtype, seqid = call
+        reason = error.value
+        if isinstance(reason, TProtocolException):
+            # The request itself was at fault (bad arguments, say): say so.
+            kind, why = TApplicationException.PROTOCOL_ERROR, shortName(str(reason))
+            log.warn("cannot process {name}: {error}", name=shortName(name), error=why)
+        else:
+            kind, why = (TApplicationException.INTERNAL_ERROR,
+                         f"Internal error processing {shortName(name)}")
+            log.failure("processing {name} failed", error, name=shortName(name))
+        if mtype != TMessageType.ONEWAY:
+            self.dispatch(codec.encodeException(shortName(name), seqid, kind, why))
+
+    def dispatch(self, msg: bytes) -> None:
+        """
+        Send one reply.
+        """
+        self._answers += 1
+        self.sendString(msg)
+
+    def sendString(self, string: bytes) -> None:
+        """
+        Send C{string} as one frame: a reply, from C{dispatch}.
+        """
+        self._answers += 1
+        super().sendString(string)
+
+    def _processDone(self, result: object, tmo: TMemoryBuffer,
+                     call: tuple[Codec, str, int, int]) -> None:
+        answers = self._answers
+        try:
+            self.processOk(result, tmo)
+        except Exception:
+            log.failure("processOk failed for {name}", name=shortName(call[1]))
+            self._answerUnanswered(call, answers)
+
+    def _processFailed(self, failure: Failure, call: tuple[Codec, str, int, int]) -> None:
+        answers = self._answers
+        self._failing = call
+        try:
+            self.processError(failure)
+        except Exception:
+            log.failure("processError failed for {name}", name=shortName(call[1]))
+        finally:
+            self._failing = None
+        self._answerUnanswered(call, answers)
+
+    def _answerUnanswered(self, call: tuple[Codec, str, int, int], answers: int) -> None:
+        """
+        Answer a call that an override left unanswered, on a connection it
+        left open: its caller must not wait for ever.
+        """
+        codec, name, mtype, seqid = call
+        transport: Any = self.transport
+        if (self._answers != answers or mtype == TMessageType.ONEWAY or self._broken
+                or not self.connected or transport is None or transport.disconnecting):
+            return
+        log.warn("no reply was sent for {name}; answering with an internal error",
+                 name=shortName(name))
+        try:
+            self.dispatch(codec.encodeException(
+                shortName(name), seqid, TApplicationException.INTERNAL_ERROR,
+                f"Internal error processing {shortName(name)}"))
+        except Exception:
+            log.failure("cannot answer {name}; closing the connection", name=shortName(name))
+            transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading, and hold the requests already read, until
+        C{resumeProducing}.
+        """
+        self.paused = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        Process the requests held while paused, and read again.
+        """
+        self.paused = False
+        super().resumeProducing()
+        self._releaseHeld(self.stringReceived)
+
+    def stopProducing(self) -> None:
+        """
+        Hand on no more requests, and close the connection.
+        """
+        self.paused = True
+        super().stopProducing()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
 
 @implementer(IThriftServerFactory)

@@ -12,12 +12,13 @@ pool, so the reactor never waits for them.
 
 from __future__ import annotations
 
+import inspect
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from functools import partial
 from threading import Thread
-from types import ModuleType
+from types import CoroutineType, ModuleType
 from typing import Any, TypeAlias
 
 from twisted.application.service import Service
@@ -187,13 +188,37 @@ class _Threads:
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         self.start()
         assert self.pool is not None
-        return deferToThreadPool(self._reactor, self.pool, function, *args, **kwargs)
+        return deferToThreadPool(self._reactor, self.pool, function, *args,
+                                 **kwargs).addCallback(_onReactor)
+
+
+def _onReactor(value: object) -> object:
+    """
+    What a method run in the pool returned, carried on in the reactor: a
+    coroutine (not started yet) runs there, a Deferred is waited for.
+    """
+    if isinstance(value, CoroutineType):
+        return Deferred.fromCoroutine(value)
+    return value
+
+
+def _runsOnReactor(function: Callable[..., Any]) -> bool:
+    """
+    Whether C{function} is asynchronous by its definition, so that it must
+    run in the reactor thread: an C{async def}, or a generator under
+    C{inlineCallbacks}.
+    """
+    if inspect.iscoroutinefunction(function):
+        return True
+    return inspect.isgeneratorfunction(inspect.unwrap(function))
 
 
 class _InThreads:
     """
-    Stands for a blocking handler (or processor): each of its service
-    methods returns a Deferred and runs the handler's in the pool.
+    Stands for a blocking handler (or processor): each of its plain service
+    methods returns a Deferred and runs the handler's in the pool, while its
+    asynchronous ones (C{async def}, C{inlineCallbacks}) run in the reactor,
+    where Deferreds and coroutines belong.
     """
 
     def __init__(self, handler: object, names: Sequence[str], threads: _Threads) -> None:
@@ -201,7 +226,8 @@ class _InThreads:
         for name in names:
             function = getattr(handler, name, None)
             if callable(function):
-                setattr(self, name, partial(threads.call, function))
+                setattr(self, name, function if _runsOnReactor(function)
+                        else partial(threads.call, function))
 
     def __repr__(self) -> str:
         return f"<{self._handler!r} in threads>"
@@ -388,6 +414,9 @@ class ThriftService(Service):
             abort = getattr(connection.transport, "abortConnection", None)
             if abort is not None:
                 abort()
+        # An aborted connection is gone at the reactor's next turn.
+        while self.factory.connections and clock.seconds() < closing + _CLOSE_GRACE:
+            await deferLater(clock, _POLL_INTERVAL)
         if self._threads is not None:
             self._threads.stop()
         if not busy and not stuck:
@@ -416,8 +445,9 @@ def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] = DEFA
         from the handler's C{Iface}.
     @param transport: C{"framed"}, C{"buffered"} or C{"auto"}.
     @param protocol: C{"binary"}, C{"compact"}, C{"json"} or C{"auto"}.
-    @param threads: when positive, the handler blocks: its methods run in a
-        pool of this many threads while the service runs.
+    @param threads: when positive, the handler blocks: its plain methods
+        run in a pool of this many threads while the service runs (its
+        C{async def} and C{inlineCallbacks} ones in the reactor).
     @param shutdown_timeout: seconds stopping waits for calls in flight.
     @param reactor: the reactor (an C{IReactorTime} for the shutdown
         timeout too); the global one when omitted.

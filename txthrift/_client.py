@@ -5,11 +5,14 @@ replies by seqid, with timeouts, cancellation and clear failures.
 
 from __future__ import annotations
 
+import struct
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar
 
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException, TException, TMessageType
 from thrift.transport.TTransport import TTransportException
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -18,8 +21,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._codec import Codec
-from ._framing import ThriftMessageProtocol
+from ._framing import ThriftMessageProtocol, _Framed, checkDepth, depthCheckFloor
 from ._limits import Limits, defaultReactor
+from ._nogc import BIG_MESSAGE, noCollections
 from ._service import Method, ServiceSpec, describe
 
 __all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol"]
@@ -27,6 +31,18 @@ __all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol"]
 log = Logger(namespace="txthrift.client")
 
 _MAX_SEQID = 0x7FFFFFFF
+#: Seqids of timed-out or cancelled calls kept out of use until their late
+#: reply comes; past this many, the oldest are let go (they come round again
+#: only after 2**31 more calls).
+_MAX_ABANDONED = 16384
+#: First bytes of an oversized reply kept to read its header (name, seqid).
+_HEAD_BYTES = 4096
+#: Characters of a peer-chosen name shown in errors and logs.
+_NAME_SHOWN = 100
+#: Characters of a decoder's message shown in errors.
+_WHY_SHOWN = 200
+
+_I32 = struct.Struct(">i")
 
 
 class CallTimeout(TTransportException):
@@ -39,13 +55,78 @@ class CallTimeout(TTransportException):
 
 
 class _Call:
-    __slots__ = ("deferred", "method", "timer")
+    __slots__ = ("deferred", "method", "name", "timer")
 
-    def __init__(self, deferred: Deferred[Any], method: Method,
+    def __init__(self, deferred: Deferred[Any], method: Method, name: str,
                  timer: IDelayedCall | None) -> None:
         self.deferred = deferred
         self.method = method
+        #: The name sent on the wire (C{"Service:method"} when multiplexed).
+        self.name = name
         self.timer = timer
+
+
+class _Oversized(bytes):
+    """
+    The first bytes of a reply frame over C{max_frame_size}, standing in for
+    the frame, whose rest is skipped unread.
+
+    @ivar length: the frame's length.
+    """
+
+    length: int
+
+
+class _ReplyFraming(_Framed):
+    """
+    Framed replies, where a frame over C{max_frame_size} is skipped as it
+    arrives instead of closing the connection: its length says where the
+    next one starts, so the stream stays in sync and only its call fails.
+
+    It hands on an L{_Oversized} with the frame's first bytes in its place.
+    """
+
+    def __init__(self, protocol: str, limits: Limits) -> None:
+        super().__init__(protocol, limits)
+        # The length of an oversized frame being skipped, and its first bytes.
+        self._length = 0
+        self._head = bytearray()
+        self._headSize = 0
+
+    def _oversized(self, length: int, rest: bytes, messages: list[bytes]) -> bytes:
+        if length <= 0:
+            # Not a length at all: the stream lost sync.
+            return super()._oversized(length, rest, messages)
+        self._skipping = self._length = length
+        self._headSize = min(length, _HEAD_BYTES)
+        return self._skip(rest, messages)
+
+    def _skip(self, data: bytes, messages: list[bytes]) -> bytes:
+        """
+        Skip what C{data} holds of an oversized frame, keeping its first
+        bytes; once they are there, hand them on.
+
+        @return: the bytes after the frame.
+        """
+        take = min(self._skipping, len(data))
+        head = self._head
+        if self._headSize:
+            head += data[: min(self._headSize - len(head), take)]
+            if len(head) == self._headSize:
+                stand = _Oversized(head)
+                stand.length = self._length
+                messages.append(stand)
+                head.clear()
+                self._headSize = 0
+        self._skipping -= take
+        return data[take:]
+
+    def buffered(self) -> int:
+        """
+        Bytes held of a message not yet whole: of an oversized one, only the
+        first bytes kept; the rest is never held.
+        """
+        return len(self._buffer) + len(self._head)
 
 
 class ClientProtocol(ThriftMessageProtocol):
@@ -53,7 +134,15 @@ class ClientProtocol(ThriftMessageProtocol):
     The client end of one connection.
 
     Every call gets its own seqid (wrapping before the i32 overflows and
-    skipping ids still in use), so replies may come in any order.
+    skipping ids whose reply may still come), so replies may come in any
+    order.
+
+    A bad reply on a stream still in sync fails its own call only: one of
+    another message type or method, one whose body cannot be decoded
+    (framed), one over C{max_frame_size} (framed: skipped unread).  A reply
+    that cannot be tied to a call, or cannot be decoded on an unframed
+    stream (whose message ends are found by walking the bytes), closes the
+    connection, and every pending call fails saying why.
     """
 
     def __init__(self, clock: IReactorTime, transport: str = "framed",
@@ -62,9 +151,21 @@ class ClientProtocol(ThriftMessageProtocol):
             raise ValueError("a client must choose its transport and protocol; 'auto' is"
                              " for servers")
         super().__init__(transport, protocol, limits)
+        if transport == "framed":
+            self.framer = _ReplyFraming(protocol, self.limits)
         self._clock = clock
         self._codec = Codec(protocol, self.limits)
+        # Replies from this size up are walked for depth before decoding, and
+        # the smaller of that and BIG_MESSAGE: from there, decoding holds off
+        # garbage collection (a collection then is wasted effort).
+        floor = None if self._codec.checksDepth else depthCheckFloor(
+            transport, protocol, self.limits)
+        self._depthFloor = sys.maxsize if floor is None else floor
+        self._largeFrom = min(self._depthFloor, BIG_MESSAGE)
         self._pending: dict[int, _Call] = {}
+        # Seqids of calls timed out or cancelled, in that order: the server
+        # may still answer them, so no new call takes them until it does.
+        self._abandoned: dict[int, None] = {}
         self._seqid = 0
         self._lostReason: Failure | None = None
         self._closeWaiters: list[Deferred[None]] = []
@@ -83,18 +184,22 @@ class ClientProtocol(ThriftMessageProtocol):
 
         @param name: the name on the wire (C{"Service:method"} when multiplexed).
         @return: a Deferred firing with the result, failing with the declared
-            exception, a L{TApplicationException}, a L{CallTimeout}, or a
-            L{TTransportException} when the connection is or gets lost.
-            Cancelling it forgets the call.
+            exception, a L{TApplicationException} (sent by the server, or
+            for a reply of the wrong type or method, or one that cannot be
+            decoded), a L{CallTimeout}, or a L{TTransportException}: of type
+            C{SIZE_LIMIT} for a call or reply over C{max_frame_size} (a call
+            that big is not sent), C{NOT_OPEN} when the connection is or gets
+            lost.  Cancelling it forgets the call.
         @raise TypeError: for arguments the method does not take.
         """
         argsStruct = method.args(*args, **kwargs)
         if self._lostReason is not None or self.transport is None:
             return fail(self._notConnected())
         seqid = self._seqid
+        pending, abandoned = self._pending, self._abandoned
         while True:
             seqid = seqid % _MAX_SEQID + 1
-            if seqid not in self._pending:
+            if seqid not in pending and seqid not in abandoned:
                 break
         self._seqid = seqid
         try:
@@ -103,6 +208,13 @@ class ClientProtocol(ThriftMessageProtocol):
                 argsStruct)
         except Exception:
             return fail()
+        limit = self.limits.max_frame_size
+        if len(message) > limit:
+            # The server would close the connection, failing every call.
+            return fail(TTransportException(
+                TTransportException.SIZE_LIMIT,
+                f"the {_shown(name)} call is {len(message)} bytes, over this client's"
+                f" max_frame_size of {limit}; nothing was sent"))
         if method.oneway:
             self.sendMessage(message)
             return succeed(None)
@@ -110,7 +222,7 @@ class ClientProtocol(ThriftMessageProtocol):
         timer = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._timedOut, seqid, name, timeout)
-        self._pending[seqid] = _Call(deferred, method, timer)
+        self._pending[seqid] = _Call(deferred, method, name, timer)
         self.sendMessage(message)
         return deferred
 
@@ -126,48 +238,106 @@ class ClientProtocol(ThriftMessageProtocol):
 
     def _forget(self, seqid: int) -> None:
         call = self._pending.pop(seqid, None)
-        if call is not None and call.timer is not None and call.timer.active():
-            call.timer.cancel()
+        if call is not None:
+            self._abandon(seqid)
+            if call.timer is not None and call.timer.active():
+                call.timer.cancel()
 
     def _timedOut(self, seqid: int, name: str, timeout: float) -> None:
         call = self._pending.pop(seqid, None)
         if call is not None:
+            self._abandon(seqid)
             call.deferred.errback(CallTimeout(f"{name} got no reply within {timeout} seconds"))
 
+    def _abandon(self, seqid: int) -> None:
+        """
+        Keep a seqid whose reply may still come from new calls.
+        """
+        abandoned = self._abandoned
+        abandoned[seqid] = None
+        while len(abandoned) > _MAX_ABANDONED:
+            del abandoned[next(iter(abandoned))]
+
     def messageReceived(self, message: bytes) -> None:
+        # The length of a frame over max_frame_size, of which only the
+        # first bytes are here.
+        oversized = message.length if isinstance(message, _Oversized) else None
         try:
             iprot, name, mtype, seqid = self._codec.readHeader(message)
         except Exception as error:
-            self.frameError(f"unreadable reply header: {error}")
+            # No call to fail alone: fail them all rather than leave one
+            # waiting for ever.
+            if oversized is not None:
+                self.frameError(
+                    f"a reply of {oversized} bytes, over max_frame_size"
+                    f" {self.limits.max_frame_size}, has an unreadable header:"
+                    f" {whyUndecodable(error, 'reply header')}")
+            else:
+                self.frameError(f"unreadable reply header: {whyUndecodable(error, 'reply header')}")
             return
         call = self._pending.pop(seqid, None)
         if call is None:
-            # Late replies to timed-out or cancelled calls land here too.
-            log.info("dropping a reply to {name} with no pending call (seqid {seqid})",
-                     name=name, seqid=seqid)
+            if self._abandoned.pop(seqid, 0) is None:
+                log.info("dropping a late reply to {name} (seqid {seqid})",
+                         name=_shown(name), seqid=seqid)
+            else:
+                log.info("dropping a reply to {name} with no pending call (seqid {seqid})",
+                         name=_shown(name), seqid=seqid)
             return
         if call.timer is not None and call.timer.active():
             call.timer.cancel()
         method = call.method
-        try:
-            if mtype == TMessageType.EXCEPTION:
-                remote = TApplicationException()
-                self._codec.readBody(iprot, remote)
-                outcome: Any = Failure(remote)
-            elif mtype == TMessageType.REPLY and method.result is not None:
-                outcome = self._result(self._codec, method, iprot)
-            else:
-                raise ValueError(f"message type {mtype} is not a reply")
-        except Exception as error:
+        if oversized is not None:
+            call.deferred.errback(TTransportException(
+                TTransportException.SIZE_LIMIT,
+                f"the reply to {method.name} is {oversized} bytes, over this"
+                f" client's max_frame_size of {self.limits.max_frame_size}; it was skipped"))
+            return
+        # Checked in the order of Apache's generated clients: a server's
+        # exception whatever its name, then the type, then the name.
+        if mtype not in (TMessageType.REPLY, TMessageType.EXCEPTION):
             call.deferred.errback(TApplicationException(
-                TApplicationException.PROTOCOL_ERROR,
-                f"malformed reply to {method.name}: {error}"))
-            self.frameError(f"malformed reply to {method.name}: {error}")
+                TApplicationException.INVALID_MESSAGE_TYPE,
+                f"{method.name} got a message of type {_typeName(mtype)} in reply,"
+                " not REPLY or EXCEPTION"))
+            return
+        if mtype == TMessageType.REPLY and name != call.name and name != method.name:
+            # A multiplexing server may answer with or without the service.
+            call.deferred.errback(TApplicationException(
+                TApplicationException.WRONG_METHOD_NAME,
+                f"{method.name} got a reply to {_shown(name)!r}"))
+            return
+        try:
+            if len(message) < self._largeFrom:
+                outcome = self._decode(iprot, mtype, method)
+            else:
+                if len(message) >= self._depthFloor:
+                    checkDepth(message, self.protocolName, self.limits)
+                with noCollections:
+                    outcome = self._decode(iprot, mtype, method)
+        except Exception as error:
+            why = f"malformed reply to {method.name}: {whyUndecodable(error)}"
+            call.deferred.errback(TApplicationException(TApplicationException.PROTOCOL_ERROR,
+                                                        why))
+            if self.transportName != "framed":
+                # Where the message ended was found by walking bytes the
+                # decoder disagrees with: the stream cannot be trusted.
+                self.frameError(why)
             return
         if isinstance(outcome, Failure):
             call.deferred.errback(outcome)
         else:
             call.deferred.callback(outcome)
+
+    def _decode(self, iprot: Any, mtype: int, method: Method) -> Any:
+        """
+        A reply's outcome: its result, or a L{Failure} of what it raised.
+        """
+        if mtype == TMessageType.EXCEPTION:
+            remote = TApplicationException()
+            self._codec.readBody(iprot, remote)
+            return Failure(remote)
+        return self._result(self._codec, method, iprot)
 
     @staticmethod
     def _result(codec: Codec, method: Method, iprot: Any) -> Any:
@@ -201,6 +371,7 @@ class ClientProtocol(ThriftMessageProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._lostReason = reason
+        self._abandoned.clear()
         pending, self._pending = self._pending, {}
         for call in pending.values():
             if call.timer is not None and call.timer.active():
@@ -209,6 +380,53 @@ class ClientProtocol(ThriftMessageProtocol):
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def _shown(name: str) -> str:
+    """
+    A peer-chosen name, cut short for errors and logs.
+    """
+    if len(name) <= _NAME_SHOWN:
+        return name
+    return f"{name[:_NAME_SHOWN]}... ({len(name)} characters)"
+
+
+def _codeNames(cls: type) -> dict[int, str]:
+    return {value: key for key, value in vars(cls).items()
+            if key.isupper() and isinstance(value, int)}
+
+
+_PROTOCOL_CODES = _codeNames(TProtocolException)
+_TRANSPORT_CODES = _codeNames(TTransportException)
+_MESSAGE_TYPES = _codeNames(TMessageType)
+
+
+def _typeName(mtype: int) -> str:
+    name = _MESSAGE_TYPES.get(mtype)
+    return f"{mtype} ({name})" if name else str(mtype)
+
+
+def whyUndecodable(error: BaseException, what: str = "reply body") -> str:
+    """
+    What a decoder's exception says went wrong in C{what}, with its type:
+    Apache's decoders often raise with no message at all (C{EOFError()} for
+    a body cut short, C{TProtocolException} with only a code).
+    """
+    message = error.message if isinstance(error, TException) else str(error)
+    text = "" if message is None else str(message)
+    kind = type(error).__name__
+    code = getattr(error, "type", None)
+    names = (_PROTOCOL_CODES if isinstance(error, TProtocolException)
+             else _TRANSPORT_CODES if isinstance(error, TTransportException) else {})
+    if isinstance(code, int) and code in names:
+        kind = f"{kind} {names[code]}"
+    if not text:
+        truncated = isinstance(error, EOFError) or (
+            isinstance(error, TTransportException) and code == TTransportException.END_OF_FILE)
+        text = f"truncated {what}" if truncated else "no detail given"
+    elif len(text) > _WHY_SHOWN:
+        text = f"{text[:_WHY_SHOWN]}..."
+    return f"{text} ({kind})"
 
 
 class Client:

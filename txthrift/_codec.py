@@ -1,14 +1,15 @@
 """
 The message codec: one Thrift protocol's encoding of whole messages.
 
-Encoding and decoding go through Apache's protocol classes, C-accelerated
-where the C{thrift} package ships its extension, over in-memory buffers.
+Binary and compact go through Apache's protocol classes, C-accelerated
+where the C{thrift} package ships its extension; JSON through our own
+(L{txthrift._json}), on the standard library's C JSON scanner; all over
+in-memory buffers.
 Nothing here touches a socket or the reactor.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from io import BytesIO
 from typing import Any, Final
@@ -22,11 +23,11 @@ from thrift.protocol.TCompactProtocol import (
     TCompactProtocolAcceleratedFactory,
     TCompactProtocolFactory,
 )
-from thrift.protocol.TJSONProtocol import TJSONProtocol
-from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
+from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.TTransport import TMemoryBuffer, TTransportBase
 
+from ._json import JSONProtocolFactory
 from ._limits import Limits
 
 __all__ = ["Codec", "accelerated", "protocolFactory"]
@@ -58,7 +59,8 @@ def protocolFactory(protocol: str, limits: Limits) -> TProtocolFactory:
     """
     strings, containers = limits.string_limit, limits.container_limit
     if protocol == "json":
-        return _JSONProtocolFactory(strings, containers)
+        # Parsed in C (Apache's reads a byte at a time in Python).
+        return JSONProtocolFactory(strings, containers, limits.max_depth)
     factories = _FACTORIES.get(protocol)
     if factories is None:
         raise ValueError(f"unknown protocol {protocol!r}; choose binary, compact or json")
@@ -71,56 +73,6 @@ _FACTORIES: Final = {
     "binary": (TBinaryProtocolFactory, TBinaryProtocolAcceleratedFactory),
     "compact": (TCompactProtocolFactory, TCompactProtocolAcceleratedFactory),
 }
-
-
-class _JSONProtocol(TJSONProtocol):
-    """
-    Apache's JSON protocol with two gaps closed: it applies a container
-    length limit, and it writes NaN and the infinities as the strings the
-    Thrift JSON protocol defines for them ("NaN", "Infinity", "-Infinity")
-    rather than as bare C{nan}/C{inf}, which no JSON reader accepts.
-    """
-
-    def __init__(self, trans: Any, string_length_limit: int | None,
-                 container_length_limit: int | None) -> None:
-        super().__init__(trans, string_length_limit=string_length_limit)
-        self._containerLimit = container_length_limit
-
-    def _checkCount(self, size: int) -> int:
-        limit = self._containerLimit
-        if size < 0 or (limit is not None and size > limit):
-            raise TProtocolException(
-                TProtocolException.SIZE_LIMIT if size > 0 else TProtocolException.NEGATIVE_SIZE,
-                f"container length {size} is outside 0..{limit} (max_container_length)")
-        return size
-
-    def readListBegin(self) -> tuple[int, int]:
-        etype, size = super().readCollectionBegin()
-        return etype, self._checkCount(size)
-
-    readSetBegin = readListBegin
-
-    def readMapBegin(self) -> tuple[int, int, int]:
-        ktype, vtype, size = super().readMapBegin()
-        return ktype, vtype, self._checkCount(size)
-
-    def writeDouble(self, dbl: float) -> None:
-        if math.isfinite(dbl):
-            super().writeDouble(dbl)
-        elif math.isnan(dbl):
-            self.writeJSONString("NaN")
-        else:
-            self.writeJSONString("Infinity" if dbl > 0 else "-Infinity")
-
-
-class _JSONProtocolFactory(TProtocolFactory):
-    def __init__(self, string_length_limit: int | None,
-                 container_length_limit: int | None) -> None:
-        self.string_length_limit = string_length_limit
-        self.container_length_limit = container_length_limit
-
-    def getProtocol(self, trans: Any) -> _JSONProtocol:
-        return _JSONProtocol(trans, self.string_length_limit, self.container_length_limit)
 
 
 class _ReplyBuffer(TMemoryBuffer):
@@ -245,6 +197,9 @@ class Codec:
         self.maxMessage = limits.max_frame_size
         self.factory = factory or protocolFactory(protocol, limits)
         self.outputFactory = outputFactory or self.factory
+        #: Whether the decoder refuses messages deeper than C{max_depth}
+        #: itself (our JSON one does), so none need walking first.
+        self.checksDepth = factory is None and protocol == "json"
         # Our own binary codec takes a shortcut per message: it reads and
         # writes the message header itself, and reuses one protocol object
         # each way instead of building two per message.  Binary protocol
@@ -277,8 +232,8 @@ class Codec:
         Read a message's header.
 
         @return: a protocol positioned after it, the name, the message type
-            and the sequence id.  The protocol is good until the next call
-            to this codec: read the body at once.
+            and the sequence id.  The protocol may be shared, good until the
+            next call to this codec: read the body at once, or L{detach} it.
         @raise Exception: whatever the protocol raises for a bad header.
         """
         if self._fast and len(message) >= 12:
@@ -297,6 +252,18 @@ class Codec:
         iprot = self.reader(message)
         name, mtype, seqid = iprot.readMessageBegin()
         return iprot, name, mtype, seqid
+
+    def detach(self, iprot: TProtocolBase) -> TProtocolBase:
+        """
+        C{iprot}, from L{readHeader}, as a protocol of its own at the same
+        position: one that stays good after the next message is read, for
+        readers that read later or elsewhere (a processor in a thread).
+        """
+        if not self._fast or iprot is not self._reader:
+            return iprot  # Made for this message alone already.
+        source = _MessageInput(b"")
+        source._buffer = source.cstringio_buf = self._input._buffer
+        return self.factory.getProtocol(source)
 
     def readBody(self, iprot: TProtocolBase, body: Any) -> None:
         """

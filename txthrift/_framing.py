@@ -20,19 +20,23 @@ import struct
 from typing import Any, ClassVar, Final
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._budget import PartialBudget
 from ._limits import Limits
 from ._writing import atNextTurn, canSendDirectly, send
 
 __all__ = [
     "PROTOCOLS",
     "TRANSPORTS",
+    "DepthError",
     "FrameError",
     "ThriftMessageProtocol",
+    "checkDepth",
+    "depthCheckFloor",
 ]
 
 #: Transport names accepted wherever a transport is chosen.
@@ -43,8 +47,13 @@ PROTOCOLS: Final = ("auto", "binary", "compact", "json")
 #: Bytes of replies gathered in one read before they are written out.
 _BATCH_LIMIT = 65536
 
+#: Seconds a connection closed for a message too slow to come may take to
+#: send what it was sent before it is cut off.
+_ABORT_GRACE = 10.0
+
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
+_PAIR = struct.Struct(">ii")
 
 # The first byte of every message of each protocol: strict binary starts with
 # the version word 0x8001, compact with its protocol id 0x82, JSON with the
@@ -67,6 +76,19 @@ class FrameError(ValueError):
         self.messages: list[bytes] = []
 
 
+class DepthError(FrameError):
+    """
+    A message nests structs and containers deeper than C{max_depth}.
+
+    Depth counts structs and containers only: the message's own struct
+    (a call's arguments, a reply's result or exception) is at depth 1, a
+    struct or container in one of its fields at depth 2, an element of that
+    container at depth 3 if it is a struct or container itself.  Strings and
+    numbers add none, so at C{max_depth=1} a call whose arguments are all
+    strings and numbers passes.
+    """
+
+
 def checkChoice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
@@ -81,6 +103,8 @@ class _Framer(TypingProtocol):
 
     def frame(self, message: bytes) -> bytes: ...
 
+    def buffered(self) -> int: ...
+
 
 class _Framed:
     """
@@ -94,32 +118,34 @@ class _Framed:
         self._max = limits.max_frame_size
         self._buffer = bytearray()
 
+    #: Bytes of a frame being skipped (see L{_oversized}) still to come.
+    _skipping = 0
+
     def feed(self, data: bytes) -> list[bytes]:
+        messages: list[bytes] = []
+        if self._skipping:
+            data = self._skip(data, messages)
         buffer = self._buffer
         if buffer:
             # The rest of a frame begun earlier: gather until it is whole,
             # then cut from one copy of it.
             buffer += data
             if len(buffer) < 4:
-                return []
+                return messages
             (length,) = _I32.unpack_from(buffer)
-            if not 0 < length <= self._max:
-                raise self._refusal(length)
-            if len(buffer) < 4 + length:
-                return []
+            if 0 < length <= self._max and len(buffer) < 4 + length:
+                return messages
             data = bytes(buffer)
             buffer.clear()
-        messages: list[bytes] = []
         size = len(data)
         offset = 0
         limit = self._max
         while size - offset >= 4:
             (length,) = _I32.unpack_from(data, offset)
             if not 0 < length <= limit:
-                # Refused before anything of the claimed size is buffered.
-                refusal = self._refusal(length)
-                refusal.messages = messages
-                raise refusal
+                data = self._oversized(length, data[offset + 4 :], messages)
+                size, offset = len(data), 0
+                continue
             end = offset + 4 + length
             if end > size:
                 break
@@ -129,11 +155,36 @@ class _Framed:
             buffer += memoryview(data)[offset:]
         return messages
 
+    def _oversized(self, length: int, rest: bytes, messages: list[bytes]) -> bytes:
+        """
+        Deal with a frame length outside 1..C{max_frame_size}, followed by
+        C{rest}: refuse it, before anything of the claimed size is buffered,
+        with the whole messages before it.  A subclass may skip the frame
+        instead (setting L{_skipping}, and L{_skip} to do it), returning
+        what follows it.
+        """
+        refusal = self._refusal(length)
+        refusal.messages = messages
+        raise refusal
+
+    def _skip(self, data: bytes, messages: list[bytes]) -> bytes:
+        """
+        Skip what C{data} holds of a frame being skipped; return what
+        follows it.
+        """
+        raise NotImplementedError
+
     def _refusal(self, length: int) -> FrameError:
         return FrameError(f"frame length {length} is outside 1..{self._max} (max_frame_size)")
 
     def frame(self, message: bytes) -> bytes:
         return _U32.pack(len(message)) + message
+
+    def buffered(self) -> int:
+        """
+        Bytes held of a message not yet whole.
+        """
+        return len(self._buffer)
 
 
 class _Unframed:
@@ -189,6 +240,12 @@ class _Unframed:
     def frame(self, message: bytes) -> bytes:
         return message
 
+    def buffered(self) -> int:
+        """
+        Bytes held of a message not yet whole.
+        """
+        return len(self._buffer) + self._heldSize
+
 
 def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> _Framer | None:
     """
@@ -218,19 +275,40 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
         framedAs = _SIGNATURES.get(head[4])
         if framedAs is None:
             if protocol == "binary":
-                return makeFramer("framed", protocol, limits)
-            raise FrameError(f"first bytes {bytes(head[:5])!r} start no Thrift message")
+                # Old non-strict binary, framed or not: 8 bytes tell which.
+                if len(head) < 8:
+                    return None
+                return makeFramer(_nonStrictTransport(head), protocol, limits)
+            raise FrameError(f"first bytes {bytes(head[:5])!r} start no Thrift message"
+                             " (old non-strict binary is detected only with protocol='binary')")
         found = ("framed", framedAs)
     if protocol not in ("auto", found[1]):
         raise FrameError(f"expected the {protocol} protocol, got {found[1]}")
     return makeFramer(found[0], found[1], limits)
 
 
+def _nonStrictTransport(head: bytes) -> str:
+    """
+    Whether an old non-strict binary message (no version word: name length,
+    name, type byte, seqid) starting C{head} is framed.
+
+    Framed, its first 8 bytes are the frame length and the name length, and
+    the name fits in the frame with the 10 bytes that must follow it (the
+    name length itself, the type byte, the seqid, a stop byte).  Unframed,
+    they are the name length and the name's first bytes (or the type byte,
+    for an empty name), which read as a length are 2**24 or more, since no
+    name starts with a NUL byte: more than the name's own length, unless
+    that is over 16 MiB.
+    """
+    frame, name = _PAIR.unpack_from(head)
+    return "framed" if 0 <= name <= frame - 10 else "buffered"
+
+
 def makeFramer(transport: str, protocol: str, limits: Limits) -> _Framer:
     if transport == "framed":
         return _Framed(protocol, limits)
-    # Apache's binary protocol reads the old unversioned header too, so a
-    # fixed binary setting scans it; auto-detection only knows strict starts.
+    # Apache's binary protocol reads the old unversioned header too, so the
+    # binary scanner walks it (detectFramer finds it when binary is fixed).
     return _Unframed(protocol, limits, strict=False)
 
 
@@ -242,6 +320,12 @@ class ThriftMessageProtocol(Protocol):
     with L{sendMessage}.  Bytes that are not a Thrift message stream close
     this connection only, with the reason logged.
 
+    A message begun must be whole within C{limits.partial_timeout}, or the
+    connection is closed; the bytes held of such partial messages count
+    against the L{PartialBudget} of the connection's factory (its
+    C{partialBudget}, made on first use if it has none), which pauses
+    reading past it.
+
     @ivar framer: what cuts messages on this connection; C{None} until the
         first bytes decide it, when the transport or protocol is C{"auto"}.
     """
@@ -251,6 +335,16 @@ class ThriftMessageProtocol(Protocol):
     framer: _Framer | None = None
     #: Why we closed this connection because of what the peer sent, if we did.
     refusal: str | None = None
+
+    # A partial message: the bytes held of it, when it began, its deadline,
+    # and the budget they count against (whether that holds reading now).
+    _partialSize = 0
+    _partialSince = 0.0
+    _partialDeadline = 0.0
+    _partialCall: IDelayedCall | None = None
+    _partialAbort: IDelayedCall | None = None
+    _budget: PartialBudget | None = None
+    _budgetPaused = False
 
     def __init__(self, transport: str = "framed", protocol: str = "binary",
                  limits: Limits | None = None) -> None:
@@ -282,6 +376,8 @@ class ThriftMessageProtocol(Protocol):
                 pass
         if canSendDirectly(transport):
             self._nextTurn = transport.reactor
+        if self.limits.partial_budget is not None:
+            self._budget = _budgetOf(getattr(self, "factory", None), self.limits.partial_budget)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -337,6 +433,7 @@ class ThriftMessageProtocol(Protocol):
                 framer = detectFramer(self._head, self.transportName, self.protocolName,
                                       self.limits)
                 if framer is None:
+                    self._partialHeld(len(self._head), False)
                     return
                 self.framer = framer
                 self.transportName, self.protocolName = framer.transport, framer.protocol
@@ -348,6 +445,9 @@ class ThriftMessageProtocol(Protocol):
             messages = error.messages
         else:
             refused = None
+            held = framer.buffered()
+            if held or self._partialSize:
+                self._partialHeld(held, bool(messages))
         for message in messages:
             if self._broken:
                 return
@@ -361,11 +461,123 @@ class ThriftMessageProtocol(Protocol):
         """
         self._broken = True
         self.refusal = reason
+        self._endPartial()
         self.log.warn("closing Thrift connection from {peer}: {reason}",
                       peer=_peerOf(self), reason=reason)
         self._writeOut()
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def _partialHeld(self, held: int, completed: bool) -> None:
+        """
+        Note, after a read, the bytes held of a message not yet whole: time
+        the message from its first byte, and count them against the budget.
+
+        @param completed: whether a message was completed in this read (so
+            that what is held now, if anything, is a new one).
+        """
+        began = bool(held) and (completed or not self._partialSize)
+        self._partialSize = held
+        if began:
+            timeout = self.limits.partial_timeout
+            clock = self._partialClock()
+            if timeout is not None and clock is not None:
+                now = clock.seconds()
+                self._partialSince, self._partialDeadline = now, now + timeout
+                # One timer, checked when it fires, rather than one made and
+                # cancelled per message that takes more than one read.
+                if self._partialCall is None:
+                    self._partialCall = clock.callLater(timeout, self._partialExpired)
+        if self._budget is not None:
+            self._budget.hold(self, held, began)
+
+    def _partialClock(self) -> IReactorTime | None:
+        # The clock the server or client protocol was given, else the
+        # transport's reactor.
+        clock: IReactorTime | None = getattr(self, "_clock", None)
+        if clock is None:
+            clock = getattr(getattr(self, "factory", None), "clock", None)
+        return clock or self._nextTurn
+
+    def _partialExpired(self) -> None:
+        self._partialCall = None
+        if not self._partialSize or self._broken:
+            return
+        clock = self._partialClock()
+        timeout = self.limits.partial_timeout
+        assert clock is not None and timeout is not None
+        now = clock.seconds()
+        if self._pausedElsewhere() and not self._peerNotReading():
+            # Our own backlog of requests holds the rest of it back, not the
+            # peer (one that does not read its replies gets no such grace).
+            self._partialDeadline = now + timeout
+        if now < self._partialDeadline:
+            self._partialCall = clock.callLater(self._partialDeadline - now,
+                                                self._partialExpired)
+            return
+        self.frameError(f"a message begun {now - self._partialSince:.1f}s ago is not complete:"
+                        f" {self._partialSize} bytes of it came (partial_timeout {timeout:g}s)")
+        if self.transport is not None and self._partialAbort is None:
+            self._partialAbort = clock.callLater(_ABORT_GRACE, self._abortNow)
+
+    def _abortNow(self) -> None:
+        self._partialAbort = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
+    def _pausedElsewhere(self) -> bool:
+        """
+        Whether reading is held paused for reasons other than the budget (a
+        L{txthrift.ServerProtocol} whose requests or replies wait), which
+        resuming for the budget must not undo.
+        """
+        return False
+
+    def _peerNotReading(self) -> bool:
+        """
+        Whether the peer is not taking what we send, so that a pause of ours
+        is its own doing (and no excuse for its slow message).
+        """
+        return False
+
+    def _endPartial(self) -> None:
+        """
+        Drop what is held of a partial message, its deadline and its budget:
+        this connection is closing.
+        """
+        if self._partialCall is not None:
+            self._partialCall.cancel()
+            self._partialCall = None
+        if self._budget is not None:
+            self._budget.release(self)
+        self._budgetPaused = False
+        self._head = b""
+        framer = self.framer
+        if self._partialSize and framer is not None:
+            # The bytes themselves go now, not when the connection does.
+            self.framer = makeFramer(framer.transport, framer.protocol, self.limits)
+        self._partialSize = 0
+
+    def pauseForBudget(self) -> None:
+        """
+        Stop reading: the budget for partial messages is spent.
+        """
+        self._budgetPaused = True
+        transport: Any = self.transport
+        if transport is not None:
+            transport.pauseProducing()
+
+    def resumeForBudget(self) -> None:
+        """
+        Read again: the budget has room, or this connection's message may go through.
+        """
+        if not self._budgetPaused:
+            return
+        self._budgetPaused = False
+        transport: Any = self.transport
+        if transport is not None and not self._broken and not self._pausedElsewhere():
+            transport.resumeProducing()
 
     def framingDetected(self) -> None:
         """
@@ -399,6 +611,27 @@ class ThriftMessageProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._broken = True
         self._out, self._outSize = [], 0
+        self._endPartial()
+        if self._partialAbort is not None:
+            self._partialAbort.cancel()
+            self._partialAbort = None
+
+
+def _budgetOf(factory: object, limit: int) -> PartialBudget | None:
+    """
+    The budget shared by the connections of C{factory}: its
+    C{partialBudget}, made now if it has none (any factory will do).
+    """
+    if factory is None:
+        return None
+    budget: PartialBudget | None = getattr(factory, "partialBudget", None)
+    if budget is None:
+        budget = PartialBudget(limit)
+        try:
+            factory.partialBudget = budget  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - a factory with __slots__
+            return None
+    return budget
 
 
 def _peerOf(protocol: Protocol) -> str:
@@ -587,10 +820,9 @@ class _Scanner:
                 " (max_container_length)"
             )
 
-    def _push(self, entry: list[int]) -> None:
-        if len(self._stack) >= self._maxDepth:
-            raise FrameError(f"nesting deeper than {self._maxDepth} (max_depth)")
-        self._stack.append(entry)
+    def _tooDeep(self) -> DepthError:
+        return DepthError(f"structs and containers nested deeper than {self._maxDepth}"
+                          " (max_depth)")
 
 
 # Stack entry kinds.
@@ -602,6 +834,7 @@ class _BinaryScanner(_Scanner):
     _FIXED: ClassVar = {2: 1, 3: 1, 4: 8, 6: 2, 8: 4, 10: 8, 16: 16}
     _STRING, _STRUCT_T, _MAP_T, _SET_T, _LIST_T = 11, 12, 13, 14, 15
     _KINDS: ClassVar = {**_FIXED, _STRING: _BINARY_STRING_KIND}
+    _NESTING: ClassVar = frozenset((_STRUCT_T, _MAP_T, _SET_T, _LIST_T))
 
     def _header(self, buffer: bytearray, size: int) -> int | None:
         if size < 4:
@@ -636,10 +869,11 @@ class _BinaryScanner(_Scanner):
                 return None
             self._pos = end
             self._started = True
-            self._push([_STRUCT])
+            stack.append([_STRUCT])
         pos = self._pos
         fixed = self._FIXED
         kinds = self._KINDS
+        maxDepth = self._maxDepth
         try:
             while stack:
                 top = stack[-1]
@@ -655,7 +889,7 @@ class _BinaryScanner(_Scanner):
                     if pos + 3 > size:
                         return None
                     pos += 3
-                    self._push([_VALUE, ttype])
+                    stack.append([_VALUE, ttype])
                     continue
                 if kind == _LIST or kind == _MAP:
                     if top[3] and top[1] in kinds and top[2] in kinds:
@@ -669,7 +903,7 @@ class _BinaryScanner(_Scanner):
                         continue
                     top[3] -= 1
                     ttype = top[1] if kind == _LIST or top[3] % 2 else top[2]
-                    self._push([_VALUE, ttype])
+                    stack.append([_VALUE, ttype])
                     continue
                 # _VALUE: replace it by what the value's bytes need.
                 ttype = top[1]
@@ -690,6 +924,10 @@ class _BinaryScanner(_Scanner):
                         return None
                     pos += 4 + length
                     stack.pop()
+                elif len(stack) > maxDepth and ttype in self._NESTING:
+                    # The _VALUE entry on top stands where the value nests: a
+                    # struct or container there is as deep as the stack is long.
+                    raise self._tooDeep()
                 elif ttype == self._STRUCT_T:
                     stack[-1] = [_STRUCT]
                 elif ttype == self._LIST_T or ttype == self._SET_T:
@@ -742,6 +980,7 @@ class _CompactScanner(_Scanner):
     _VARINT: ClassVar = frozenset((4, 5, 6))
     _KINDS: ClassVar = {**_FIXED, 4: _VARINT_KIND, 5: _VARINT_KIND, 6: _VARINT_KIND,
                         8: _COMPACT_STRING_KIND}
+    _NESTING: ClassVar = frozenset((9, 10, 11, 12))
 
     def _header(self, buffer: bytearray, size: int) -> int | None:
         if size < 2:
@@ -771,12 +1010,13 @@ class _CompactScanner(_Scanner):
                 return None
             self._pos = end
             self._started = True
-            self._push([_STRUCT])
+            stack.append([_STRUCT])
         pos = self._pos
         fixed = self._FIXED
         varints = self._VARINT
         varint = _readVarint
         kinds = self._KINDS
+        maxDepth = self._maxDepth
         try:
             while stack:
                 top = stack[-1]
@@ -799,7 +1039,7 @@ class _CompactScanner(_Scanner):
                         after = fid[1]
                     pos = after
                     if ctype not in (1, 2):  # booleans live in the field header
-                        self._push([_VALUE, ctype])
+                        stack.append([_VALUE, ctype])
                     continue
                 if kind == _LIST or kind == _MAP:
                     if top[3] and top[1] in kinds and top[2] in kinds:
@@ -811,7 +1051,7 @@ class _CompactScanner(_Scanner):
                         continue
                     top[3] -= 1
                     ctype = top[1] if kind == _LIST or top[3] % 2 else top[2]
-                    self._push([_VALUE, ctype])
+                    stack.append([_VALUE, ctype])
                     continue
                 ctype = top[1]
                 width = fixed.get(ctype)
@@ -838,6 +1078,8 @@ class _CompactScanner(_Scanner):
                         return None
                     pos = end
                     stack.pop()
+                elif len(stack) > maxDepth and ctype in self._NESTING:
+                    raise self._tooDeep()
                 elif ctype == 12:
                     stack[-1] = [_STRUCT]
                 elif ctype == 9 or ctype == 10:
@@ -884,15 +1126,24 @@ class _CompactScanner(_Scanner):
             self._pos = pos
 
 
+# What each open JSON bracket is: the message's array; a struct, or the
+# object wrapping a field's value ({"i32": 5}); a list, set or map array (by
+# the strings seen in it: a map's body object follows two type names); a map's
+# body.  Structs and containers are depth levels; the rest are not.
+_J_MESSAGE, _J_STRUCT, _J_WRAPPER, _J_MAPBODY = 0, 1, 2, 3
+_J_LIST0, _J_LIST1, _J_LIST2, _J_LISTED = 4, 5, 6, 7
+
+
 class _JSONScanner(_Scanner):
-    # Outside strings only brackets and quotes matter; inside, only the
-    # quote and the backslash.  Both searches run in C over the buffer.
+    # Outside strings only brackets and quotes matter, found by a regex
+    # search in C; inside, only the closing quote, found by bytes.find
+    # (memchr: a 1 MiB string in 0.02 ms, against 12 ms for a regex).
     _OUTSIDE = re.compile(rb'["\[\]{}]')
-    _INSIDE = re.compile(rb'["\\]')
 
     def reset(self) -> None:
         super().reset()
-        self._depth = 0
+        self._kinds: list[int] = []
+        self._levels = 0
         self._inString = False
 
     def scan(self, buffer: bytearray) -> int | None:
@@ -900,25 +1151,27 @@ class _JSONScanner(_Scanner):
         pos = self._pos
         if pos == 0 and size and buffer[0] != 0x5B:
             raise FrameError(f"JSON message starts with {bytes(buffer[:1])!r}, not '['")
-        # A Thrift value nests twice in JSON: its struct and its type wrapper.
-        maxDepth = 2 * self._maxDepth + 2
-        depth, inString = self._depth, self._inString
+        # Depth as the other protocols count it: a struct's fields and a
+        # map's entries are wrapped in objects that are no level of their own.
+        maxDepth = self._maxDepth
+        kinds, levels, inString = self._kinds, self._levels, self._inString
         try:
             while True:
                 if inString:
-                    match = self._INSIDE.search(buffer, pos)
-                    if match is None:
+                    at = buffer.find(b'"', pos)
+                    if at < 0:
                         pos = size
                         return None
-                    at = match.start()
-                    if buffer[at] == 0x5C:
-                        if at + 1 >= size:
-                            pos = at
-                            return None
-                        pos = at + 2
+                    pos = at + 1
+                    # Escaped if an odd run of backslashes comes before it;
+                    # the run stops at the string's opening quote at worst,
+                    # and each is looked at once.
+                    back = at - 1
+                    while buffer[back] == 0x5C:
+                        back -= 1
+                    if not (at - back) % 2:
                         continue
                     inString = False
-                    pos = at + 1
                     continue
                 match = self._OUTSIDE.search(buffer, pos)
                 if match is None:
@@ -929,16 +1182,37 @@ class _JSONScanner(_Scanner):
                 pos = at + 1
                 if char == 0x22:
                     inString = True
-                elif char in (0x5B, 0x7B):
-                    depth += 1
-                    if depth > maxDepth:
-                        raise FrameError(f"JSON nesting deeper than {maxDepth} (max_depth)")
+                    top = kinds[-1]
+                    if _J_LIST0 <= top < _J_LISTED:
+                        kinds[-1] = top + 1
+                elif char == 0x5B or char == 0x7B:
+                    if not kinds:
+                        kind = _J_MESSAGE
+                    else:
+                        parent = kinds[-1]
+                        if char == 0x5B:
+                            kind = _J_LIST0
+                        elif parent == _J_STRUCT:
+                            kind = _J_WRAPPER
+                        elif parent == _J_LIST2:
+                            kind = _J_MAPBODY
+                        else:
+                            kind = _J_STRUCT
+                        if parent >= _J_LIST0:
+                            kinds[-1] = _J_LISTED
+                        if kind == _J_STRUCT or kind >= _J_LIST0:
+                            levels += 1
+                            if levels > maxDepth:
+                                raise self._tooDeep()
+                    kinds.append(kind)
                 else:
-                    depth -= 1
-                    if depth <= 0:
+                    kind = kinds.pop()
+                    if kind == _J_STRUCT or kind >= _J_LIST0:
+                        levels -= 1
+                    if not kinds:
                         return pos
         finally:
-            self._pos, self._depth, self._inString = pos, depth, inString
+            self._pos, self._levels, self._inString = pos, levels, inString
             self._need(pos)
 
 
@@ -947,3 +1221,47 @@ _SCANNERS: Final[dict[str, type[_Scanner]]] = {
     "compact": _CompactScanner,
     "json": _JSONScanner,
 }
+
+
+def checkDepth(message: bytes, protocol: str, limits: Limits) -> None:
+    """
+    Refuse a whole message that nests deeper than C{limits.max_depth}.
+
+    It is walked by the scanner that finds where unframed messages end, so
+    that framed and unframed ones are held to the same definition of depth
+    (see L{DepthError}).  Only depth is judged: a message that is bad in
+    another way (cut short, a length over its limit) passes, for its
+    decoder to say what is wrong with it.
+
+    @raise DepthError: if it nests too deep.
+    """
+    try:
+        _SCANNERS[protocol](limits, False).scan(message)  # type: ignore[arg-type]
+    except DepthError:
+        raise
+    except FrameError:
+        pass
+
+
+
+
+#: The fewest bytes one level of nesting takes in each protocol: a binary
+#: struct holding the next level in a field (a 3-byte field header and its
+#: stop byte) or a container (element type and i32 count); a compact list
+#: whose size and type share one byte; a JSON pair of brackets.
+_LEAST_PER_LEVEL: Final = {"binary": 3, "compact": 1, "json": 2}
+
+
+def depthCheckFloor(transport: str, protocol: str, limits: Limits) -> int | None:
+    """
+    The size of whole messages from which L{checkDepth} must walk them
+    before they are decoded, or C{None} for never.
+
+    Unframed messages never: their scanner refused them as they came.  A
+    framed message too short to hold more than C{max_depth} levels is not
+    walked either, which spares the small calls that are most of any
+    traffic (a walk costs about what decoding them does).
+    """
+    if transport != "framed":
+        return None
+    return (limits.max_depth + 1) * _LEAST_PER_LEVEL[protocol]

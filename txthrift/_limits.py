@@ -5,9 +5,18 @@ Size and concurrency limits shared by every connection of a server or client.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Final
 
 MiB = 1024 * 1024
+
+#: The depth past which Apache's C decoders (C{thrift.protocol.fastbinary},
+#: binary and compact) refuse a message themselves, in C{txthrift._framing.DepthError}'s
+#: terms: more than 64 nested structs, the message's own included, and an
+#: unknown field's value nested past depth 64.  They count leaves too where
+#: they skip (an unknown field at depth 64 holding a value is refused), and
+#: do not count the containers of declared fields, which nest only as deep
+#: between two structs as the IDL says.
+APACHE_C_DEPTH: Final = 64
 
 
 def defaultReactor() -> Any:
@@ -31,7 +40,11 @@ class Limits:
         C{None} means C{max_frame_size}.
     @ivar max_container_length: most elements in one list, set or map;
         C{None} means C{max_frame_size} (each element takes at least a byte).
-    @ivar max_depth: deepest nesting of structs and containers.
+    @ivar max_depth: deepest nesting of structs and containers: the
+        message's own struct (a call's arguments, a reply's result) is depth
+        1, a struct or container in one of its fields depth 2; strings and
+        numbers add none.  Apache's C decoders refuse more than
+        L{APACHE_C_DEPTH} nested structs whatever it says.
     @ivar max_pending: requests processed at once on one server connection;
         past it, reading from that connection pauses.
     @ivar idle_timeout: seconds a server connection may go without a whole
@@ -39,6 +52,14 @@ class Limits:
     @ivar call_timeout: seconds a server gives a handler to answer; past
         them the call is cancelled and the client gets a
         C{TApplicationException}.  C{None} waits for ever.
+    @ivar partial_timeout: seconds a message may take to arrive, from its
+        first byte to its last (a request on a server, a reply on a
+        client); past them the connection is closed.  The default lets a
+        16 MiB message come at 2.25 Mbit/s.  C{None} disables it.
+    @ivar partial_budget: bytes that all the connections of one server (one
+        factory) may hold in messages begun but not complete; past it,
+        connections reading more of theirs pause until there is room, save
+        one, which may finish its message.  C{None} disables it.
     """
 
     max_frame_size: int = 16 * MiB
@@ -48,6 +69,8 @@ class Limits:
     max_pending: int = 128
     idle_timeout: float | None = None
     call_timeout: float | None = None
+    partial_timeout: float | None = 60.0
+    partial_budget: int | None = 64 * MiB
 
     def __post_init__(self) -> None:
         for name in ("max_frame_size", "max_depth", "max_pending"):
@@ -60,7 +83,10 @@ class Limits:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer or None, not {value!r}")
-        for name in ("idle_timeout", "call_timeout"):
+        budget = self.partial_budget
+        if budget is not None and (not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"partial_budget must be a positive integer or None, not {budget!r}")
+        for name in ("idle_timeout", "call_timeout", "partial_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")

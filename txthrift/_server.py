@@ -5,6 +5,7 @@ their outcomes to replies, and keeping each connection within its limits.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Mapping
 from types import CoroutineType, ModuleType
@@ -13,21 +14,39 @@ from typing import Protocol as TypingProtocol
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._codec import Codec, withStoredHeader
-from ._framing import PROTOCOLS, TRANSPORTS, ThriftMessageProtocol, checkChoice
+from ._framing import (
+    PROTOCOLS,
+    TRANSPORTS,
+    DepthError,
+    ThriftMessageProtocol,
+    checkChoice,
+    checkDepth,
+    depthCheckFloor,
+)
 from ._limits import Limits, defaultReactor
+from ._nogc import BIG_MESSAGE, noCollections
 from ._service import Method, describe, serviceOf
 
 __all__ = ["Dispatcher", "ServerFactory", "ServerProtocol", "makeDispatcher"]
 
 log = Logger(namespace="txthrift.server")
+
+#: Seconds a closing connection's peer has to take what we still send it,
+#: when no idle_timeout says otherwise.
+_CLOSE_GRACE = 10.0
 
 #: What a dispatcher answers: the encoded reply, C{None} for no reply
 #: (oneway), or a Deferred firing with either.
@@ -48,11 +67,47 @@ _CALL, _ONEWAY, _REPLY = TMessageType.CALL, TMessageType.ONEWAY, TMessageType.RE
 _PLAIN = frozenset((str, bytes, int, float, bool, type(None), list, dict, set, tuple))
 
 
+#: The most characters of a name the peer chose (a method or service) that
+#: go into a log line or an error reply.
+_NAME_SHOWN = 128
+#: Longer names than this name no method: processors are not asked.
+_LONGEST_NAME = 1024
+
+
+def shortName(name: str) -> str:
+    """
+    C{name}, cut short if it is long: names come from the peer, and a peer
+    must not be able to fill our log, or have itself echoed at length.
+    """
+    if len(name) <= _NAME_SHOWN:
+        return name
+    return f"{name[:_NAME_SHOWN]}...({len(name)} characters)"
+
+
 def _exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
                     message: str) -> bytes | None:
     if mtype == TMessageType.ONEWAY:
         return None
     return codec.encodeException(name, seqid, kind, message)
+
+
+class _Cancelling:
+    """
+    Whether txthrift itself is cancelling a handler's Deferred right now (a
+    call timed out, or its connection went), as opposed to a handler that
+    raised or returned L{CancelledError} of its own accord: only ours may go
+    unlogged.  The reactor runs one thing at a time, so one flag serves.
+    """
+
+    active = False
+
+    @classmethod
+    def cancel(cls, deferred: Deferred[Any]) -> None:
+        cls.active = True
+        try:
+            deferred.cancel()
+        finally:
+            cls.active = False
 
 
 class _HandlerDispatcher:
@@ -77,10 +132,11 @@ class _HandlerDispatcher:
                  seqid: int) -> Reply:
         target = self._targets.get(name)
         if target is None:
-            log.warn("no method {name} in {service}", name=name, service=self.service.name)
-            return _exceptionReply(codec, name, mtype, seqid,
+            shown = shortName(name)
+            log.warn("no method {name} in {service}", name=shown, service=self.service.name)
+            return _exceptionReply(codec, shown, mtype, seqid,
                                    TApplicationException.UNKNOWN_METHOD,
-                                   f"Unknown function {name}")
+                                   f"Unknown function {shown}")
         method, function, getArgs, spread = target
         args = method.args()
         try:
@@ -140,24 +196,39 @@ class _HandlerDispatcher:
 
     def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
         error = failure.value
-        if isinstance(error, CancelledError):
-            return None  # the call timed out: the server protocol answers
+        name = method.name
         if method.result is None:
-            log.failure("oneway {service}.{name} failed", failure,
-                        service=self.service.name, name=method.name)
+            if not _Cancelling.active:
+                log.failure("oneway {service}.{name} failed", failure,
+                            service=self.service.name, name=name)
             return None
         for field, declared in method.exceptions:
             if isinstance(error, declared):
                 result = method.result()
                 setattr(result, field, error)
-                return codec.encode(method.name, TMessageType.REPLY, seqid, result)
+                try:
+                    return codec.encode(name, TMessageType.REPLY, seqid, result)
+                except Exception:
+                    log.failure("cannot encode {error!r}, declared by {service}.{name}",
+                                error=error, service=self.service.name, name=name)
+                    return codec.encodeException(
+                        name, seqid, TApplicationException.INTERNAL_ERROR,
+                        f"Internal error encoding the exception of {name}")
         if isinstance(error, TApplicationException):
-            return codec.encode(method.name, TMessageType.EXCEPTION, seqid, error)
-        log.failure("{service}.{name} failed", failure, service=self.service.name,
-                    name=method.name)
+            try:
+                return codec.encode(name, TMessageType.EXCEPTION, seqid, error)
+            except Exception:
+                log.failure("cannot encode {error!r}, raised by {service}.{name}",
+                            error=error, service=self.service.name, name=name)
+                return codec.encodeException(
+                    name, seqid, TApplicationException.INTERNAL_ERROR,
+                    f"Internal error encoding the exception of {name}")
+        if not _Cancelling.active:
+            log.failure("{service}.{name} failed", failure, service=self.service.name,
+                        name=name)
         # The peer learns that it failed, not how: details stay in our log.
-        return codec.encodeException(method.name, seqid, TApplicationException.INTERNAL_ERROR,
-                                     f"Internal error processing {method.name}")
+        return codec.encodeException(name, seqid, TApplicationException.INTERNAL_ERROR,
+                                     f"Internal error processing {name}")
 
 
 class _ProcessorDispatcher:
@@ -172,8 +243,17 @@ class _ProcessorDispatcher:
 
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply:
-        # We have read the header already; the processor reads it again.
-        iprot = withStoredHeader(iprot, (name, mtype, seqid))
+        if len(name) > _LONGEST_NAME:
+            # No service has such a method, and the processor would echo
+            # the name back whole.
+            shown = shortName(name)
+            log.warn("no method {name}", name=shown)
+            return _exceptionReply(codec, shown, mtype, seqid,
+                                   TApplicationException.UNKNOWN_METHOD,
+                                   f"Unknown function {shown}")
+        # We have read the header already; the processor reads it again, and
+        # may read the rest later (from a thread): it gets input of its own.
+        iprot = withStoredHeader(codec.detach(iprot), (name, mtype, seqid))
         oprot = codec.replyWriter()
         try:
             outcome = self._processor.process(iprot, oprot)
@@ -195,15 +275,15 @@ class _ProcessorDispatcher:
     def _failed(failure: Failure, codec: Codec, name: str, mtype: int,
                 seqid: int) -> bytes | None:
         error = failure.value
-        if isinstance(error, CancelledError):
-            return None  # the call timed out: the server protocol answers
         if isinstance(error, TProtocolException):
             # The request itself was at fault (bad arguments, unknown
             # service under TMultiplexedProcessor): say so.
-            log.warn("cannot process {name}: {error}", name=name, error=error)
-            return _exceptionReply(codec, name, mtype, seqid,
-                                   TApplicationException.PROTOCOL_ERROR, str(error))
-        log.failure("processing {name} failed", failure, name=name)
+            why = shortName(str(error))
+            log.warn("cannot process {name}: {error}", name=shortName(name), error=why)
+            return _exceptionReply(codec, shortName(name), mtype, seqid,
+                                   TApplicationException.PROTOCOL_ERROR, why)
+        if not _Cancelling.active:
+            log.failure("processing {name} failed", failure, name=shortName(name))
         return _exceptionReply(codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
                                f"Internal error processing {name}")
 
@@ -227,10 +307,11 @@ class _MultiplexedDispatcher:
             service, method = "", name
         target = self._services.get(service)
         if target is None:
+            service, name = shortName(service), shortName(name)
             log.warn("no service named {service!r} for {name}", service=service, name=name)
             why = (f"unknown service {service!r}" if separator
                    else f"{name!r} names no service; use a multiplexed client")
-            return _exceptionReply(codec, method, mtype, seqid,
+            return _exceptionReply(codec, shortName(method), mtype, seqid,
                                    TApplicationException.UNKNOWN_METHOD, why)
         return target.dispatch(codec, iprot, method, mtype, seqid)
 
@@ -265,17 +346,28 @@ def makeDispatcher(handler: object, service: ModuleType | None = None) -> Dispat
     return _HandlerDispatcher(handler, service)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class ServerProtocol(ThriftMessageProtocol):
     """
     One server connection: requests in, replies out, each with its request's
     seqid, many at once.
 
+    Every request ends in exactly one of: its reply, a logged oneway
+    failure, or this connection closing; its slot in C{max_pending} is
+    released whichever it is.
+
     Reading pauses while C{max_pending} requests are in flight, or while the
     peer is not reading its replies, so a connection's memory stays bounded.
+    A peer that shuts down its sending side still gets every reply, then
+    the connection closes.
     """
 
     factory: ServerFactory
+    # From what size requests are walked for depth before they are decoded
+    # (see depthCheckFloor), and the smaller of that and BIG_MESSAGE: set by
+    # _sizes at the first request.
+    _depthFloor = 0
+    _largeFrom: int | None = None
 
     def __init__(self, dispatcher: Dispatcher, clock: IReactorTime, transport: str = "auto",
                  protocol: str = "auto", limits: Limits | None = None) -> None:
@@ -283,14 +375,20 @@ class ServerProtocol(ThriftMessageProtocol):
         self._dispatcher = dispatcher
         self._clock = clock
         self._codec: Codec | None = None
-        self._inFlight = 0
+        # The calls whose reply is being computed, each with its timeout.
+        self._calls: dict[Deferred[bytes | None], IDelayedCall | None] = {}
+        # Those whose timeout fired: their reply says so, whatever comes.
+        self._expired: dict[Deferred[bytes | None], bytes | None] = {}
         self._queue: deque[bytes] = deque()
         self._readPaused = False
+        self._readClosed = False
         self._draining = False
         self._writePaused = False
         self._idleCall: IDelayedCall | None = None
+        self._abortCall: IDelayedCall | None = None
         # Read per message, so kept at hand.
         self._idleTimeout = self.limits.idle_timeout
+        self._callTimeout = self.limits.call_timeout
         self._maxPending = self.limits.max_pending
         self.connected = False
 
@@ -299,7 +397,14 @@ class ServerProtocol(ThriftMessageProtocol):
         """
         Requests whose reply is still being computed.
         """
-        return self._inFlight
+        return len(self._calls)
+
+    @property
+    def queued(self) -> int:
+        """
+        Requests read but held until there is room for them.
+        """
+        return len(self._queue)
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -322,7 +427,7 @@ class ServerProtocol(ThriftMessageProtocol):
     def messageReceived(self, message: bytes) -> None:
         if self._idleTimeout is not None:
             self._armIdle()
-        if self._inFlight >= self._maxPending or self._writePaused:
+        if len(self._calls) >= self._maxPending or self._writePaused:
             # Full, or the peer is not reading its replies: hold the request.
             self._queue.append(message)
             self._updateReading()
@@ -335,37 +440,104 @@ class ServerProtocol(ThriftMessageProtocol):
             self.frameError(f"unreadable message header: {error}")
             return
         if mtype != _CALL and mtype != _ONEWAY:
-            self.frameError(f"message type {mtype} of {name!r} is not a call")
+            self.frameError(f"message type {mtype} of {shortName(name)!r} is not a call")
             return
-        try:
-            reply = self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
-        except Exception:  # pragma: no cover - dispatchers do not raise
-            log.failure("dispatching {name} failed", name=name)
-            reply = _exceptionReply(codec, name, mtype, seqid,
-                                    TApplicationException.INTERNAL_ERROR, "Internal error")
+        largeFrom = self._largeFrom
+        if largeFrom is None:
+            largeFrom = self._sizes(codec)
+        if len(message) < largeFrom:
+            reply = self._dispatch(codec, iprot, name, mtype, seqid)
+        else:
+            reply = self._dispatchLarge(message, codec, iprot, name, mtype, seqid)
         if type(reply) is bytes:
             self.sendMessage(reply)
         elif isinstance(reply, Deferred):
-            self._inFlight += 1
-            timeout = self.limits.call_timeout
-            if timeout is not None:
-                def timedOut(result: object, timeout: float) -> bytes | None:
-                    log.warn("{name} got no answer from its handler within {timeout}s;"
-                             " cancelled", name=name, timeout=timeout)
-                    return _exceptionReply(
-                        codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
-                        f"{name} did not finish within {timeout} seconds on the server")
+            self._await(reply, codec, name, mtype, seqid)
 
-                reply.addTimeout(timeout, self._clock, onTimeoutCancel=timedOut)
-            reply.addCallback(self._replied).addErrback(self._lost, name)
+    def _sizes(self, codec: Codec) -> int:
+        """
+        Decide, at the first request (once the framing and codec are known),
+        from what size requests are walked for depth and decoded with
+        garbage collection held off; return the smaller.
+        """
+        floor = None if codec.checksDepth else depthCheckFloor(
+            self.transportName, self.protocolName, self.limits)
+        self._depthFloor = sys.maxsize if floor is None else floor
+        self._largeFrom = min(self._depthFloor, BIG_MESSAGE)
+        return self._largeFrom
 
-    def _replied(self, reply: bytes | None) -> None:
+    def _dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
+                  seqid: int) -> Reply:
         try:
-            # A reply for a peer that has gone is dropped without fuss.
-            if reply is not None and self.connected:
-                self.sendMessage(reply)
-        finally:
-            self._inFlight -= 1
+            return self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
+        except Exception:  # pragma: no cover - dispatchers do not raise
+            log.failure("dispatching {name} failed", name=shortName(name))
+            return _exceptionReply(codec, shortName(name), mtype, seqid,
+                                   TApplicationException.INTERNAL_ERROR, "Internal error")
+
+    def _dispatchLarge(self, message: bytes, codec: Codec, iprot: TProtocolBase, name: str,
+                       mtype: int, seqid: int) -> Reply:
+        if len(message) >= self._depthFloor:
+            try:
+                checkDepth(message, self.protocolName, self.limits)
+            except DepthError as error:
+                shown = shortName(name)
+                log.warn("bad arguments for {name}: {error}", name=shown, error=error)
+                return _exceptionReply(codec, shown, mtype, seqid,
+                                       TApplicationException.PROTOCOL_ERROR,
+                                       f"cannot decode the arguments of {shown}: {error}")
+        if len(message) < BIG_MESSAGE:
+            return self._dispatch(codec, iprot, name, mtype, seqid)
+        with noCollections:
+            return self._dispatch(codec, iprot, name, mtype, seqid)
+
+    def _await(self, reply: Deferred[bytes | None], codec: Codec, name: str, mtype: int,
+               seqid: int) -> None:
+        timeout = self._callTimeout
+        timer = None
+        if timeout is not None:
+            timer = self._clock.callLater(timeout, self._timedOut, reply, codec, name, mtype,
+                                          seqid, timeout)
+        self._calls[reply] = timer
+        reply.addCallbacks(self._replied, self._unanswered, callbackArgs=(reply,),
+                           errbackArgs=(reply, codec, name, mtype, seqid))
+
+    def _timedOut(self, reply: Deferred[bytes | None], codec: Codec, name: str, mtype: int,
+                  seqid: int, timeout: float) -> None:
+        self._calls[reply] = None
+        log.warn("{name} got no answer from its handler within {timeout}s; cancelled",
+                 name=shortName(name), timeout=timeout)
+        self._expired[reply] = _exceptionReply(
+            codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
+            f"{name} did not finish within {timeout} seconds on the server")
+        _Cancelling.cancel(reply)
+
+    def _unanswered(self, failure: Failure, reply: Deferred[bytes | None], codec: Codec,
+                    name: str, mtype: int, seqid: int) -> None:
+        # Dispatchers turn failures into replies; one that could not (its
+        # reply would not encode, say) still gets the caller an answer.
+        if not _Cancelling.active:
+            log.failure("replying to {name} failed", failure, name=shortName(name))
+        try:
+            answer = _exceptionReply(codec, name, mtype, seqid,
+                                     TApplicationException.INTERNAL_ERROR,
+                                     f"Internal error processing {name}")
+        except Exception:  # pragma: no cover - a name and a string always encode
+            log.failure("cannot answer {name}; closing the connection", name=shortName(name))
+            answer = None
+            if self.transport is not None:
+                self.transport.loseConnection()
+        self._replied(answer, reply)
+
+    def _replied(self, answer: bytes | None, reply: Deferred[bytes | None]) -> None:
+        timer = self._calls.pop(reply, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if reply in self._expired:
+            answer = self._expired.pop(reply)
+        # A reply for a peer that has gone is dropped without fuss.
+        if answer is not None and self.connected:
+            self.sendMessage(answer)
         self._armIdle()
         self._drain()
 
@@ -381,19 +553,17 @@ class ServerProtocol(ThriftMessageProtocol):
             return
         self._draining = True
         try:
-            while (self._queue and self._inFlight < self._maxPending
+            while (self._queue and len(self._calls) < self._maxPending
                    and not self._writePaused and self.connected):
                 self.messageReceived(self._queue.popleft())
         finally:
             self._draining = False
         self._updateReading()
-
-    @staticmethod
-    def _lost(failure: Failure, name: str) -> None:
-        log.failure("replying to {name} failed", failure, name=name)
+        if self._readClosed and not self._calls and not self._queue:
+            self._close()
 
     def _updateReading(self) -> None:
-        if not self.connected:
+        if not self.connected or self._readClosed:
             return
         pause = self._writePaused or bool(self._queue)
         if pause != self._readPaused:
@@ -401,8 +571,14 @@ class ServerProtocol(ThriftMessageProtocol):
             transport: Any = self.transport
             if pause:
                 transport.pauseProducing()
-            else:
+            elif not self._budgetPaused:
                 transport.resumeProducing()
+
+    def _pausedElsewhere(self) -> bool:
+        return self._readPaused
+
+    def _peerNotReading(self) -> bool:
+        return self._writePaused
 
     # IPushProducer: the transport tells us when its write buffer fills.
     def pauseProducing(self) -> None:
@@ -416,8 +592,65 @@ class ServerProtocol(ThriftMessageProtocol):
     def stopProducing(self) -> None:
         pass
 
+    # IHalfCloseableProtocol: a peer that has sent all its requests (Apache's
+    # blocking clients can shut down their sending side) still gets every
+    # reply; then we close.  Its end of the stream looks the same as a peer
+    # that has gone altogether, which only a reply it refuses would tell:
+    # calls that send none for the grace period are cancelled, and the
+    # connection closed.
+    def readConnectionLost(self) -> None:
+        self._readClosed = True
+        if not self._calls and not self._queue:
+            self._close()
+        elif self._abortCall is None:
+            self._abortCall = self._clock.callLater(self._closeGrace(), self._abandon)
+
+    def _abandon(self) -> None:
+        self._abortCall = None
+        log.info("closing Thrift connection from {peer}: it sent no more requests, and"
+                 " {calls} call(s) gave no reply within {grace}s",
+                 peer=self.transport.getPeer() if self.transport is not None else "?",
+                 calls=len(self._calls) + len(self._queue), grace=self._closeGrace())
+        self._abort()
+
+    def writeConnectionLost(self) -> None:
+        # The peer takes no more replies: nothing is left to do here.
+        self._abort()
+
+    def _close(self) -> None:
+        """
+        Close once what is written has been sent; a peer that does not take
+        it is cut off after a grace period.
+        """
+        if not self.connected or self.transport is None:
+            return
+        # Replies waiting for the reactor's next turn go to the transport
+        # first, or closing would drop them.
+        self._writeOut()
+        self.transport.loseConnection()
+        if self._abortCall is None:
+            self._abortCall = self._clock.callLater(self._closeGrace(), self._abort)
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        transport: Any = self.transport
+        if self.connected and transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:  # pragma: no cover - every Twisted stream transport has it
+                transport.loseConnection()
+
+    def frameError(self, reason: str) -> None:
+        super().frameError(reason)
+        if self.connected and self._abortCall is None:
+            self._abortCall = self._clock.callLater(self._closeGrace(), self._abort)
+
+    def _closeGrace(self) -> float:
+        return self._idleTimeout if self._idleTimeout is not None else _CLOSE_GRACE
+
     def _armIdle(self) -> None:
-        timeout = self.limits.idle_timeout
+        timeout = self._idleTimeout
         if timeout is None or not self.connected:
             return
         if self._idleCall is not None and self._idleCall.active():
@@ -426,20 +659,25 @@ class ServerProtocol(ThriftMessageProtocol):
             self._idleCall = self._clock.callLater(timeout, self._idle)
 
     def _idle(self) -> None:
-        if self._inFlight:
+        if self._calls:
             self._armIdle()
             return
         transport: Any = self.transport
         log.info("closing idle Thrift connection from {peer} after {timeout}s",
-                 peer=transport.getPeer(), timeout=self.limits.idle_timeout)
-        transport.loseConnection()
+                 peer=transport.getPeer(), timeout=self._idleTimeout)
+        self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.connected = False
         self._queue.clear()
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        for delayed in (self._idleCall, self._abortCall):
+            if delayed is not None and delayed.active():
+                delayed.cancel()
+        self._abortCall = None
+        # Nobody is left to answer: the handlers may stop working on it.
+        for reply in list(self._calls):
+            _Cancelling.cancel(reply)
         connections = self._connections()
         if connections is not None:
             connections.discard(self)

@@ -25,7 +25,12 @@
 
 #define MAX_VARINT 10
 
-/* The end of a varint starting at pos, or -1 if it is not whole or too long. */
+/*
+ * The end of a varint starting at pos, or -1 if it is not whole or too long.
+ * A value of 2**64 or more (a 10th byte above 1) is given as UINT64_MAX, not
+ * wrapped to a small number: as a length it must be refused, as the Python
+ * loop, which reads it whole, refuses it.
+ */
 static Py_ssize_t
 varintEnd(const unsigned char *data, Py_ssize_t pos, Py_ssize_t size, uint64_t *value)
 {
@@ -34,7 +39,11 @@ varintEnd(const unsigned char *data, Py_ssize_t pos, Py_ssize_t size, uint64_t *
     Py_ssize_t i;
     for (i = 0; i < MAX_VARINT && pos + i < size; i++) {
         unsigned char byte = data[pos + i];
-        result |= (uint64_t)(byte & 0x7F) << shift;
+        if (shift == 63 && (byte & 0x7F) > 1) {
+            result = UINT64_MAX;
+        } else {
+            result |= (uint64_t)(byte & 0x7F) << shift;
+        }
         if (!(byte & 0x80)) {
             *value = result;
             return pos + i + 1;

@@ -178,9 +178,17 @@ class Options(usage.Options):
         ["call-timeout", None, None,
          ("Seconds a handler may take to answer before the call is cancelled and the "
           "client gets an error (default: no limit).")],
+        ["partial-timeout", None, None,
+         ("Seconds a request may take to arrive, from its first byte to its last, before "
+          f"its connection is closed; off for no limit (default: {Limits().partial_timeout:g}).")],
+        ["partial-budget", None, None,
+         ("Bytes all connections together may hold of requests not yet complete; past it, "
+          "reading more of them waits (one goes on); off for no limit (default: "
+          f"{Limits().partial_budget}, 64 MiB).")],
         ["threads", None, "0",
-         ("Run the handler's methods in a pool of this many threads, for handlers that "
-          "block (0: call them in the reactor thread).")],
+         ("Run the handler's plain methods in a pool of this many threads, for handlers "
+          "that block; async def and inlineCallbacks methods stay in the reactor thread "
+          "(0: call every method in the reactor thread).")],
         ["shutdown-timeout", None, f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
          "Seconds to let calls in flight finish when stopping."],
         ["workers", None, "1",
@@ -248,6 +256,20 @@ class Options(usage.Options):
             if self[option] is not None:
                 limits[option.replace("-", "_")] = _number(
                     option, self[option], float, 0, inclusive=False, what=" of seconds")
+        for option, kind, what in (("partial-timeout", float, "a number of seconds"),
+                                   ("partial-budget", int, "a whole number of bytes")):
+            value = self[option]
+            if value is None:
+                continue
+            if value.strip().lower() == "off":
+                limits[option.replace("-", "_")] = None
+                continue
+            try:
+                limits[option.replace("-", "_")] = _number(option, value, kind, 0,
+                                                           inclusive=False)
+            except usage.UsageError:
+                raise usage.UsageError(f"--{option}: expected {what} more than 0, or off,"
+                                       f" not {value!r}") from None
         for name, value in limits.items():
             try:
                 Limits(**{name: value})

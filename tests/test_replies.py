@@ -1,0 +1,402 @@
+"""
+One reply per call, to its caller, never lost: the server's failure paths.
+
+Each test here names the path it pins; every request must end in exactly
+one of its own reply, a logged oneway failure, or a closed connection, and
+release its slot in C{max_pending} whichever it is.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TMemoryBuffer
+from twisted.internet import reactor
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    fail,
+    inlineCallbacks,
+    succeed,
+)
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from zope.interface import implementer
+
+import txthrift
+from tests._echo import SUFFIX, EchoBasics
+from tests.gen.py.txthrift_test import Echo
+from tests.gen.py.txthrift_test.ttypes import Oops
+from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
+from tests.test_server import Handler, Wire, serving
+from txthrift import Limits, ServerFactory
+
+#: Seconds any one wait in these tests may take.
+WAIT = 20.0
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def settle(d: Deferred[Any]) -> Deferred[Any]:
+    return d.addTimeout(WAIT, reactor)
+
+
+# ---------------------------------------------------------------------------
+# 1, 2. Threads: processors own their input; async methods run on the reactor
+# ---------------------------------------------------------------------------
+
+
+class Blocking(EchoBasics):
+    """
+    Plain methods: under C{threads}, each runs in the pool.
+    """
+
+
+@implementer(TwistedEcho.Iface)
+class Asynchronous:
+    """
+    Every way a method can be asynchronous; under C{threads} none of them
+    may run in the pool.
+    """
+
+    async def getData(self, input: str) -> str:
+        await deferLater(reactor, 0)
+        return input + " async"
+
+    @inlineCallbacks
+    def echo(self, text: str, repeat: int) -> Any:
+        yield deferLater(reactor, 0)
+        return text * repeat
+
+    def ping(self, x: int) -> Deferred[int]:
+        # Decided only when called: a plain method returning a Deferred.
+        return succeed(x + 1)
+
+
+@pytest_twisted.async_yield_fixture
+async def hosted() -> AsyncIterator[Any]:
+    """
+    Start a L{txthrift.thriftService} on loopback; stopped after the test.
+    """
+    services: list[Any] = []
+
+    def host(handler: object, **kwargs: Any) -> int:
+        service = txthrift.thriftService(handler, port=LOOPBACK, shutdown_timeout=1, **kwargs)
+        service.startService()
+        services.append(service)
+        return int(service.ports[0].getHost().port)
+
+    yield host
+    for service in services:
+        await settle(service.stopService())
+
+
+async def pipelined(port: int, protocol: str, connections: int = 3, calls: int = 30,
+                    **kwargs: Any) -> list[tuple[str, str]]:
+    """
+    Many calls in flight on each of several connections: (expected, got) pairs.
+    """
+    clients = [await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo,
+                                             protocol=protocol, **kwargs))
+               for _ in range(connections)]
+    try:
+        sent = [(c, f"c{c}-{i}-" + "x" * (i % 7)) for c in range(connections) for i in range(calls)]
+        results = await settle(DeferredList(
+            [clients[c].getData(text) for c, text in sent], consumeErrors=True))
+        return [(text + SUFFIX, value if ok else repr(value.value))
+                for (_, text), (ok, value) in zip(sent, results)]
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.mark.parametrize("threads", [0, 4])
+@pytest.mark.parametrize("kind", ["handler", "processor"])
+@pytest.mark.parametrize("protocol", ["binary", "compact", "json"])
+@pytest_twisted.ensureDeferred
+async def test_everyCallGetsItsOwnReply(hosted: Any, protocol: str, kind: str,
+                                        threads: int) -> None:
+    handler: object = Blocking() if kind == "handler" else Echo.Processor(Blocking())
+    port = hosted(handler, threads=threads)
+    pairs = await pipelined(port, protocol)
+    wrong = [(expected, got) for expected, got in pairs if expected != got]
+    assert wrong == [], f"{len(wrong)} of {len(pairs)} calls got another reply: {wrong[:3]}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_asyncMethodsUnderThreadsRunOnTheReactor(hosted: Any) -> None:
+    port = hosted(Asynchronous(), service=TwistedEcho, threads=2)
+    client = await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo))
+    try:
+        assert await settle(client.getData("a")) == "a async"
+        assert await settle(client.echo("ab", 2)) == "abab"
+        assert await settle(client.ping(1)) == 2
+    finally:
+        await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_blockingAndAsyncHandlersSideBySideUnderThreads(hosted: Any) -> None:
+    port = hosted({"Blocking": Blocking(), "Async": (Asynchronous(), TwistedEcho)}, threads=2)
+    where = f"tcp:127.0.0.1:{port}"
+    blocking = await settle(txthrift.connect(reactor, where, Echo, service_name="Blocking"))
+    asynchronous = await settle(txthrift.connect(reactor, where, Echo, service_name="Async"))
+    try:
+        assert await settle(DeferredList([blocking.getData("b"), asynchronous.getData("a")],
+                                         fireOnOneErrback=True, consumeErrors=True)) == [
+            (True, "b" + SUFFIX), (True, "a async")]
+    finally:
+        await blocking.close()
+        await asynchronous.close()
+
+
+# ---------------------------------------------------------------------------
+# 3, 4. Failures that cannot be encoded; a handler's own CancelledError
+# ---------------------------------------------------------------------------
+
+
+@implementer(TwistedEcho.Iface)
+class Unencodable(Handler):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def fail(self, kind: str) -> Any:
+        error: Exception
+        if kind == "declared":
+            error = Oops(why=12345, code="not an i32")  # type: ignore[arg-type]
+        elif kind == "application":
+            error = TApplicationException(TApplicationException.UNKNOWN, 12345)  # type: ignore[arg-type]
+        else:
+            error = CancelledError()
+        if self.mode == "raise":
+            raise error
+        if self.mode == "deferred":
+            return fail(error)
+        d: Deferred[str] = Deferred()
+        self.waiting[kind] = d
+
+        async def later() -> str:
+            await d
+            raise error
+
+        return Deferred.fromCoroutine(later())
+
+
+@pytest.mark.parametrize("mode", ["raise", "deferred", "coroutine"])
+@pytest.mark.parametrize("kind", ["declared", "application", "cancelled"])
+def test_anyFailureGetsAnInternalErrorAndFreesTheSlot(mode: str, kind: str) -> None:
+    handler = Unencodable(mode)
+    wire, _ = serving(handler, limits=Limits(max_pending=1))
+    wire.call("fail", kind)
+    wire.call("getData", "next")
+    if kind in handler.waiting:
+        handler.waiting[kind].callback(None)
+    (name, mtype, _, error), (_, _, _, ok) = wire.replies()
+    assert (name, mtype, error.type) == (
+        "fail", TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
+    assert ok.success == "next" + SUFFIX
+    assert wire.proto.inFlight == 0
+
+
+@pytest.mark.parametrize("kind", ["declared", "application", "cancelled"])
+def test_processorFailuresAreAnswered(kind: str) -> None:
+    wire, _ = serving(TwistedEcho.Processor(Unencodable("coroutine")))
+    seqid = wire.call("fail", kind)
+    handler = wire.proto.factory.dispatcher._processor._handler  # type: ignore[attr-defined]
+    handler.waiting[kind].callback(None)
+    [(_, mtype, replied, error)] = wire.replies()
+    assert (mtype, replied, error.type) == (
+        TMessageType.EXCEPTION, seqid, TApplicationException.INTERNAL_ERROR)
+    assert wire.proto.inFlight == 0
+
+
+def test_ourOwnTimeoutStillSaysTimedOut(logged: list[dict[str, Any]]) -> None:
+    clock = Clock()
+    wire = Wire(ServerFactory(Handler(), clock=clock, limits=Limits(call_timeout=3)))
+    wire.call("slow", 1.0, "t")
+    clock.advance(3)
+    [(_, _, _, error)] = wire.replies()
+    assert "did not finish within 3 seconds" in error.message
+    # Our own cancellation is no handler failure: no traceback for it.
+    assert not [e for e in logged if "log_failure" in e]
+
+
+# ---------------------------------------------------------------------------
+# 5. A peer that shuts down its sending side still gets its replies
+# ---------------------------------------------------------------------------
+
+
+def _request(name: str, seqid: int, args: Any) -> bytes:
+    buffer = TMemoryBuffer()
+    oprot = TBinaryProtocol(buffer)
+    oprot.writeMessageBegin(name, TMessageType.CALL, seqid)
+    args.write(oprot)
+    oprot.writeMessageEnd()
+    return buffer.getvalue()
+
+
+def _sendThenHalfClose(port: int, data: bytes) -> bytes:
+    """
+    Send C{data}, shut down the sending side, read until the server closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+class Later(EchoBasics):
+    def getData(self, input: str) -> Deferred[str]:
+        return deferLater(reactor, 0.05, lambda: input + " later")
+
+
+@pytest.mark.parametrize("transport", ["framed", "buffered"])
+@pytest.mark.parametrize("handler", [Blocking, Later])
+@pytest_twisted.ensureDeferred
+async def test_halfClosedPeerGetsEveryReplyThenTheClose(hosted: Any, transport: str,
+                                                       handler: type) -> None:
+    port = hosted(handler())
+    requests = [_request("getData", seqid, Echo.getData_args(input=str(seqid)))
+                for seqid in (1, 2, 3)]
+    if transport == "framed":
+        requests = [struct.pack(">I", len(r)) + r for r in requests]
+    received = await settle(deferToThread(_sendThenHalfClose, port, b"".join(requests)))
+    codec = txthrift.Codec("binary")
+    framer = txthrift._framing.makeFramer(transport, "binary", Limits())
+    replies = []
+    for message in framer.feed(received):
+        iprot, _, _, seqid = codec.readHeader(message)
+        result = Echo.getData_result()
+        codec.readBody(iprot, result)
+        replies.append((seqid, result.success))
+    suffix = SUFFIX if handler is Blocking else " later"
+    assert replies == [(seqid, f"{seqid}{suffix}") for seqid in (1, 2, 3)]
+
+
+def test_halfClosedPeerWhoseCallsNeverAnswerIsCutOffAfterTheGrace() -> None:
+    clock = Clock()
+    transport = Aborting()
+    proto = ServerFactory(Handler(), clock=clock,
+                          limits=Limits(idle_timeout=7)).buildProtocol(None)
+    proto.makeConnection(transport)
+    wire = Wire.__new__(Wire)
+    wire.codec, wire.proto, wire.transport, wire._seqid = (
+        txthrift.Codec("binary"), proto, transport, 0)
+    wire.framer = txthrift._framing.makeFramer("framed", "binary", Limits())
+    wire.call("slow", 1.0, "never")
+    proto.readConnectionLost()
+    assert not transport.aborted
+    clock.advance(7)
+    assert transport.aborted
+
+
+# ---------------------------------------------------------------------------
+# 8. A lost connection cancels its calls
+# ---------------------------------------------------------------------------
+
+
+def test_lostConnectionCancelsItsCallsInFlight() -> None:
+    wire, handler = serving()
+    for tag in "abc":
+        wire.call("slow", 1.0, tag)
+    wire.proto.connectionLost()
+    assert [d.called for d in handler.waiting.values()] == [True, True, True]
+    for d in handler.waiting.values():
+        d.addErrback(lambda f: f.trap(CancelledError))
+    assert wire.proto.inFlight == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_clientsThatGoCancelTheirServersCalls(hosted: Any) -> None:
+    cancelled: list[str] = []
+    started: list[str] = []
+
+    class Never(EchoBasics):
+        def getData(self, input: str) -> Deferred[str]:
+            started.append(input)
+            return Deferred(lambda d: cancelled.append(input))
+
+    port = hosted(Never())
+    clients = [await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo))
+               for _ in range(5)]
+    calls = [client.getData(f"{n}-{i}") for n, client in enumerate(clients) for i in range(4)]
+    for call in calls:
+        call.addErrback(lambda f: None)
+    deadline = reactor.seconds() + WAIT
+    while len(started) < 20 and reactor.seconds() < deadline:
+        await deferLater(reactor, 0.005)
+    for client in clients:
+        client.protocol.transport.abortConnection()
+    while len(cancelled) < 20 and reactor.seconds() < deadline:
+        await deferLater(reactor, 0.005)
+    assert sorted(cancelled) == sorted(started)
+
+
+# ---------------------------------------------------------------------------
+# 9. idle_timeout drops a peer that does not read its replies
+# ---------------------------------------------------------------------------
+
+
+class Aborting(StringTransport):
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+def test_idlePeerNotReadingIsAbortedAfterTheGrace() -> None:
+    clock = Clock()
+    transport = Aborting()
+    proto = ServerFactory(Handler(), clock=clock,
+                          limits=Limits(idle_timeout=5)).buildProtocol(None)
+    proto.makeConnection(transport)
+    proto.pauseProducing()  # the peer's receive window is full
+    request = _request("getData", 1, Echo.getData_args(input="held"))
+    proto.dataReceived(struct.pack(">I", len(request)) + request)
+    assert proto.queued == 1
+    clock.advance(5)
+    assert transport.disconnecting and not transport.aborted  # asked nicely first
+    clock.advance(5)
+    assert transport.aborted
+
+
+# ---------------------------------------------------------------------------
+# 12. Names the peer chose are cut short in logs and replies
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["handler", "multiplexed", "processor"])
+def test_hugeUnknownNamesAreCutShort(target: str, logged: list[dict[str, Any]]) -> None:
+    handler: object = {"handler": Handler(), "multiplexed": {"Echo": Handler()},
+                       "processor": Echo.Processor(Handler())}[target]
+    wire, _ = serving(handler)
+    huge = "m" * (1024 * 1024)
+    for seqid in range(3):
+        wire.send(wire.codec.encode(f"{huge}:x{seqid}" if target == "multiplexed" else huge,
+                                    TMessageType.CALL, seqid, Echo.sayHello_args()))
+    replies = wire.transport.value()
+    assert 0 < len(replies) < 3 * 2048
+    assert sum(len(repr(event)) for event in logged) < 3 * 8192
+    assert not wire.transport.disconnecting
