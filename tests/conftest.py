@@ -13,10 +13,26 @@ when C{CI} is set (as CI services do).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from hypothesis import settings
+from twisted.logger import ILogObserver, globalLogPublisher
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("dev")
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """
+    The log events emitted during a test.
+    """
+    events: list[dict[str, Any]] = []
+    observer: ILogObserver = events.append  # type: ignore[assignment]
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)

@@ -24,7 +24,6 @@ from thrift.transport.TTransport import TMemoryBuffer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 import txthrift
@@ -297,14 +296,6 @@ async def serverAnswers(transport: str, protocol: str, limit: int, depth: int,
         return [readReply(protocol, m) for m in replies]
     finally:
         await port.stopListening()
-
-
-@pytest.fixture
-def logged() -> Any:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.mark.parametrize("limit", DEPTHS)

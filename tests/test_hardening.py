@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 import txthrift
 from tests._hardening import (
@@ -81,14 +81,6 @@ def twistd() -> Iterator[Callable[..., Twistd]]:
     finally:
         for process in started:
             process.kill()
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def _errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ bytes they hold (C{partial_budget}, L{txthrift._budget.PartialBudget}).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -43,14 +41,6 @@ class Handler(EchoBasics):
     def slow(self, seconds: float, tag: str) -> Deferred[str]:
         self.waiting[tag] = Deferred()
         return self.waiting[tag]
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def connection(clock: Clock, transport: str = "framed",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,7 +30,6 @@ from twisted.internet.defer import (
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
 from zope.interface import implementer
 
 import txthrift
@@ -44,14 +43,6 @@ from txthrift import Limits, ServerFactory
 #: Seconds any one wait in these tests may take.
 WAIT = 20.0
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def settle(d: Deferred[Any]) -> Deferred[Any]:

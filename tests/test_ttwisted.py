@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import struct
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
@@ -33,7 +33,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientCreator, Protocol, ServerFactory, connectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -254,6 +254,17 @@ class Net:
                                              pfactory or TBinaryProtocolFactory())
         return self.listen(factory), handler
 
+    def serveAs(self, module: Any, protocolClass: Any, handler: Handler | None = None) -> int:
+        """
+        Listen with C{module}'s factory building C{protocolClass}, a subclass
+        of its C{ThriftServerProtocol}; return the port.
+        """
+        handler = Handler() if handler is None else handler
+        self.handlers.append(handler)
+        factory = module.ThriftServerFactory(Echo.Processor(handler), TBinaryProtocolFactory())
+        factory.protocol = protocolClass
+        return self.listen(factory)
+
     def script(self, answer: Callable[[str, int, Any], list[bytes]]) -> int:
         factory = ServerFactory()
         factory.buildProtocol = lambda addr: Scripted(answer)  # type: ignore[method-assign]
@@ -296,15 +307,6 @@ async def net() -> AsyncIterator[Net]:
     network = Net()
     yield network
     await network.close()
-
-
-@pytest.fixture
-def logged() -> Any:
-    events: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 def logText(events: list[dict[str, Any]]) -> str:
@@ -808,9 +810,8 @@ async def test_sendStringOverridesSeeEveryCallAndReply(net: Net, module: Any) ->
             replies.append(string)
             super().sendString(string)
 
-    factory = module.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = Server
-    proto = await net.connect(net.listen(factory), Client, Echo.Client, TBinaryProtocolFactory())
+    port = net.serveAs(module, Server)
+    proto = await net.connect(port, Client, Echo.Client, TBinaryProtocolFactory())
     assert await settle(proto.client.getData("a")) == "a from server"
     assert await settle(proto.client.ping(1)) == 2
     assert [CODEC.readHeader(m)[1:3] for m in calls] == [
@@ -831,9 +832,8 @@ async def test_processOkSeesEveryReplyAndCanAlterIt(net: Net, module: Any) -> No
             super().processOk(result, TMemoryBuffer(message.replace(b"server", b"SERVER")))
 
     handler = Handler()
-    factory = module.ThriftServerFactory(Echo.Processor(handler), TBinaryProtocolFactory())
-    factory.protocol = Altering
-    client = (await net.client(net.listen(factory))).client
+    port = net.serveAs(module, Altering, handler)
+    client = (await net.client(port)).client
     assert await settle(client.getData("a")) == "a from SERVER"
     assert await settle(client.ping(1)) == 2
     assert await settle(client.fire("one way")) is None
@@ -854,9 +854,8 @@ async def test_dispatchOverrideSeesEveryReply(net: Net, module: Any) -> None:
             sent.append(msg)
             super().dispatch(msg)
 
-    factory = module.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = Recording
-    client = (await net.client(net.listen(factory))).client
+    port = net.serveAs(module, Recording)
+    client = (await net.client(port)).client
     assert await settle(client.getData("a")) == "a from server"
     oops = await failure(client.fail("oops"))
     assert isinstance(oops, Oops)
@@ -874,9 +873,8 @@ async def test_processErrorIsCalledWhenTheProcessorFails(net: Net, module: Any) 
             errors.append(error)
             super().processError(error)
 
-    factory = module.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = Watching
-    client = (await net.client(net.listen(factory))).client
+    port = net.serveAs(module, Watching)
+    client = (await net.client(port)).client
     assert await settle(client.getData("a")) == "a from server"
     # The generated processor passes a handler's TTransportException on.
     error = await failure(client.fail("transport"))
@@ -905,9 +903,8 @@ async def test_overrideLeavingACallUnansweredStillAnswersIt(
     # processOk only gets a fallback answer when it raises: one that
     # returns may have sent, or mean to send, the reply some other way.
     Careless: Any = type("Careless", (ours.ThriftServerProtocol,), {method: neither})
-    factory = ours.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = Careless
-    proto = await net.client(net.listen(factory))
+    port = net.serveAs(ours, Careless)
+    proto = await net.client(port)
     client = proto.client
     if method == "processError":
         applicationError(await failure(client.fail("transport")),
@@ -936,9 +933,8 @@ async def test_processErrorOverrideClosingTheConnectionGetsNoOtherAnswer(net: Ne
             assert self.transport is not None
             self.transport.loseConnection()
 
-    factory = ours.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = ApacheLike
-    raw = await net.connect(net.listen(factory), Raw)
+    port = net.serveAs(ours, ApacheLike)
+    raw = await net.connect(port, Raw)
     raw.transport.write(frame(call("fail", 1, "transport")))
     await until(lambda: raw.closed, "the server to close the connection")
     assert raw.received == b""
@@ -959,9 +955,8 @@ async def test_stringReceivedOverrideSeesEachRequestFrameOnce(net: Net, module: 
             super().stringReceived(frame)
 
     handler = Handler()
-    factory = module.ThriftServerFactory(Echo.Processor(handler), TBinaryProtocolFactory())
-    factory.protocol = Recording
-    client = (await net.client(net.listen(factory))).client
+    port = net.serveAs(module, Recording, handler)
+    client = (await net.client(port)).client
     assert await settle(client.getData("secret")) == "public from server"
     # More calls than txthrift processes at once (128): those held for room
     # are processed later, but reach stringReceived once, on arrival.
@@ -1010,9 +1005,8 @@ async def test_serverLengthLimitExceededOverrideTakesEffect(net: Net, module: An
             self.transport.write(b"too long")
             super().lengthLimitExceeded(length)
 
-    factory = module.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = Telling
-    raw = await net.connect(net.listen(factory), Raw)
+    port = net.serveAs(module, Telling)
+    raw = await net.connect(port, Raw)
     # Read as unsigned, as a 4-byte length prefix is.
     raw.transport.write(frame(call("ping", 1, 1)) + b"\xff\xff\xff\xf0" + b"x" * 10)
     await until(lambda: raw.closed, "the server to close the connection")
@@ -1047,9 +1041,8 @@ async def test_undecodableRequestReachesProcessError(net: Net) -> None:
             errors.append(error)
             super().processError(error)
 
-    factory = ours.ThriftServerFactory(Echo.Processor(Handler()), TBinaryProtocolFactory())
-    factory.protocol = Watching
-    raw = await net.connect(net.listen(factory), Raw)
+    port = net.serveAs(ours, Watching)
+    raw = await net.connect(port, Raw)
     raw.transport.write(frame(header("getData", TMessageType.CALL, 7) + b"\x42\x42\x42\x42"))
     await until(lambda: readFrames(raw.received) or raw.closed, "a reply")
     [message] = readFrames(raw.received)
@@ -1071,14 +1064,13 @@ async def test_callCancelledAsItsConnectionDropsReachesNoOverride(net: Net) -> N
             super().processError(error)
 
     handler = Handler()
-    factory = ours.ThriftServerFactory(Echo.Processor(handler), TBinaryProtocolFactory())
-    factory.protocol = Watching
-    proto = await net.client(net.listen(factory))
+    port = net.serveAs(ours, Watching, handler)
+    proto = await net.client(port)
     assert await settle(proto.client.ping(1)) == 2
     pending = proto.client.slow(1.0, "dropped")
     await until(lambda: handler.waiting, "the slow call")
     proto.transport.abortConnection()
     assert isinstance(await failure(pending), TTransportException)
     await until(lambda: handler.waiting["dropped"].called, "the call to be cancelled")
-    assert not factory.connections
+    assert not net.ports[-1].factory.connections
     assert seen == ["processOk"]

@@ -206,29 +206,30 @@ class _HandlerDispatcher:
             if isinstance(error, declared):
                 result = method.result()
                 setattr(result, field, error)
-                try:
-                    return codec.encode(name, TMessageType.REPLY, seqid, result)
-                except Exception:
-                    log.failure("cannot encode {error!r}, declared by {service}.{name}",
-                                error=error, service=self.service.name, name=name)
-                    return codec.encodeException(
-                        name, seqid, TApplicationException.INTERNAL_ERROR,
-                        f"Internal error encoding the exception of {name}")
+                return self._encodeError(codec, name, TMessageType.REPLY, seqid, result, error)
         if isinstance(error, TApplicationException):
-            try:
-                return codec.encode(name, TMessageType.EXCEPTION, seqid, error)
-            except Exception:
-                log.failure("cannot encode {error!r}, raised by {service}.{name}",
-                            error=error, service=self.service.name, name=name)
-                return codec.encodeException(
-                    name, seqid, TApplicationException.INTERNAL_ERROR,
-                    f"Internal error encoding the exception of {name}")
+            return self._encodeError(codec, name, TMessageType.EXCEPTION, seqid, error, error)
         if not _Cancelling.active:
             log.failure("{service}.{name} failed", failure, service=self.service.name,
                         name=name)
         # The peer learns that it failed, not how: details stay in our log.
         return codec.encodeException(name, seqid, TApplicationException.INTERNAL_ERROR,
                                      f"Internal error processing {name}")
+
+
+    def _encodeError(self, codec: Codec, name: str, mtype: int, seqid: int, body: Any,
+                     error: object) -> bytes:
+        """
+        The reply carrying an exception the caller may see; one that does
+        not encode (a field of the wrong type) becomes an internal error.
+        """
+        try:
+            return codec.encode(name, mtype, seqid, body)
+        except Exception:
+            log.failure("cannot encode {error!r}, raised by {service}.{name}",
+                        error=error, service=self.service.name, name=name)
+            return codec.encodeException(name, seqid, TApplicationException.INTERNAL_ERROR,
+                                         f"Internal error encoding the exception of {name}")
 
 
 class _ProcessorDispatcher:
