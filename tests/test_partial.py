@@ -168,6 +168,10 @@ def test_ourOwnBacklogIsNotThePeersFault() -> None:
     handler.waiting["a"].callback("A")  # "b" goes in flight: reading resumes
     assert wire.producerState == "producing"
     clock.advance(60)
+    # Timed out: nothing more is read, and the call in flight is answered
+    # before the connection closes.
+    assert wire.producerState == "paused" and not wire.disconnecting
+    handler.waiting["b"].callback("B")
     assert wire.disconnecting
 
 

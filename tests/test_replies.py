@@ -30,6 +30,7 @@ from twisted.internet.defer import (
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.python import usage
 from zope.interface import implementer
 
 import txthrift
@@ -39,6 +40,7 @@ from tests.gen.py.txthrift_test.ttypes import Oops
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
 from tests.test_server import Handler, Wire, serving
 from txthrift import Limits, ServerFactory
+from txthrift._tap import Options
 
 #: Seconds any one wait in these tests may take.
 WAIT = 20.0
@@ -285,21 +287,60 @@ async def test_halfClosedPeerGetsEveryReplyThenTheClose(hosted: Any, transport: 
     assert replies == [(seqid, f"{seqid}{suffix}") for seqid in (1, 2, 3)]
 
 
-def test_halfClosedPeerWhoseCallsNeverAnswerIsCutOffAfterTheGrace() -> None:
-    clock = Clock()
-    transport = Aborting()
-    proto = ServerFactory(Handler(), clock=clock,
-                          limits=Limits(idle_timeout=7)).buildProtocol(None)
-    proto.makeConnection(transport)
+def aborting(handler: object, clock: Clock, **limits: Any) -> Wire:
+    """
+    A L{Wire} whose transport notes being aborted.
+    """
+    proto = ServerFactory(handler, clock=clock, limits=Limits(**limits)).buildProtocol(None)
+    proto.makeConnection(Aborting())
     wire = Wire.__new__(Wire)
     wire.codec, wire.proto, wire.transport, wire._seqid = (
-        txthrift.Codec("binary"), proto, transport, 0)
+        txthrift.Codec("binary"), proto, proto.transport, 0)
     wire.framer = txthrift._framing.makeFramer("framed", "binary", Limits())
-    wire.call("slow", 1.0, "never")
-    proto.readConnectionLost()
-    assert not transport.aborted
+    return wire
+
+
+def test_halfClosedPeerGetsEachReplyWithinTheTimeoutOfTheLast() -> None:
+    clock = Clock()
+    handler = Handler()
+    wire = aborting(handler, clock, half_closed_timeout=7)
+    for tag in ("first", "second", "never"):
+        wire.call("slow", 1.0, tag)
+    wire.proto.readConnectionLost()
+    clock.advance(6)
+    handler.waiting["first"].callback("1")
+    clock.advance(6)  # 12 s since the peer stopped, 6 since the last reply
+    handler.waiting["second"].callback("2")
+    assert [body.success for *_, body in wire.replies()] == ["1", "2"]
+    assert not wire.transport.aborted
     clock.advance(7)
-    assert transport.aborted
+    assert wire.transport.aborted
+    wire.proto.connectionLost()
+    assert handler.waiting["never"].called  # cancelled
+
+
+def test_halfClosedTimeoutOffWaitsForEver() -> None:
+    clock = Clock()
+    handler = Handler()
+    wire = aborting(handler, clock, half_closed_timeout=None)
+    wire.call("slow", 1.0, "late")
+    wire.proto.readConnectionLost()
+    clock.advance(3600)
+    handler.waiting["late"].callback("at last")
+    assert [body.success for *_, body in wire.replies()] == ["at last"]
+    assert wire.transport.disconnecting and not wire.transport.aborted
+
+
+def test_idleTimeoutIsNoHalfClosedGrace() -> None:
+    clock = Clock()
+    handler = Handler()
+    wire = aborting(handler, clock, idle_timeout=1, half_closed_timeout=5)
+    wire.call("slow", 1.0, "two seconds")
+    wire.proto.readConnectionLost()
+    clock.advance(2)
+    handler.waiting["two seconds"].callback("done")
+    assert [body.success for *_, body in wire.replies()] == ["done"]
+    assert not wire.transport.aborted
 
 
 # ---------------------------------------------------------------------------
@@ -318,8 +359,14 @@ def test_lostConnectionCancelsItsCallsInFlight() -> None:
     assert wire.proto.inFlight == 0
 
 
+@pytest.mark.parametrize(("how", "calls", "maxPending"), [
+    ("abort", 4, 128),     # the connection is lost at once
+    ("close", 10, 128),    # as a half-close until half_closed_timeout
+    ("close", 10, 4),      # reading paused for the backlog: the end is seen all the same
+])
 @pytest_twisted.ensureDeferred
-async def test_clientsThatGoCancelTheirServersCalls(hosted: Any) -> None:
+async def test_clientsThatGoCancelTheirServersCalls(hosted: Any, how: str, calls: int,
+                                                    maxPending: int) -> None:
     cancelled: list[str] = []
     started: list[str] = []
 
@@ -328,20 +375,70 @@ async def test_clientsThatGoCancelTheirServersCalls(hosted: Any) -> None:
             started.append(input)
             return Deferred(lambda d: cancelled.append(input))
 
-    port = hosted(Never())
+    port = hosted(Never(), max_pending=maxPending, half_closed_timeout=0.2)
     clients = [await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo))
                for _ in range(5)]
-    calls = [client.getData(f"{n}-{i}") for n, client in enumerate(clients) for i in range(4)]
-    for call in calls:
+    pending = [client.getData(f"{n}-{i}") for n, client in enumerate(clients)
+               for i in range(calls)]
+    for call in pending:
         call.addErrback(lambda f: None)
+    expected = 5 * min(calls, maxPending)
     deadline = reactor.seconds() + WAIT
-    while len(started) < 20 and reactor.seconds() < deadline:
+    while len(started) < expected and reactor.seconds() < deadline:
         await deferLater(reactor, 0.005)
     for client in clients:
-        client.protocol.transport.abortConnection()
-    while len(cancelled) < 20 and reactor.seconds() < deadline:
+        if how == "abort":
+            client.protocol.transport.abortConnection()
+        else:
+            await settle(client.close())
+    while len(cancelled) < expected and reactor.seconds() < deadline:
         await deferLater(reactor, 0.005)
+    assert len(started) == expected
     assert sorted(cancelled) == sorted(started)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aTimedOutHandlerThatCarriesOnStillGetsTheCallerAnswered(hosted: Any) -> None:
+    finished: list[str] = []
+
+    class Stubborn(EchoBasics):
+        async def getData(self, input: str) -> str:
+            for _ in range(10):
+                try:
+                    await deferLater(reactor, 0.05)
+                except CancelledError:
+                    continue  # ignores being cancelled
+            finished.append(input)
+            return "too late"
+
+    port = hosted(Stubborn(), call_timeout=0.1, max_pending=1)
+    client = await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo))
+    try:
+        with pytest.raises(TApplicationException, match="did not finish within 0.1 seconds"):
+            await settle(client.getData("slow"))
+        assert await settle(client.ping(1)) == 2  # the slot was freed
+        # Both answered while the handler was still at it.
+        assert finished == []
+        deadline = reactor.seconds() + WAIT
+        while not finished and reactor.seconds() < deadline:
+            await deferLater(reactor, 0.01)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("handler", [Blocking, Later])
+@pytest_twisted.ensureDeferred
+async def test_wholeCallsBeforeBadBytesAreAnsweredThenTheClose(hosted: Any,
+                                                             handler: type) -> None:
+    port = hosted(handler(), transport="framed", protocol="binary")
+    requests = [_request("getData", seqid, Echo.getData_args(input=str(seqid)))
+                for seqid in (1, 2, 3)]
+    data = b"".join(struct.pack(">I", len(r)) + r for r in requests) + b"\xff" * 8
+    received = await settle(deferToThread(_sendThenHalfClose, port, data))
+    codec = txthrift.Codec("binary")
+    framer = txthrift._framing.makeFramer("framed", "binary", Limits())
+    seqids = [codec.readHeader(message)[3] for message in framer.feed(received)]
+    assert seqids == [1, 2, 3]
 
 
 # ---------------------------------------------------------------------------
@@ -391,3 +488,26 @@ def test_hugeUnknownNamesAreCutShort(target: str, logged: list[dict[str, Any]]) 
     assert 0 < len(replies) < 3 * 2048
     assert sum(len(repr(event)) for event in logged) < 3 * 8192
     assert not wire.transport.disconnecting
+
+
+# ---------------------------------------------------------------------------
+# twistd: --half-closed-timeout
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("2.5", 2.5), ("off", None)])
+def test_halfClosedTimeoutOption(value: str, expected: float | None) -> None:
+    options = Options()
+    options.parseOptions(["--handler", "tests._tap_handlers.EchoHandler",
+                          "--half-closed-timeout", value])
+    assert options["limits"]["half_closed_timeout"] == expected
+    assert Limits().half_closed_timeout == 10.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_badHalfClosedTimeout(value: str) -> None:
+    with pytest.raises(usage.UsageError) as raised:
+        Options().parseOptions(["--handler", "tests._tap_handlers.EchoHandler",
+                                "--half-closed-timeout", value])
+    assert str(raised.value) == ("--half-closed-timeout: expected a number of seconds more"
+                                 f" than 0, or off, not {value!r}")

@@ -464,6 +464,13 @@ class ThriftMessageProtocol(Protocol):
         self._endPartial()
         self.log.warn("closing Thrift connection from {peer}: {reason}",
                       peer=_peerOf(self), reason=reason)
+        self._closeRefused()
+
+    def _closeRefused(self) -> None:
+        """
+        Close this connection after L{frameError}: at once here; a subclass
+        may answer first what came before the bad bytes.
+        """
         self._writeOut()
         if self.transport is not None:
             self.transport.loseConnection()

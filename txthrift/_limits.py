@@ -52,6 +52,11 @@ class Limits:
     @ivar call_timeout: seconds a server gives a handler to answer; past
         them the call is cancelled and the client gets a
         C{TApplicationException}.  C{None} waits for ever.
+    @ivar half_closed_timeout: seconds a server waits for each next reply
+        to a peer that has stopped sending (it shut down its sending side,
+        or closed: the two look the same until a reply is refused); past
+        them its calls are cancelled and the connection dropped.  C{None}
+        waits for ever, as Apache's blocking servers do.
     @ivar partial_timeout: seconds a message may take to arrive, from its
         first byte to its last (a request on a server, a reply on a
         client); past them the connection is closed.  The default lets a
@@ -69,6 +74,7 @@ class Limits:
     max_pending: int = 128
     idle_timeout: float | None = None
     call_timeout: float | None = None
+    half_closed_timeout: float | None = 10.0
     partial_timeout: float | None = 60.0
     partial_budget: int | None = 64 * MiB
 
@@ -86,7 +92,7 @@ class Limits:
         budget = self.partial_budget
         if budget is not None and (not isinstance(budget, int) or budget < 1):
             raise ValueError(f"partial_budget must be a positive integer or None, not {budget!r}")
-        for name in ("idle_timeout", "call_timeout", "partial_timeout"):
+        for name in ("idle_timeout", "call_timeout", "half_closed_timeout", "partial_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None, not {value!r}")

@@ -5,6 +5,7 @@ their outcomes to replies, and keeping each connection within its limits.
 
 from __future__ import annotations
 
+import select
 import sys
 from collections import deque
 from collections.abc import Mapping
@@ -43,6 +44,13 @@ from ._service import Method, describe, serviceOf
 __all__ = ["Dispatcher", "ServerFactory", "ServerProtocol", "makeDispatcher"]
 
 log = Logger(namespace="txthrift.server")
+
+#: What select.poll reports once a peer's stream has ended, where it can
+#: tell (Linux), even with bytes still unread in front of the end.
+_PEER_HUNG_UP: int | None = getattr(select, "POLLRDHUP", None)
+#: Seconds between two looks at the end of the stream of a connection whose
+#: reading is paused for our own backlog.
+_PROBE_INTERVAL = 1.0
 
 #: Seconds a closing connection's peer has to take what we still send it,
 #: when no idle_timeout says otherwise.
@@ -378,8 +386,6 @@ class ServerProtocol(ThriftMessageProtocol):
         self._codec: Codec | None = None
         # The calls whose reply is being computed, each with its timeout.
         self._calls: dict[Deferred[bytes | None], IDelayedCall | None] = {}
-        # Those whose timeout fired: their reply says so, whatever comes.
-        self._expired: dict[Deferred[bytes | None], bytes | None] = {}
         self._queue: deque[bytes] = deque()
         self._readPaused = False
         self._readClosed = False
@@ -387,6 +393,10 @@ class ServerProtocol(ThriftMessageProtocol):
         self._writePaused = False
         self._idleCall: IDelayedCall | None = None
         self._abortCall: IDelayedCall | None = None
+        # When the peer's stream ended (or was seen to), with calls to answer.
+        self._ended: float | None = None
+        self._endedCall: IDelayedCall | None = None
+        self._probeCall: IDelayedCall | None = None
         # Read per message, so kept at hand.
         self._idleTimeout = self.limits.idle_timeout
         self._callTimeout = self.limits.call_timeout
@@ -505,18 +515,22 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def _timedOut(self, reply: Deferred[bytes | None], codec: Codec, name: str, mtype: int,
                   seqid: int, timeout: float) -> None:
-        self._calls[reply] = None
+        # Answered now, whatever the handler does with its cancellation (it
+        # may go on, ignoring it): the caller and the slot wait no longer.
+        self._calls.pop(reply, None)
         log.warn("{name} got no answer from its handler within {timeout}s; cancelled",
                  name=shortName(name), timeout=timeout)
-        self._expired[reply] = _exceptionReply(
+        self._send(_exceptionReply(
             codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
-            f"{name} did not finish within {timeout} seconds on the server")
+            f"{name} did not finish within {timeout} seconds on the server"))
         _Cancelling.cancel(reply)
 
     def _unanswered(self, failure: Failure, reply: Deferred[bytes | None], codec: Codec,
                     name: str, mtype: int, seqid: int) -> None:
         # Dispatchers turn failures into replies; one that could not (its
         # reply would not encode, say) still gets the caller an answer.
+        if reply not in self._calls:
+            return  # Answered already (timed out), or the connection went.
         if not _Cancelling.active:
             log.failure("replying to {name} failed", failure, name=shortName(name))
         try:
@@ -531,14 +545,24 @@ class ServerProtocol(ThriftMessageProtocol):
         self._replied(answer, reply)
 
     def _replied(self, answer: bytes | None, reply: Deferred[bytes | None]) -> None:
-        timer = self._calls.pop(reply, None)
+        if reply not in self._calls:
+            return  # Answered already (timed out), or the connection went.
+        timer = self._calls.pop(reply)
         if timer is not None and timer.active():
             timer.cancel()
-        if reply in self._expired:
-            answer = self._expired.pop(reply)
+        self._send(answer)
+
+    def _send(self, answer: bytes | None) -> None:
+        """
+        Send a call's answer, if it has one, and make room for the next.
+        """
         # A reply for a peer that has gone is dropped without fuss.
         if answer is not None and self.connected:
             self.sendMessage(answer)
+        if self._ended is not None:
+            # A peer that has stopped sending still takes replies: it gets
+            # another half_closed_timeout for the next one.
+            self._armEnded()
         self._armIdle()
         self._drain()
 
@@ -572,6 +596,7 @@ class ServerProtocol(ThriftMessageProtocol):
             transport: Any = self.transport
             if pause:
                 transport.pauseProducing()
+                self._armProbe()
             elif not self._budgetPaused:
                 transport.resumeProducing()
 
@@ -596,27 +621,67 @@ class ServerProtocol(ThriftMessageProtocol):
     # IHalfCloseableProtocol: a peer that has sent all its requests (Apache's
     # blocking clients can shut down their sending side) still gets every
     # reply; then we close.  Its end of the stream looks the same as a peer
-    # that has gone altogether, which only a reply it refuses would tell:
-    # calls that send none for the grace period are cancelled, and the
-    # connection closed.
+    # that has gone altogether, which only a reply it refuses would tell: if
+    # no reply comes for half_closed_timeout, its calls are cancelled and
+    # the connection dropped.
     def readConnectionLost(self) -> None:
         self._readClosed = True
         if not self._calls and not self._queue:
             self._close()
-        elif self._abortCall is None:
-            self._abortCall = self._clock.callLater(self._closeGrace(), self._abandon)
-
-    def _abandon(self) -> None:
-        self._abortCall = None
-        log.info("closing Thrift connection from {peer}: it sent no more requests, and"
-                 " {calls} call(s) gave no reply within {grace}s",
-                 peer=self.transport.getPeer() if self.transport is not None else "?",
-                 calls=len(self._calls) + len(self._queue), grace=self._closeGrace())
-        self._abort()
+        else:
+            self._peerEnded()
 
     def writeConnectionLost(self) -> None:
         # The peer takes no more replies: nothing is left to do here.
         self._abort()
+
+    def _peerEnded(self) -> None:
+        """
+        The peer sends no more: what it sent is still answered, each reply
+        within C{half_closed_timeout} of the one before.
+        """
+        if self._ended is None:
+            self._ended = self._clock.seconds()
+            self._armEnded()
+
+    def _armEnded(self) -> None:
+        timeout = self.limits.half_closed_timeout
+        if timeout is None or not self.connected:
+            return
+        if self._endedCall is not None and self._endedCall.active():
+            self._endedCall.reset(timeout)
+        else:
+            self._endedCall = self._clock.callLater(timeout, self._abandon)
+
+    def _abandon(self) -> None:
+        self._endedCall = None
+        log.info("closing Thrift connection from {peer}: it sent no more requests, and"
+                 " {calls} call(s) gave no reply within {timeout}s (half_closed_timeout)",
+                 peer=self.transport.getPeer() if self.transport is not None else "?",
+                 calls=len(self._calls) + len(self._queue),
+                 timeout=self.limits.half_closed_timeout)
+        self._abort()
+
+    def _armProbe(self) -> None:
+        """
+        While reading is paused for our own backlog, the end of the peer's
+        stream cannot be read: ask the kernel now and then whether it came
+        (a peer that closed with calls in flight is then dealt with as one
+        that shut down its sending side).
+        """
+        if _PEER_HUNG_UP is None or self._ended is not None:
+            return
+        if self._probeCall is None or not self._probeCall.active():
+            self._probeCall = self._clock.callLater(_PROBE_INTERVAL, self._probe)
+
+    def _probe(self) -> None:
+        self._probeCall = None
+        if not self.connected or self._ended is not None or not self._readPaused:
+            return
+        if _hungUp(self.transport):
+            self._peerEnded()
+        else:
+            self._armProbe()
 
     def _close(self) -> None:
         """
@@ -629,8 +694,12 @@ class ServerProtocol(ThriftMessageProtocol):
         # first, or closing would drop them.
         self._writeOut()
         self.transport.loseConnection()
-        if self._abortCall is None:
-            self._abortCall = self._clock.callLater(self._closeGrace(), self._abort)
+        self._armAbort()
+
+    def _armAbort(self) -> None:
+        if self.connected and self._abortCall is None:
+            grace = self._idleTimeout if self._idleTimeout is not None else _CLOSE_GRACE
+            self._abortCall = self._clock.callLater(grace, self._abort)
 
     def _abort(self) -> None:
         self._abortCall = None
@@ -642,13 +711,18 @@ class ServerProtocol(ThriftMessageProtocol):
             else:  # pragma: no cover - every Twisted stream transport has it
                 transport.loseConnection()
 
-    def frameError(self, reason: str) -> None:
-        super().frameError(reason)
-        if self.connected and self._abortCall is None:
-            self._abortCall = self._clock.callLater(self._closeGrace(), self._abort)
-
-    def _closeGrace(self) -> float:
-        return self._idleTimeout if self._idleTimeout is not None else _CLOSE_GRACE
+    def _closeRefused(self) -> None:
+        if not self._calls and not self._queue:
+            super()._closeRefused()
+            self._armAbort()
+            return
+        # The whole requests that came before the bad bytes are answered
+        # first; nothing more is read.
+        self._readClosed = True
+        transport: Any = self.transport
+        if transport is not None:
+            transport.pauseProducing()
+        self._peerEnded()
 
     def _armIdle(self) -> None:
         timeout = self._idleTimeout
@@ -672,12 +746,15 @@ class ServerProtocol(ThriftMessageProtocol):
         super().connectionLost(reason)
         self.connected = False
         self._queue.clear()
-        for delayed in (self._idleCall, self._abortCall):
+        for delayed in (self._idleCall, self._abortCall, self._endedCall, self._probeCall):
             if delayed is not None and delayed.active():
                 delayed.cancel()
-        self._abortCall = None
+        self._abortCall = self._endedCall = self._probeCall = None
         # Nobody is left to answer: the handlers may stop working on it.
-        for reply in list(self._calls):
+        calls, self._calls = self._calls, {}
+        for reply, timer in calls.items():
+            if timer is not None and timer.active():
+                timer.cancel()
             _Cancelling.cancel(reply)
         connections = self._connections()
         if connections is not None:
@@ -686,6 +763,21 @@ class ServerProtocol(ThriftMessageProtocol):
     def _connections(self) -> set[ServerProtocol] | None:
         # Factories other than ours (Apache-style ones) need not track them.
         return getattr(getattr(self, "factory", None), "connections", None)
+
+
+def _hungUp(transport: Any) -> bool:
+    """
+    Whether the kernel has seen the end of the peer's stream on
+    C{transport}'s socket, before the bytes still unread in front of it.
+    """
+    assert _PEER_HUNG_UP is not None
+    try:
+        fd = transport.getHandle().fileno()
+        poller = select.poll()
+        poller.register(fd, _PEER_HUNG_UP)
+        return bool(poller.poll(0))
+    except Exception:  # Not a socket of ours (TLS, a test transport).
+        return False
 
 
 class ServerFactory(Factory):

@@ -178,6 +178,10 @@ class Options(usage.Options):
         ["call-timeout", None, None,
          ("Seconds a handler may take to answer before the call is cancelled and the "
           "client gets an error (default: no limit).")],
+        ["half-closed-timeout", None, None,
+         ("Seconds to wait for each next reply to a client that has stopped sending (or gone)"
+          " before its calls are cancelled; off to wait for ever (default: "
+          f"{Limits().half_closed_timeout:g}).")],
         ["partial-timeout", None, None,
          ("Seconds a request may take to arrive, from its first byte to its last, before "
           f"its connection is closed; off for no limit (default: {Limits().partial_timeout:g}).")],
@@ -256,7 +260,8 @@ class Options(usage.Options):
             if self[option] is not None:
                 limits[option.replace("-", "_")] = _number(
                     option, self[option], float, 0, inclusive=False, what=" of seconds")
-        for option, kind, what in (("partial-timeout", float, "a number of seconds"),
+        for option, kind, what in (("half-closed-timeout", float, "a number of seconds"),
+                                   ("partial-timeout", float, "a number of seconds"),
                                    ("partial-budget", int, "a whole number of bytes")):
             value = self[option]
             if value is None:
