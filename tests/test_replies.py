@@ -9,8 +9,10 @@ release its slot in C{max_pending} whichever it is.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +41,7 @@ from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Oops
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
 from tests.test_server import Handler, Wire, serving
+from tests.test_tap import _selfSigned
 from txthrift import Limits, ServerFactory
 from txthrift._tap import Options
 
@@ -90,8 +93,8 @@ async def hosted() -> AsyncIterator[Any]:
     """
     services: list[Any] = []
 
-    def host(handler: object, **kwargs: Any) -> int:
-        service = txthrift.thriftService(handler, port=LOOPBACK, shutdown_timeout=1, **kwargs)
+    def host(handler: object, port: str = LOOPBACK, **kwargs: Any) -> int:
+        service = txthrift.thriftService(handler, port=port, shutdown_timeout=1, **kwargs)
         service.startService()
         services.append(service)
         return int(service.ports[0].getHost().port)
@@ -259,6 +262,13 @@ def _sendThenHalfClose(port: int, data: bytes) -> bytes:
         return received
 
 
+def _tlsConnect(port: int) -> ssl.SSLSocket:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+
+
 class Later(EchoBasics):
     def getData(self, input: str) -> Deferred[str]:
         return deferLater(reactor, 0.05, lambda: input + " later")
@@ -359,14 +369,19 @@ def test_lostConnectionCancelsItsCallsInFlight() -> None:
     assert wire.proto.inFlight == 0
 
 
-@pytest.mark.parametrize(("how", "calls", "maxPending"), [
-    ("abort", 4, 128),     # the connection is lost at once
-    ("close", 10, 128),    # as a half-close until half_closed_timeout
-    ("close", 10, 4),      # reading paused for the backlog: the end is seen all the same
+@pytest.mark.parametrize(("how", "calls", "maxPending", "halfClosed"), [
+    ("abort", 4, 128, None),   # the connection is lost at once
+    ("close", 10, 128, 0.2),   # as a half-close, until half_closed_timeout
+    # Reading paused for the backlog: the end of the stream is seen all the
+    # same, and a reset at once.
+    ("close", 10, 4, 0.2),
+    ("abort", 10, 4, None),
+    ("tls", 10, 4, 0.2),
 ])
 @pytest_twisted.ensureDeferred
-async def test_clientsThatGoCancelTheirServersCalls(hosted: Any, how: str, calls: int,
-                                                    maxPending: int) -> None:
+async def test_clientsThatGoCancelTheirServersCalls(hosted: Any, tmp_path: Path, how: str,
+                                                    calls: int, maxPending: int,
+                                                    halfClosed: float | None) -> None:
     cancelled: list[str] = []
     started: list[str] = []
 
@@ -375,22 +390,39 @@ async def test_clientsThatGoCancelTheirServersCalls(hosted: Any, how: str, calls
             started.append(input)
             return Deferred(lambda d: cancelled.append(input))
 
-    port = hosted(Never(), max_pending=maxPending, half_closed_timeout=0.2)
-    clients = [await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo))
-               for _ in range(5)]
-    pending = [client.getData(f"{n}-{i}") for n, client in enumerate(clients)
-               for i in range(calls)]
-    for call in pending:
-        call.addErrback(lambda f: None)
     expected = 5 * min(calls, maxPending)
     deadline = reactor.seconds() + WAIT
-    while len(started) < expected and reactor.seconds() < deadline:
-        await deferLater(reactor, 0.005)
-    for client in clients:
-        if how == "abort":
-            client.protocol.transport.abortConnection()
-        else:
-            await settle(client.close())
+    if how == "tls":
+        # A TLS client whose process ends: its socket closes without a
+        # close_notify (which a server that reads nothing would not see).
+        key, cert = _selfSigned(tmp_path)
+        port = hosted(Never(), port=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+                      max_pending=maxPending, half_closed_timeout=halfClosed)
+        requests = b"".join(
+            struct.pack(">I", len(r)) + r for r in
+            (_request("getData", i, Echo.getData_args(input=f"tls-{i}")) for i in range(calls)))
+        sockets = [await settle(deferToThread(_tlsConnect, port)) for _ in range(5)]
+        for sock in sockets:
+            sock.sendall(requests)
+        while len(started) < expected and reactor.seconds() < deadline:
+            await deferLater(reactor, 0.005)
+        for sock in sockets:
+            sock.close()
+    else:
+        port = hosted(Never(), max_pending=maxPending, half_closed_timeout=halfClosed)
+        clients = [await settle(txthrift.connect(reactor, f"tcp:127.0.0.1:{port}", Echo))
+                   for _ in range(5)]
+        pending = [client.getData(f"{n}-{i}") for n, client in enumerate(clients)
+                   for i in range(calls)]
+        for call in pending:
+            call.addErrback(lambda f: None)
+        while len(started) < expected and reactor.seconds() < deadline:
+            await deferLater(reactor, 0.005)
+        for client in clients:
+            if how == "abort":
+                client.protocol.transport.abortConnection()
+            else:
+                await settle(client.close())
     while len(cancelled) < expected and reactor.seconds() < deadline:
         await deferLater(reactor, 0.005)
     assert len(started) == expected
@@ -511,3 +543,65 @@ def test_badHalfClosedTimeout(value: str) -> None:
                                 "--half-closed-timeout", value])
     assert str(raised.value) == ("--half-closed-timeout: expected a number of seconds more"
                                  f" than 0, or off, not {value!r}")
+
+
+# ---------------------------------------------------------------------------
+# Review findings: work that outlives its timeout, bad bytes, partial messages
+# ---------------------------------------------------------------------------
+
+
+def test_handlerWorkOutlivingItsTimeoutIsBounded() -> None:
+    """
+    Calls whose handlers carry on past call_timeout are answered and leave
+    their slot, but past max_pending of them reading pauses until some end.
+    """
+    clock = Clock()
+    gates: list[Deferred[None]] = []
+
+    class Stubborn(Handler):
+        async def getData(self, input: str) -> str:  # type: ignore[override]
+            while True:
+                gate: Deferred[None] = Deferred()
+                gates.append(gate)
+                try:
+                    await gate
+                    return input
+                except CancelledError:
+                    continue  # ignores being cancelled
+
+    wire = aborting(Stubborn(), clock, max_pending=1, call_timeout=1)
+    for n in range(4):
+        wire.call("getData", str(n))
+    clock.advance(1)  # 0 times out and carries on; 1 starts
+    clock.advance(1)  # 1 times out too: two carry on, past max_pending
+    assert [error.type for *_, error in wire.replies()] == [
+        TApplicationException.INTERNAL_ERROR] * 2
+    assert len(gates) == 4 and wire.proto.queued == 2  # 2 and 3 wait
+    gates[-1].callback(None)  # 1's work ends at last
+    assert wire.proto.queued == 1 and wire.proto.inFlight == 1
+    assert wire.replies() == []  # 1 was answered already
+
+
+def test_queuedRequestsAfterAnUnreadableOneAreNotAnswered() -> None:
+    wire, handler = serving(limits=Limits(max_pending=1))
+    wire.call("slow", 1.0, "first")
+    wire.send(b"\x80\x01\x00\x01\x7f\xff\xff\xff" + b"\x00" * 8)  # a name length past its end
+    wire.call("getData", "after")
+    handler.waiting["first"].callback("1")
+    assert [(name, body.success) for name, _, _, body in wire.replies()] == [("slow", "1")]
+    assert wire.transport.disconnecting
+
+
+def test_partialTimeoutLetsTheCallsInFlightBeAnswered() -> None:
+    clock = Clock()
+    handler = Handler()
+    wire = aborting(handler, clock, partial_timeout=5, half_closed_timeout=30)
+    wire.call("slow", 1.0, "long")
+    wire.proto.dataReceived(b"\x00\x00\x01\x00" + b"\x80")  # a frame begun
+    clock.advance(5)
+    assert not wire.transport.disconnecting  # refused, its call still in flight
+    clock.advance(20)
+    assert not wire.transport.aborted
+    handler.waiting["long"].callback("done")
+    assert [body.success for *_, body in wire.replies()] == ["done"]
+    assert wire.transport.disconnecting and not wire.transport.aborted

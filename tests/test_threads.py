@@ -6,7 +6,9 @@ cancelled call costs the pool.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -96,6 +98,12 @@ class Gate(EchoBasics):
         return tag
 
 
+class Payload:
+    """
+    An argument whose lifetime a test follows.
+    """
+
+
 @pytest_twisted.ensureDeferred
 async def test_cancelledQueuedCallsNeverRun() -> None:
     threads = _Threads(reactor, 1)
@@ -111,10 +119,18 @@ async def test_cancelledQueuedCallsNeverRun() -> None:
         first = threads.call(work, "first")
         second = threads.call(work, "second")
         await until(lambda: ran == ["first"])
+        arguments = weakref.ref(big := Payload())
+        held = threads.call(work, big)
+        del big
         second.cancel()
+        held.cancel()
+        # A cancelled call lets go of its arguments before a thread comes.
+        gc.collect()
+        assert arguments() is None
         failures: list[Any] = []
         second.addErrback(failures.append)
-        assert failures[0].check(CancelledError)
+        held.addErrback(failures.append)
+        assert failures[0].check(CancelledError) and failures[1].check(CancelledError)
         opened.set()
         assert await settle(first) == "first"
         assert await settle(threads.call(work, "third")) == "third"

@@ -223,6 +223,8 @@ class _PoolCall:
         # In the reactor; the thread reads the mark before it starts the call
         # (the GIL orders the two).  The Deferred then fails CancelledError.
         self._cancelled = True
+        # Its arguments (a big request's, say) need not wait for a thread.
+        self._function = None
 
     def run(self) -> None:
         """

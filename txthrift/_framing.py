@@ -524,6 +524,14 @@ class ThriftMessageProtocol(Protocol):
             return
         self.frameError(f"a message begun {now - self._partialSince:.1f}s ago is not complete:"
                         f" {self._partialSize} bytes of it came (partial_timeout {timeout:g}s)")
+        self._abortLater(clock)
+
+    def _abortLater(self, clock: IReactorTime) -> None:
+        """
+        Abort this connection, closing after a refusal, if it has not gone
+        after a grace period; a subclass that answers what came before the
+        refusal first keeps the connection as long as that takes.
+        """
         if self.transport is not None and self._partialAbort is None:
             self._partialAbort = clock.callLater(_ABORT_GRACE, self._abortNow)
 

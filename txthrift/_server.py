@@ -6,6 +6,7 @@ their outcomes to replies, and keeping each connection within its limits.
 from __future__ import annotations
 
 import select
+import socket
 import sys
 from collections import deque
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ log = Logger(namespace="txthrift.server")
 #: What select.poll reports once a peer's stream has ended, where it can
 #: tell (Linux), even with bytes still unread in front of the end.
 _PEER_HUNG_UP: int | None = getattr(select, "POLLRDHUP", None)
+_PEER_FAILED: int = getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
 #: Seconds between two looks at the end of the stream of a connection whose
 #: reading is paused for our own backlog.
 _PROBE_INTERVAL = 1.0
@@ -386,6 +388,8 @@ class ServerProtocol(ThriftMessageProtocol):
         self._codec: Codec | None = None
         # The calls whose reply is being computed, each with its timeout.
         self._calls: dict[Deferred[bytes | None], IDelayedCall | None] = {}
+        # Timed-out calls whose handlers carry on, ignoring the cancellation.
+        self._lingering: set[Deferred[bytes | None]] = set()
         self._queue: deque[bytes] = deque()
         self._readPaused = False
         self._readClosed = False
@@ -438,7 +442,8 @@ class ServerProtocol(ThriftMessageProtocol):
     def messageReceived(self, message: bytes) -> None:
         if self._idleTimeout is not None:
             self._armIdle()
-        if len(self._calls) >= self._maxPending or self._writePaused:
+        if (len(self._calls) >= self._maxPending or self._writePaused
+                or len(self._lingering) > self._maxPending):
             # Full, or the peer is not reading its replies: hold the request.
             self._queue.append(message)
             self._updateReading()
@@ -448,10 +453,10 @@ class ServerProtocol(ThriftMessageProtocol):
         try:
             iprot, name, mtype, seqid = codec.readHeader(message)
         except Exception as error:
-            self.frameError(f"unreadable message header: {error}")
+            self._refuse(f"unreadable message header: {error}")
             return
         if mtype != _CALL and mtype != _ONEWAY:
-            self.frameError(f"message type {mtype} of {shortName(name)!r} is not a call")
+            self._refuse(f"message type {mtype} of {shortName(name)!r} is not a call")
             return
         largeFrom = self._largeFrom
         if largeFrom is None:
@@ -464,6 +469,11 @@ class ServerProtocol(ThriftMessageProtocol):
             self.sendMessage(reply)
         elif isinstance(reply, Deferred):
             self._await(reply, codec, name, mtype, seqid)
+
+    def _refuse(self, reason: str) -> None:
+        # What is queued came after this message: none of it is answered.
+        self._queue.clear()
+        self.frameError(reason)
 
     def _sizes(self, codec: Codec) -> int:
         """
@@ -517,7 +527,10 @@ class ServerProtocol(ThriftMessageProtocol):
                   seqid: int, timeout: float) -> None:
         # Answered now, whatever the handler does with its cancellation (it
         # may go on, ignoring it): the caller and the slot wait no longer.
+        # Work that goes on all the same is counted apart: past max_pending
+        # of it, reading pauses until some ends.
         self._calls.pop(reply, None)
+        self._lingering.add(reply)
         log.warn("{name} got no answer from its handler within {timeout}s; cancelled",
                  name=shortName(name), timeout=timeout)
         self._send(_exceptionReply(
@@ -530,7 +543,8 @@ class ServerProtocol(ThriftMessageProtocol):
         # Dispatchers turn failures into replies; one that could not (its
         # reply would not encode, say) still gets the caller an answer.
         if reply not in self._calls:
-            return  # Answered already (timed out), or the connection went.
+            self._workEnded(reply)  # Answered already (timed out), or the connection went.
+            return
         if not _Cancelling.active:
             log.failure("replying to {name} failed", failure, name=shortName(name))
         try:
@@ -546,11 +560,21 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def _replied(self, answer: bytes | None, reply: Deferred[bytes | None]) -> None:
         if reply not in self._calls:
-            return  # Answered already (timed out), or the connection went.
+            self._workEnded(reply)  # Answered already (timed out), or the connection went.
+            return
         timer = self._calls.pop(reply)
         if timer is not None and timer.active():
             timer.cancel()
         self._send(answer)
+
+    def _workEnded(self, reply: Deferred[bytes | None]) -> None:
+        """
+        A timed-out call's work has ended at last: room for more.
+        """
+        if reply in self._lingering:
+            self._lingering.discard(reply)
+            if self.connected:
+                self._drain()
 
     def _send(self, answer: bytes | None) -> None:
         """
@@ -579,6 +603,7 @@ class ServerProtocol(ThriftMessageProtocol):
         self._draining = True
         try:
             while (self._queue and len(self._calls) < self._maxPending
+                   and len(self._lingering) <= self._maxPending
                    and not self._writePaused and self.connected):
                 self.messageReceived(self._queue.popleft())
         finally:
@@ -678,7 +703,10 @@ class ServerProtocol(ThriftMessageProtocol):
         self._probeCall = None
         if not self.connected or self._ended is not None or not self._readPaused:
             return
-        if _hungUp(self.transport):
+        seen = _streamEnd(self.transport)
+        if seen & _PEER_FAILED:
+            self._abort()  # Reset: nothing more can be sent either.
+        elif seen:
             self._peerEnded()
         else:
             self._armProbe()
@@ -710,6 +738,9 @@ class ServerProtocol(ThriftMessageProtocol):
                 abort()
             else:  # pragma: no cover - every Twisted stream transport has it
                 transport.loseConnection()
+
+    def _abortLater(self, clock: IReactorTime) -> None:
+        pass  # _closeRefused has seen to it.
 
     def _closeRefused(self) -> None:
         if not self._calls and not self._queue:
@@ -751,6 +782,7 @@ class ServerProtocol(ThriftMessageProtocol):
                 delayed.cancel()
         self._abortCall = self._endedCall = self._probeCall = None
         # Nobody is left to answer: the handlers may stop working on it.
+        self._lingering.clear()
         calls, self._calls = self._calls, {}
         for reply, timer in calls.items():
             if timer is not None and timer.active():
@@ -765,19 +797,27 @@ class ServerProtocol(ThriftMessageProtocol):
         return getattr(getattr(self, "factory", None), "connections", None)
 
 
-def _hungUp(transport: Any) -> bool:
+def _streamEnd(transport: Any) -> int:
     """
-    Whether the kernel has seen the end of the peer's stream on
-    C{transport}'s socket, before the bytes still unread in front of it.
+    What the kernel knows of the end of the peer's stream on
+    C{transport}'s socket, ahead of the bytes still unread: C{POLLRDHUP}
+    once it has ended, with C{POLLHUP} or C{POLLERR} where the connection
+    was reset; 0 for nothing (or no socket to ask).
     """
     assert _PEER_HUNG_UP is not None
+    # Through any wrapping (TLS) to the TCP or UNIX transport beneath.
+    for _ in range(4):
+        if isinstance(getattr(transport, "socket", None), socket.socket):
+            break
+        transport = getattr(transport, "transport", None)
+    else:
+        return 0
     try:
-        fd = transport.getHandle().fileno()
         poller = select.poll()
-        poller.register(fd, _PEER_HUNG_UP)
-        return bool(poller.poll(0))
-    except Exception:  # Not a socket of ours (TLS, a test transport).
-        return False
+        poller.register(transport.socket.fileno(), _PEER_HUNG_UP)
+        return sum(events for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return 0
 
 
 class ServerFactory(Factory):
