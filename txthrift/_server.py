@@ -369,16 +369,17 @@ class ServerProtocol(ThriftMessageProtocol):
 
     Reading pauses while C{max_pending} requests are in flight, or while the
     peer is not reading its replies, so a connection's memory stays bounded.
-    A peer that shuts down its sending side still gets every reply, then
-    the connection closes.
+    A peer that shuts down its sending side still gets every reply, each
+    within C{half_closed_timeout} of the one before, then the connection
+    closes; one that goes cancels the handlers' work on its calls.
     """
 
     factory: ServerFactory
     # From what size requests are walked for depth before they are decoded
     # (see depthCheckFloor), and the smaller of that and BIG_MESSAGE: set by
-    # _sizes at the first request.
+    # _sizes at the first request (0 until then).
     _depthFloor = 0
-    _largeFrom: int | None = None
+    _largeFrom = 0
 
     def __init__(self, dispatcher: Dispatcher, clock: IReactorTime, transport: str = "auto",
                  protocol: str = "auto", limits: Limits | None = None) -> None:
@@ -443,7 +444,7 @@ class ServerProtocol(ThriftMessageProtocol):
         if self._idleTimeout is not None:
             self._armIdle()
         if (len(self._calls) >= self._maxPending or self._writePaused
-                or len(self._lingering) > self._maxPending):
+                or (self._lingering and len(self._lingering) > self._maxPending)):
             # Full, or the peer is not reading its replies: hold the request.
             self._queue.append(message)
             self._updateReading()
@@ -458,11 +459,11 @@ class ServerProtocol(ThriftMessageProtocol):
         if mtype != _CALL and mtype != _ONEWAY:
             self._refuse(f"message type {mtype} of {shortName(name)!r} is not a call")
             return
-        largeFrom = self._largeFrom
-        if largeFrom is None:
-            largeFrom = self._sizes(codec)
-        if len(message) < largeFrom:
-            reply = self._dispatch(codec, iprot, name, mtype, seqid)
+        if len(message) < self._largeFrom:
+            try:
+                reply = self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
+            except Exception:  # pragma: no cover - dispatchers do not raise
+                reply = self._dispatchFailed(codec, name, mtype, seqid)
         else:
             reply = self._dispatchLarge(message, codec, iprot, name, mtype, seqid)
         if type(reply) is bytes:
@@ -475,29 +476,35 @@ class ServerProtocol(ThriftMessageProtocol):
         self._queue.clear()
         self.frameError(reason)
 
-    def _sizes(self, codec: Codec) -> int:
+    def _sizes(self, codec: Codec) -> None:
         """
         Decide, at the first request (once the framing and codec are known),
-        from what size requests are walked for depth and decoded with
-        garbage collection held off; return the smaller.
+        from what size requests are walked for depth, and from what size
+        they go through L{_dispatchLarge} at all.
         """
         floor = None if codec.checksDepth else depthCheckFloor(
             self.transportName, self.protocolName, self.limits)
         self._depthFloor = sys.maxsize if floor is None else floor
         self._largeFrom = min(self._depthFloor, BIG_MESSAGE)
-        return self._largeFrom
 
     def _dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                   seqid: int) -> Reply:
         try:
             return self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
         except Exception:  # pragma: no cover - dispatchers do not raise
-            log.failure("dispatching {name} failed", name=shortName(name))
-            return _exceptionReply(codec, shortName(name), mtype, seqid,
-                                   TApplicationException.INTERNAL_ERROR, "Internal error")
+            return self._dispatchFailed(codec, name, mtype, seqid)
+
+    def _dispatchFailed(self, codec: Codec, name: str, mtype: int, seqid: int) -> Reply:
+        log.failure("dispatching {name} failed", name=shortName(name))
+        return _exceptionReply(codec, shortName(name), mtype, seqid,
+                               TApplicationException.INTERNAL_ERROR, "Internal error")
 
     def _dispatchLarge(self, message: bytes, codec: Codec, iprot: TProtocolBase, name: str,
                        mtype: int, seqid: int) -> Reply:
+        if self._largeFrom == 0:
+            self._sizes(codec)
+            if len(message) < self._largeFrom:
+                return self._dispatch(codec, iprot, name, mtype, seqid)
         if len(message) >= self._depthFloor:
             try:
                 checkDepth(message, self.protocolName, self.limits)
