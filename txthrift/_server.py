@@ -9,7 +9,7 @@ import select
 import socket
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import CoroutineType, ModuleType
 from typing import Any, Union
 from typing import Protocol as TypingProtocol
@@ -678,12 +678,8 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def _armEnded(self) -> None:
         timeout = self.limits.half_closed_timeout
-        if timeout is None or not self.connected:
-            return
-        if self._endedCall is not None and self._endedCall.active():
-            self._endedCall.reset(timeout)
-        else:
-            self._endedCall = self._clock.callLater(timeout, self._abandon)
+        if timeout is not None and self.connected:
+            self._endedCall = _rearmed(self._clock, self._endedCall, timeout, self._abandon)
 
     def _abandon(self) -> None:
         self._endedCall = None
@@ -764,12 +760,8 @@ class ServerProtocol(ThriftMessageProtocol):
 
     def _armIdle(self) -> None:
         timeout = self._idleTimeout
-        if timeout is None or not self.connected:
-            return
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(timeout)
-        else:
-            self._idleCall = self._clock.callLater(timeout, self._idle)
+        if timeout is not None and self.connected:
+            self._idleCall = _rearmed(self._clock, self._idleCall, timeout, self._idle)
 
     def _idle(self) -> None:
         if self._calls:
@@ -802,6 +794,17 @@ class ServerProtocol(ThriftMessageProtocol):
     def _connections(self) -> set[ServerProtocol] | None:
         # Factories other than ours (Apache-style ones) need not track them.
         return getattr(getattr(self, "factory", None), "connections", None)
+
+
+def _rearmed(clock: IReactorTime, call: IDelayedCall | None, delay: float,
+             function: Callable[[], None]) -> IDelayedCall:
+    """
+    C{call} put off to C{delay} seconds from now, or a new one if it has run.
+    """
+    if call is not None and call.active():
+        call.reset(delay)
+        return call
+    return clock.callLater(delay, function)
 
 
 def _streamEnd(transport: Any) -> int:
