@@ -76,7 +76,7 @@ POINTS = [
     (LARGE, 1, 1), (LARGE, 4, 2),
 ]
 
-# Measured before on this kind of machine (ANCHORS.md), small framed calls.
+# Measured before on this kind of machine (the team's anchors), small framed calls.
 ANCHORS = {
     "raw-twisted": {(1, 1): "14-18k", (4, 16): "160-195k", (32, 8): "150-165k"},
     "apache-twisted": {(1, 1): "10k", (4, 16): "34k", (32, 8): "28-31k"},
@@ -414,6 +414,21 @@ class Harness:
 # Sections
 # --------------------------------------------------------------------------
 
+
+def portableArgv(argv: list[str]) -> list[str]:
+    """
+    A command line as the results record it: the repository's files by
+    their path inside it, other programs by name, so that no machine's
+    paths go into the results.
+    """
+    shown = []
+    for arg in argv:
+        if os.path.isabs(arg):
+            inside = os.path.relpath(arg, ROOT)
+            arg = inside if not inside.startswith("..") else os.path.basename(arg)
+        shown.append(arg)
+    return shown
+
 def runServerBench(h: Harness, targets: list[Target]) -> tuple[list[dict], dict]:
     args = h.args
     kinds = sorted({t.server for t in targets}, key=[t.server for t in TARGETS].index)
@@ -424,7 +439,7 @@ def runServerBench(h: Harness, targets: list[Target]) -> tuple[list[dict], dict]
             servers[kind] = h.startServer(kind)
         except RuntimeError as e:
             print(f"  ! {e}", flush=True)
-    info = {k: {"argv": s.argv, "port": s.port} for k, s in servers.items()}
+    info = {k: {"argv": portableArgv(s.argv), "port": s.port} for k, s in servers.items()}
     measurements: list[dict] = []
     points = [p for p in POINTS if p[0] in args.payloads]
     total = len(points) * len(targets) * args.reps
@@ -735,7 +750,8 @@ def runProfile(h: Harness) -> dict[str, Any]:
     assert server.proc is not None
     raw = os.path.join(RESULTS, "profile.raw.txt")
     svg = os.path.join(RESULTS, "profile.svg")
-    out: dict[str, Any] = {"point": pointKey(point), "seconds": seconds, "svg": svg, "raw": raw}
+    out: dict[str, Any] = {"point": pointKey(point), "seconds": seconds,
+                           "svg": os.path.relpath(svg, ROOT), "raw": os.path.relpath(raw, ROOT)}
     load = None
     try:
         loadArgv = h.pinLoad + [

@@ -65,8 +65,8 @@ def both(defect: type[BaseException]) -> list[Any]:
     Run a test against our module and Apache's, where Apache's is known to
     fail it, raising C{defect}.
     """
-    return [OURS, pytest.param(apache, id="apache", marks=pytest.mark.xfail(
-        reason=DEFECT, strict=True, raises=defect))]
+    defective = pytest.mark.xfail(reason=DEFECT, strict=True, raises=defect)
+    return [OURS, pytest.param(apache, id="apache", marks=defective)]
 
 
 # ---------------------------------------------------------------------------

@@ -73,7 +73,8 @@ from ._client import whyUndecodable
 from ._codec import Codec, withStoredHeader
 from ._framing import FrameError, ThriftMessageProtocol, _Framed
 from ._limits import Limits
-from ._server import Dispatcher, Reply, ServerProtocol, makeDispatcher, shortName
+from ._server import Dispatcher, Reply, ServerProtocol, makeDispatcher
+from ._service import shortName
 from ._transport import CallbackTransport, MessageSenderTransport
 
 __all__ = [

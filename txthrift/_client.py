@@ -5,8 +5,6 @@ replies by seqid, with timeouts, cancellation and clear failures.
 
 from __future__ import annotations
 
-import struct
-import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar
@@ -21,10 +19,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._codec import Codec
-from ._framing import ThriftMessageProtocol, _Framed, checkDepth, depthCheckFloor
+from ._framing import ThriftMessageProtocol, _Framed, checkDepth, largeMessageSizes
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
-from ._service import Method, ServiceSpec, describe
+from ._service import Method, ServiceSpec, describe, shortName
 
 __all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol"]
 
@@ -37,12 +35,9 @@ _MAX_SEQID = 0x7FFFFFFF
 _MAX_ABANDONED = 16384
 #: First bytes of an oversized reply kept to read its header (name, seqid).
 _HEAD_BYTES = 4096
-#: Characters of a peer-chosen name shown in errors and logs.
-_NAME_SHOWN = 100
 #: Characters of a decoder's message shown in errors.
 _WHY_SHOWN = 200
 
-_I32 = struct.Struct(">i")
 
 
 class CallTimeout(TTransportException):
@@ -155,13 +150,8 @@ class ClientProtocol(ThriftMessageProtocol):
             self.framer = _ReplyFraming(protocol, self.limits)
         self._clock = clock
         self._codec = Codec(protocol, self.limits)
-        # Replies from this size up are walked for depth before decoding, and
-        # the smaller of that and BIG_MESSAGE: from there, decoding holds off
-        # garbage collection (a collection then is wasted effort).
-        floor = None if self._codec.checksDepth else depthCheckFloor(
-            transport, protocol, self.limits)
-        self._depthFloor = sys.maxsize if floor is None else floor
-        self._largeFrom = min(self._depthFloor, BIG_MESSAGE)
+        self._depthFloor, self._largeFrom = largeMessageSizes(
+            transport, protocol, self.limits, self._codec.checksDepth)
         self._pending: dict[int, _Call] = {}
         # Seqids of calls timed out or cancelled, in that order: the server
         # may still answer them, so no new call takes them until it does.
@@ -213,7 +203,7 @@ class ClientProtocol(ThriftMessageProtocol):
             # The server would close the connection, failing every call.
             return fail(TTransportException(
                 TTransportException.SIZE_LIMIT,
-                f"the {_shown(name)} call is {len(message)} bytes, over this client's"
+                f"the {shortName(name)} call is {len(message)} bytes, over this client's"
                 f" max_frame_size of {limit}; nothing was sent"))
         if method.oneway:
             self.sendMessage(message)
@@ -279,10 +269,10 @@ class ClientProtocol(ThriftMessageProtocol):
         if call is None:
             if self._abandoned.pop(seqid, 0) is None:
                 log.info("dropping a late reply to {name} (seqid {seqid})",
-                         name=_shown(name), seqid=seqid)
+                         name=shortName(name), seqid=seqid)
             else:
                 log.info("dropping a reply to {name} with no pending call (seqid {seqid})",
-                         name=_shown(name), seqid=seqid)
+                         name=shortName(name), seqid=seqid)
             return
         if call.timer is not None and call.timer.active():
             call.timer.cancel()
@@ -305,7 +295,7 @@ class ClientProtocol(ThriftMessageProtocol):
             # A multiplexing server may answer with or without the service.
             call.deferred.errback(TApplicationException(
                 TApplicationException.WRONG_METHOD_NAME,
-                f"{method.name} got a reply to {_shown(name)!r}"))
+                f"{method.name} got a reply to {shortName(name)!r}"))
             return
         try:
             if len(message) < self._largeFrom:
@@ -313,8 +303,11 @@ class ClientProtocol(ThriftMessageProtocol):
             else:
                 if len(message) >= self._depthFloor:
                     checkDepth(message, self.protocolName, self.limits)
-                with noCollections:
+                if len(message) < BIG_MESSAGE:
                     outcome = self._decode(iprot, mtype, method)
+                else:
+                    with noCollections:
+                        outcome = self._decode(iprot, mtype, method)
         except Exception as error:
             why = f"malformed reply to {method.name}: {whyUndecodable(error)}"
             call.deferred.errback(TApplicationException(TApplicationException.PROTOCOL_ERROR,
@@ -380,15 +373,6 @@ class ClientProtocol(ThriftMessageProtocol):
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
-
-
-def _shown(name: str) -> str:
-    """
-    A peer-chosen name, cut short for errors and logs.
-    """
-    if len(name) <= _NAME_SHOWN:
-        return name
-    return f"{name[:_NAME_SHOWN]}... ({len(name)} characters)"
 
 
 def _codeNames(cls: type) -> dict[int, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 from typing import Any, ClassVar, Final
 from typing import Protocol as TypingProtocol
 
@@ -27,6 +28,7 @@ from twisted.python.failure import Failure
 
 from ._budget import PartialBudget
 from ._limits import Limits
+from ._nogc import BIG_MESSAGE
 from ._writing import atNextTurn, canSendDirectly, send
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ThriftMessageProtocol",
     "checkDepth",
     "depthCheckFloor",
+    "largeMessageSizes",
 ]
 
 #: Transport names accepted wherever a transport is chosen.
@@ -1280,3 +1283,17 @@ def depthCheckFloor(transport: str, protocol: str, limits: Limits) -> int | None
     if transport != "framed":
         return None
     return (limits.max_depth + 1) * _LEAST_PER_LEVEL[protocol]
+
+
+def largeMessageSizes(transport: str, protocol: str, limits: Limits,
+                      decoderChecksDepth: bool) -> tuple[int, int]:
+    """
+    From what size a connection's whole messages are walked for depth
+    before they are decoded (never, where the decoder refuses what is too
+    deep itself), and from what size they take the slow path at all: the
+    smaller of that and L{BIG_MESSAGE}, from which decoding holds off
+    garbage collection.
+    """
+    floor = None if decoderChecksDepth else depthCheckFloor(transport, protocol, limits)
+    depthFrom = sys.maxsize if floor is None else floor
+    return depthFrom, min(depthFrom, BIG_MESSAGE)

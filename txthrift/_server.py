@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import select
 import socket
-import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import CoroutineType, ModuleType
@@ -36,11 +35,11 @@ from ._framing import (
     ThriftMessageProtocol,
     checkChoice,
     checkDepth,
-    depthCheckFloor,
+    largeMessageSizes,
 )
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
-from ._service import Method, describe, serviceOf
+from ._service import Method, describe, serviceOf, shortName
 
 __all__ = ["Dispatcher", "ServerFactory", "ServerProtocol", "makeDispatcher"]
 
@@ -77,21 +76,8 @@ _CALL, _ONEWAY, _REPLY = TMessageType.CALL, TMessageType.ONEWAY, TMessageType.RE
 _PLAIN = frozenset((str, bytes, int, float, bool, type(None), list, dict, set, tuple))
 
 
-#: The most characters of a name the peer chose (a method or service) that
-#: go into a log line or an error reply.
-_NAME_SHOWN = 128
 #: Longer names than this name no method: processors are not asked.
 _LONGEST_NAME = 1024
-
-
-def shortName(name: str) -> str:
-    """
-    C{name}, cut short if it is long: names come from the peer, and a peer
-    must not be able to fill our log, or have itself echoed at length.
-    """
-    if len(name) <= _NAME_SHOWN:
-        return name
-    return f"{name[:_NAME_SHOWN]}...({len(name)} characters)"
 
 
 def _exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
@@ -375,9 +361,8 @@ class ServerProtocol(ThriftMessageProtocol):
     """
 
     factory: ServerFactory
-    # From what size requests are walked for depth before they are decoded
-    # (see depthCheckFloor), and the smaller of that and BIG_MESSAGE: set by
-    # _sizes at the first request (0 until then).
+    # What largeMessageSizes says, set by _sizes at the first request (0
+    # until then).
     _depthFloor = 0
     _largeFrom = 0
 
@@ -482,10 +467,8 @@ class ServerProtocol(ThriftMessageProtocol):
         from what size requests are walked for depth, and from what size
         they go through L{_dispatchLarge} at all.
         """
-        floor = None if codec.checksDepth else depthCheckFloor(
-            self.transportName, self.protocolName, self.limits)
-        self._depthFloor = sys.maxsize if floor is None else floor
-        self._largeFrom = min(self._depthFloor, BIG_MESSAGE)
+        self._depthFloor, self._largeFrom = largeMessageSizes(
+            self.transportName, self.protocolName, self.limits, codec.checksDepth)
 
     def _dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                   seqid: int) -> Reply:

@@ -23,7 +23,7 @@ from typing import Any
 from zope.interface import providedBy
 from zope.interface.interface import InterfaceClass
 
-__all__ = ["Method", "ServiceSpec", "describe", "serviceOf"]
+__all__ = ["Method", "ServiceSpec", "describe", "serviceOf", "shortName"]
 
 
 def _noValues(args: object) -> tuple[()]:
@@ -161,3 +161,18 @@ def serviceOf(handler: object) -> ModuleType | None:
 
 def _ifaceOf(module: ModuleType | None) -> Any:
     return module.Iface if module is not None and _isServiceModule(module) else None
+
+
+#: The most characters of a name the peer chose (a method or service) that
+#: go into a log line or an error reply.
+_NAME_SHOWN = 128
+
+
+def shortName(name: str) -> str:
+    """
+    C{name}, cut short if it is long: names come from the peer, and a peer
+    must not be able to fill our log, or have itself echoed at length.
+    """
+    if len(name) <= _NAME_SHOWN:
+        return name
+    return f"{name[:_NAME_SHOWN]}...({len(name)} characters)"
