@@ -429,6 +429,19 @@ def portableArgv(argv: list[str]) -> list[str]:
         shown.append(arg)
     return shown
 
+
+def measurementLine(result: dict[str, Any]) -> str:
+    """
+    One load measurement as the progress lines show it.
+    """
+    return result.get("failed") or (
+        f"{result['calls_per_s']:>10,.0f} calls/s  p50 {result['p50_us']:>8,.0f} µs"
+        f"  p99 {result['p99_us']:>8,.0f} µs  errors {result['errors']}"
+        f"  srv cpu {result.get('server_cpu_util', 0):.0%}"
+        f"  lg cpu {result['cpu_util']:.0%}"
+        + (f"  noise {result['foreign_cpu']:.0%}" if "foreign_cpu" in result else ""))
+
+
 def runServerBench(h: Harness, targets: list[Target]) -> tuple[list[dict], dict]:
     args = h.args
     kinds = sorted({t.server for t in targets}, key=[t.server for t in TARGETS].index)
@@ -459,14 +472,8 @@ def runServerBench(h: Harness, targets: list[Target]) -> tuple[list[dict], dict]
                 result.update(target=target.name, payload=point[0], conns=point[1],
                               depth=point[2], rep=rep)
                 measurements.append(result)
-                status = result.get("failed") or (
-                    f"{result['calls_per_s']:>10,.0f} calls/s  p50 {result['p50_us']:>8,.0f} µs"
-                    f"  p99 {result['p99_us']:>8,.0f} µs  errors {result['errors']}"
-                    f"  srv cpu {result.get('server_cpu_util', 0):.0%}"
-                    f"  lg cpu {result['cpu_util']:.0%}"
-                    + (f"  noise {result['foreign_cpu']:.0%}" if "foreign_cpu" in result else ""))
                 print(f"[{count:>3}/{total}] rep {rep + 1} {pointKey(point):<18} "
-                      f"{target.name:<21} {status}", flush=True)
+                      f"{target.name:<21} {measurementLine(result)}", flush=True)
     for kind, server in servers.items():
         if server.note:
             info[kind]["note"] = server.note
@@ -501,6 +508,32 @@ def medians(measurements: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def runJSON(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """
+    Run a benchmark script and read the JSON object its last line of output holds.
+    """
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"failed": "timed out"}
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError) as e:
+        return {"failed": f"{type(e).__name__}: {done.stderr[-300:]}"}
+
+
+def clientOnce(h: Harness, kind: str, port: int) -> dict[str, Any]:
+    """
+    One clientbench.py run of KIND against the server on PORT, in h's environment.
+    """
+    args = h.args
+    argv = h.pinLoad + [PY, os.path.join(HERE, "clientbench.py"), kind,
+                        "--port", str(port), "--warmup", str(args.warmup),
+                        "--duration", str(args.duration), "--in-flight", "100"]
+    return runJSON(argv, h.env, args.warmup + args.duration + 60)
+
+
 def runClientBench(h: Harness) -> dict[str, Any]:
     args = h.args
     print("\n== client: txthrift pipelined vs Apache sync, against raw-twisted", flush=True)
@@ -509,16 +542,7 @@ def runClientBench(h: Harness) -> dict[str, Any]:
     try:
         for rep in range(args.reps):
             for kind in ("txthrift", "apache-sync"):
-                argv = h.pinLoad + [PY, os.path.join(HERE, "clientbench.py"), kind,
-                                    "--port", str(server.port), "--warmup", str(args.warmup),
-                                    "--duration", str(args.duration), "--in-flight", "100"]
-                try:
-                    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=h.env,
-                                          timeout=args.warmup + args.duration + 60)
-                    r = json.loads(done.stdout.strip().splitlines()[-1])
-                except (subprocess.TimeoutExpired, IndexError, ValueError) as e:
-                    r = {"failed": f"{type(e).__name__}: {getattr(done, 'stderr', '')[-300:]}"
-                         if not isinstance(e, subprocess.TimeoutExpired) else "timed out"}
+                r = clientOnce(h, kind, server.port)
                 results[kind].append(r)
                 print(f"  rep {rep + 1} {kind:<12} "
                       f"{r.get('failed') or format(r['calls_per_s'], ',.0f') + ' calls/s'}"
@@ -535,15 +559,19 @@ def runClientBench(h: Harness) -> dict[str, Any]:
     return out
 
 
+def intakeOnce(h: Harness, repeat: int) -> dict[str, Any]:
+    """
+    One intake.py run (medians of REPEAT feeds), in h's environment.
+    """
+    argv = h.pinLoad + [PY, os.path.join(HERE, "intake.py"), "--repeat", str(max(1, repeat))]
+    return runJSON(argv, h.env, 300)
+
+
 def runIntake(h: Harness) -> dict[str, Any]:
     print("\n== intake: one 16 MiB message in 4 KiB pieces, unframed vs framed", flush=True)
-    argv = h.pinLoad + [PY, os.path.join(HERE, "intake.py"), "--repeat",
-                        str(max(1, h.args.reps))]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=h.env, timeout=300)
-        out = json.loads(done.stdout.strip().splitlines()[-1])
-    except (subprocess.TimeoutExpired, IndexError, ValueError) as e:
-        return {"failed": f"{type(e).__name__}"}
+    out = intakeOnce(h, h.args.reps)
+    if "failed" in out:
+        return out
     for kind, m in out["messages"].items():
         print(f"  {kind:<7} framed {m['framed_ms']:8.1f} ms   unframed {m['buffered_ms']:8.1f} ms"
               f"   unframed/framed {m['buffered_over_framed']:.2f}x", flush=True)
@@ -690,7 +718,9 @@ def _classify(frame: str) -> str:
     path = frame.rsplit("(", 1)[-1]
     for needle, bucket in (
         ("txthrift/_codec", "txthrift codec"), ("txthrift/_framing", "txthrift framing"),
-        ("txthrift/_server", "txthrift server/dispatch"), ("txthrift/", "txthrift other"),
+        ("txthrift/_scanning", "txthrift scanning"),
+        ("txthrift/_server", "txthrift server/dispatch"),
+        ("txthrift/_dispatch", "txthrift server/dispatch"), ("txthrift/", "txthrift other"),
         ("twisted/internet/defer", "Twisted Deferred"),
         ("twisted/internet/epollreactor", "reactor poll"),
         ("twisted/internet/tcp", "Twisted TCP read/write"),
@@ -1082,15 +1112,22 @@ def chart(report: dict[str, Any], path: str) -> str | None:
 
 # --------------------------------------------------------------------------
 
-def parseArgs(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="txthrift benchmark harness",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def timingOptions(p: argparse.ArgumentParser) -> None:
+    """
+    --quick, --reps, --warmup, --duration: the harness's and compare.py's.
+    """
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 repetition, 0.3 s warm-up + 0.8 s per measurement")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
     p.add_argument("--warmup", type=float, default=None, help="seconds (default 1; quick 0.3)")
     p.add_argument("--duration", type=float, default=None,
                    help="measured seconds (default 2.25; quick 0.8)")
+
+
+def parseArgs(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="txthrift benchmark harness",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    timingOptions(p)
     p.add_argument("--only", default=None,
                    help="comma-separated names or globs of targets "
                         f"({', '.join(t.name for t in TARGETS)}) and sections "

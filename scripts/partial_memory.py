@@ -48,7 +48,7 @@ def serve(options: list[str]) -> tuple[subprocess.Popen[str], int]:
                ("import sys; from twisted.scripts.twistd import run;"
                 " sys.argv[0] = 'twistd'; run()"),
                "-n", "--pidfile=", "--logfile=-", "thrift",
-               "--handler", "tests._tap_handlers.EchoHandler",
+               "--handler", "tests._handlers.EchoHandler",
                "--port", "tcp:0:interface=127.0.0.1", *options]
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -9,15 +9,14 @@ import queue
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from thrift.server import TServer
 from thrift.server.TNonblockingServer import TNonblockingServer, Worker
 from thrift.Thrift import TApplicationException
 from thrift.transport.TSocket import TServerSocket, TSocket
 
-from tests._echo import EchoBasics
-from tests.gen.py.txthrift_test import Calc
+from tests._handlers import EchoBasics
 from tests.gen.py.txthrift_test.ttypes import Denied, Oops
 
 #: How long stopping a server may take before the test fails.
@@ -40,7 +39,7 @@ def transformItem(it: Any) -> Any:
     )
 
 
-def failWith(kind: str, oops: type = Oops, denied: type = Denied) -> None:
+def failWith(kind: str, oops: type = Oops, denied: type = Denied) -> NoReturn:
     if kind == "oops":
         raise oops(why="asked to", code=7)
     if kind == "denied":
@@ -74,11 +73,6 @@ class SyncHandler(EchoBasics):
 
     def fire(self, message: str) -> None:
         self.fired.put(message)
-
-
-class CalcHandler(Calc.Iface):
-    def multiply(self, a: int, b: int) -> int:
-        return a * b
 
 
 class _Stopped(BaseException):

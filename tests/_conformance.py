@@ -630,7 +630,7 @@ def mismatch(expected: Any, got: Any, path: str = "value", *,
         if type(got) is not type(expected):
             return differ(f" of type {type(got).__name__}")
         if got != expected:
-            if isinstance(expected, (str, bytes)):
+            if isinstance(expected, (str, bytes)) and isinstance(got, (str, bytes)):
                 at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b),
                           min(len(expected), len(got)))
                 return differ(f" (first difference at index {at})")
@@ -719,8 +719,9 @@ def checkOutcome(case: Case, outcome: Outcome, *, setsAsLists: bool = False) -> 
     if case.raises == "undeclared":
         if type(error).__name__ != "TApplicationException":
             return f"{case.name}: failed with {describeError(error)}, not a TApplicationException"
-        if getattr(error, "type", None) != INTERNAL_ERROR:
-            return f"{case.name}: TApplicationException of type {error.type}, not INTERNAL_ERROR"
+        kind = getattr(error, "type", None)
+        if kind != INTERNAL_ERROR:
+            return f"{case.name}: TApplicationException of type {kind}, not INTERNAL_ERROR"
         return None
     return mismatch(case.raises, error, f"{case.name}: {case.method}() raised",
                     setsAsLists=setsAsLists)

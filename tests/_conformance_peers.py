@@ -50,6 +50,7 @@ from thrift.transport.TTransport import (
 from thriftpy2.rpc import make_client
 from twisted.internet import defer, reactor
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import ClientCreator, connectionDone
 from twisted.python.failure import Failure
 
@@ -180,6 +181,9 @@ class _StopAccepting:
     and after L{stop} C{accept} raises L{_Stop}.
     """
 
+    #: Closes the listening socket: the socket class mixed in has it.
+    close: Callable[[], None]
+
     def _setUpStopping(self) -> None:
         self._lock = threading.Lock()
         self._stopping = False
@@ -231,7 +235,7 @@ class ApacheServerSocket(_StopAccepting, TServerSocket):
         self._setUpStopping()
 
     def _listening(self) -> socket.socket | None:
-        return self.handle  # type: ignore[no-any-return]
+        return self.handle
 
     def listen(self) -> None:
         if self.handle is None:
@@ -250,7 +254,7 @@ class Thriftpy2ServerSocket(_StopAccepting, thriftpy2.transport.TServerSocket):
         self._setUpStopping()
 
     def _listening(self) -> socket.socket | None:
-        return self.sock  # type: ignore[no-any-return]
+        return self.sock
 
     def listen(self) -> None:
         if self.sock is None:
@@ -645,6 +649,8 @@ class _ClosableClientProtocol(TTwisted.ThriftClientProtocol):
     """
     L{TTwisted.ThriftClientProtocol} with a Deferred firing once it is closed.
     """
+
+    transport: ITransport
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)

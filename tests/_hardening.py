@@ -16,12 +16,13 @@ from typing import Any
 
 from thrift.Thrift import TApplicationException, TException, TMessageType
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from tests._hardening_handlers import Hardened
+from tests._handlers import Hardened
 from tests.gen.py.txthrift_test import Echo
 from txthrift import ClientProtocol, Codec, FrameError, Limits, ServerFactory
 from txthrift._framing import makeFramer
@@ -43,8 +44,17 @@ def request(protocol: str, name: str, seqid: int, *args: Any, mtype: int = TMess
     return message
 
 
+def resultStruct(name: str) -> type:
+    """
+    The result struct of C{Echo}'s two-way method C{name}.
+    """
+    struct = METHODS[name].result
+    assert struct is not None, f"{name} is oneway: it has no result"
+    return struct
+
+
 def reply(protocol: str, name: str, seqid: int, value: Any) -> bytes:
-    result = METHODS[name].result()
+    result = resultStruct(name)()
     result.success = value
     return Codec(protocol).encode(name, TMessageType.REPLY, seqid, result)
 
@@ -55,6 +65,14 @@ def binaryHeader(name: bytes = b"getData", seqid: int = 1, mtype: int = 1) -> by
 
 def framed(message: bytes) -> bytes:
     return _I32.pack(len(message)) + message
+
+
+def frameFor(framer: Any, message: bytes) -> bytes:
+    """
+    C{message} as C{framer} expects it on the wire: length-prefixed for a
+    framed one, as it is for an unframed one.
+    """
+    return framed(message) if framer.transport == "framed" else message
 
 
 def decodeAll(data: bytes, transport: str, protocol: str) -> list[tuple[str, int, int, Any]]:
@@ -68,7 +86,7 @@ def decodeAll(data: bytes, transport: str, protocol: str) -> list[tuple[str, int
         if mtype == TMessageType.EXCEPTION:
             body: Any = TApplicationException()
         elif mtype == TMessageType.REPLY:
-            body = METHODS[name].result()
+            body = resultStruct(name)()
         else:
             raise AssertionError(f"the server sent a message of type {mtype}")
         codec.readBody(iprot, body)
@@ -237,6 +255,8 @@ class Raw(Protocol):
     """
     A raw peer: records what it gets and when it is closed.
     """
+
+    transport: ITransport
 
     def __init__(self, onData: Callable[[Raw, bytes], None] | None = None) -> None:
         self.data = bytearray()

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests._hardening import frameFor, resultStruct
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Item, Oops
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
@@ -48,19 +49,21 @@ class Peer:
         return found
 
     def reply(self, name: str, seqid: int, **fields: Any) -> None:
-        result = METHODS[name].result(**fields)
-        self.send(CODEC.encode(name, TMessageType.REPLY, seqid, result))
+        self.send(CODEC.encode(name, TMessageType.REPLY, seqid, resultStruct(name)(**fields)))
 
     def send(self, message: bytes) -> None:
-        self.client.protocol.dataReceived(self._framer.frame(message))
+        self.client.protocol.dataReceived(frameFor(self._framer, message))
 
 
-def connected(service: Any = Echo, **kwargs: Any) -> tuple[Client, Peer, Clock]:
+def connected(service: Any = Echo, **kwargs: Any) -> tuple[Any, Peer, Clock]:
+    """
+    A client of C{service} (typed C{Any}: its methods are made at run time),
+    the peer it talks to, and its clock.
+    """
     clock = Clock()
     proto = ClientFactory(service, clock=clock, **kwargs).buildProtocol(None)
     proto.makeConnection(StringTransport())
-    client: Client = proto.client  # type: ignore[attr-defined]
-    return client, Peer(client), clock
+    return proto.client, Peer(proto.client), clock
 
 
 def result(d: Deferred[Any]) -> Any:
@@ -173,7 +176,7 @@ def test_timeoutFailsTheCallAndDropsItsLateReply() -> None:
     peer.reply("getData", seq2, success="late")  # dropped, not delivered anywhere
     peer.reply("getData", seq1, success="a!")
     assert result(slow) == "a!"
-    assert client.protocol.transport.connected  # type: ignore[union-attr]
+    assert client.protocol.transport.connected
     assert clock.getDelayedCalls() == []
 
 

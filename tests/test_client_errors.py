@@ -10,19 +10,20 @@ import struct
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 import txthrift
-from tests._hardening import bounded
-from tests._hardening_handlers import Hardened
+from tests._handlers import Hardened
+from tests._hardening import bounded, frameFor, resultStruct
 from tests.gen.py.txthrift_test import Echo
 from txthrift import ClientFactory, Codec, Limits
 from txthrift._client import whyUndecodable
@@ -69,7 +70,7 @@ class Peer:
 
     def encode(self, name: str, seqid: int, mtype: int = TMessageType.REPLY,
                method: str | None = None, **fields: Any) -> bytes:
-        body = METHODS[method or name].result(**fields)
+        body = resultStruct(method or name)(**fields)
         return self.codec.encode(name, mtype, seqid, body)
 
     def frame(self, message: bytes) -> bytes:
@@ -181,7 +182,8 @@ def test_oversizedFramedReplyIsNotBuffered() -> None:
     held = 0
     for start in range(5000, len(oversized) - 1, 4096):
         peer.send(oversized[start:min(start + 4096, len(oversized) - 1)])
-        held = max(held, len(peer.proto.framer._buffer))
+        framer: Any = peer.proto.framer
+        held = max(held, len(framer.held))
     assert held < 1024
     assert not other.called and peer.open
     peer.send(oversized[-1:] + peer.frame(peer.encode("getData", seqOther, success="ok")))
@@ -281,7 +283,7 @@ def test_multiplexedRepliesMayCarryTheServiceOrNotButNotAnotherMethod() -> None:
     assert [name for _, name, _, _ in sent] == ["Echo:getData"] * 3
     for (_, _, _, seqid), replyName in zip(sent, ["Echo:getData", "getData", "Echo:echo"]):
         reply = codec.encode(replyName, TMessageType.REPLY, seqid,
-                             METHODS["getData"].result(success=replyName))
+                             resultStruct("getData")(success=replyName))
         proto.dataReceived(_I32.pack(len(reply)) + reply)
     assert [outcome(d) for d in calls[:2]] == ["Echo:getData", "getData"]
     message = applicationError(calls[2], TApplicationException.WRONG_METHOD_NAME)
@@ -411,9 +413,9 @@ def _reactor() -> Any:
 
 
 @pytest_twisted.ensureDeferred
-async def test_realServer_oversizedCallAndReplyFailAloneAndOthersCarryOn() -> None:
+async def test_realServerOversizedCallAndReplyFailAloneAndOthersCarryOn() -> None:
     reactor = _reactor()
-    port = await txthrift.serve(reactor, LOCAL, Hardened(reactor))
+    port: Any = await txthrift.serve(reactor, LOCAL, Hardened(reactor))
     client: Any = await bounded(txthrift.connect(
         reactor, f"tcp:host=127.0.0.1:port={port.getHost().port}", Echo, timeout=WAIT,
         max_frame_size=4096), WAIT)
@@ -447,6 +449,8 @@ class _BadServer(Protocol):
     other input its normal reply.
     """
 
+    transport: ITransport
+
     def __init__(self) -> None:
         self.framer = makeFramer("framed", "binary", Limits())
         self.codec = Codec("binary")
@@ -456,13 +460,13 @@ class _BadServer(Protocol):
             iprot, name, _, seqid = self.codec.readHeader(message)
             args = METHODS[name].args()
             self.codec.readBody(iprot, args)
-            self.transport.write(self.framer.frame(self.answer(name, seqid, args.input)))
+            self.transport.write(frameFor(self.framer, self.answer(name, seqid, args.input)))
 
     def answer(self, name: str, seqid: int, value: str) -> bytes:
         def encode(replyName: str = name, mtype: int = TMessageType.REPLY,
                    success: str = value + "!") -> bytes:
             return self.codec.encode(replyName, mtype, seqid,
-                                     METHODS["getData"].result(success=success))
+                                     resultStruct("getData")(success=success))
         if value == "big":
             return encode(success="z" * (1 << 20))
         if value == "type":
@@ -475,7 +479,7 @@ class _BadServer(Protocol):
 
 
 @pytest_twisted.ensureDeferred
-async def test_realSocket_eachBadReplyFailsOnlyItsCall() -> None:
+async def test_realSocketEachBadReplyFailsOnlyItsCall() -> None:
     reactor = _reactor()
     port = await bounded(Deferred.fromCoroutine(_listen(reactor)), WAIT)
     client: Any = await bounded(txthrift.connect(

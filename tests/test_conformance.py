@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 import txthrift
@@ -418,12 +418,12 @@ def test_constantsAndDefaults(flavour: str) -> None:
     T = typesFor(FLAVOURS[flavour])
     constants = thriftpy2Module() if flavour == "thriftpy2" else importlib.import_module(
         T.__name__.rpartition(".")[0] + ".constants")
-    problems = [mismatch(value, getattr(constants, name, None), name)
-                for name, value in CONSTANTS.items()]
+    checked = [mismatch(value, getattr(constants, name, None), name)
+               for name, value in CONSTANTS.items()]
     defaults = T.Defaults()
-    problems += [mismatch(value, getattr(defaults, name, None), f"Defaults().{name}")
-                 for name, value in DEFAULTS.items()]
-    problems = [problem for problem in problems if problem]
+    checked += [mismatch(value, getattr(defaults, name, None), f"Defaults().{name}")
+                for name, value in DEFAULTS.items()]
+    problems = [problem for problem in checked if problem]
     assert not problems, "\n".join(problems)
 
 

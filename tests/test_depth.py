@@ -27,12 +27,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 import txthrift
-from tests._echo import SUFFIX, EchoBasics
+from tests._handlers import SUFFIX, EchoBasics
+from tests._hardening import frameFor
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Item
 from txthrift import Codec, Limits
-from txthrift._framing import DepthError, checkDepth, depthCheckFloor, makeFramer
+from txthrift._framing import makeFramer
 from txthrift._limits import APACHE_C_DEPTH
+from txthrift._scanning import DepthError, checkDepth, depthCheckFloor
 
 #: Seconds any one wait may take before the test fails.
 WAIT = 10.0
@@ -250,7 +252,7 @@ class Raw(Protocol):
 
     def send(self, message: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(self.framer.frame(message))
+        self.transport.write(frameFor(self.framer, message))
 
     def receive(self, count: int) -> Deferred[list[bytes]]:
         d: Deferred[list[bytes]] = Deferred()
@@ -278,9 +280,9 @@ async def serverAnswers(transport: str, protocol: str, limit: int, depth: int,
     """
     from twisted.internet import reactor
 
-    port = await txthrift.serve(reactor, "tcp:0:interface=127.0.0.1", EchoBasics(),
-                                service=Echo, transport=transport, protocol=protocol,
-                                max_depth=limit)
+    port: Any = await txthrift.serve(reactor, "tcp:0:interface=127.0.0.1", EchoBasics(),
+                                     service=Echo, transport=transport, protocol=protocol,
+                                     max_depth=limit)
     try:
         raw = Raw(transport, protocol)
         await bounded(connectProtocol(
@@ -352,7 +354,7 @@ class DeepServer(Protocol):
             depth = int(args.input)
             reply = deepMessage(self.protocol, name, TMessageType.REPLY, seqid, 0,
                                 f"depth {depth}", depth)
-            self.transport.write(self.framer.frame(reply))
+            self.transport.write(frameFor(self.framer, reply))
 
 
 async def clientOutcomes(transport: str, protocol: str, limit: int, depth: int) -> Any:
@@ -364,7 +366,8 @@ async def clientOutcomes(transport: str, protocol: str, limit: int, depth: int) 
     from twisted.internet import reactor
 
     factory = Factory.forProtocol(lambda: DeepServer(transport, protocol))
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    # Twisted types listenTCP's factory as a ServerFactory; any Factory serves.
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
     try:
         client: Any = await bounded(txthrift.connect(
             reactor, f"tcp:host=127.0.0.1:port={port.getHost().port}", Echo,

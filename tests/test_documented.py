@@ -17,18 +17,18 @@ from types import FrameType
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.Thrift import TMessageType
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import MemoryReactorClock
 
 import txthrift
+from tests._handlers import HANDLERS, Hardened
 from tests._hardening import Raw, bounded, request, until
-from tests._hardening_handlers import Hardened
 from tests.gen.conformance_py.txthrift_conformance import Conformance
 from tests.gen.conformance_py.txthrift_conformance.ttypes import Containers, Primitives
 from tests.gen.py.txthrift_test import Echo
-from txthrift import Codec, Limits, _appservice, _framing
+from txthrift import Codec, Limits, _appservice, _scanning
 from txthrift._framing import makeFramer
 from txthrift._tap import Options
 
@@ -71,7 +71,7 @@ def documentedValue(text: str) -> Any:
     return int(value) if value == int(value) else value
 
 
-def test_every_limit_is_documented_with_its_default() -> None:
+def test_everyLimitIsDocumentedWithItsDefault() -> None:
     """
     The README names every field of L{Limits}, and no other, and each
     default it gives is the one L{Limits} has.
@@ -83,7 +83,7 @@ def test_every_limit_is_documented_with_its_default() -> None:
         assert getattr(defaults, name) == documentedValue(text), (name, text)
 
 
-def test_documented_meaning_of_none() -> None:
+def test_documentedMeaningOfNone() -> None:
     """
     What the README and L{Limits}'s docstring say C{None} means.
     """
@@ -100,7 +100,7 @@ def test_documented_meaning_of_none() -> None:
         assert documented[name] == "`None` (off)"
 
 
-def test_serve_connect_and_twistd_start_from_the_documented_defaults() -> None:
+def test_serveConnectAndTwistdStartFromTheDocumentedDefaults() -> None:
     expected = Limits(**{name: documentedValue(text)
                          for name, text in documentedLimits().items()})
     reactor = MemoryReactorClock()
@@ -111,14 +111,14 @@ def test_serve_connect_and_twistd_start_from_the_documented_defaults() -> None:
     assert serverFactory.limits == expected
     assert clientFactory._wrappedFactory.limits == expected
     options = Options()
-    options.parseOptions(["--handler", "tests._tap_handlers.EchoHandler"])
+    options.parseOptions(["--handler", f"{HANDLERS}.EchoHandler"])
     assert Limits.from_keywords(**options["limits"]) == expected
 
 
 UNKNOWN = r"unknown limit max_framesize; known limits: .*\bmax_frame_size\b"
 
 
-def test_unknown_limit_keyword_is_a_type_error() -> None:
+def test_unknownLimitKeywordIsATypeError() -> None:
     """
     README: "an unknown name raises C{TypeError}", from C{serve}, C{connect},
     C{thriftService} and L{Limits.from_keywords}, naming the keyword and
@@ -151,12 +151,12 @@ def test_unknown_limit_keyword_is_a_type_error() -> None:
 def scanningWork(message: bytes, protocol: str, piece: int, budget: int) -> int:
     """
     Feed C{message} to an unframed framer in pieces of C{piece} bytes and
-    count the lines of L{txthrift._framing} that ran: the scanner's work,
+    count the lines of L{txthrift._scanning} that ran: the scanner's work,
     whatever its inner workings.  Counting stops past C{budget} (a
     quadratic scanner would take minutes to count).
     """
     framer = makeFramer("buffered", protocol, Limits())
-    where = _framing.__file__
+    where = _scanning.__file__
     count = 0
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -188,17 +188,17 @@ def pythonWalker() -> Iterator[None]:
     """
     Flat containers walked in Python, so that their walk is counted too.
     """
-    saved = _framing._skipFlat
-    _framing._skipFlat = _framing._skipFlatInPython
+    saved = _scanning._skipFlat
+    _scanning._skipFlat = _scanning._skipFlatInPython
     try:
         yield
     finally:
-        _framing._skipFlat = saved
+        _scanning._skipFlat = saved
 
 
 @pytest.mark.parametrize("protocol", ["binary", "compact", "json"])
-def test_unframed_scanning_is_linear_for_every_protocol(protocol: str,
-                                                        pythonWalker: None) -> None:
+def test_unframedScanningIsLinearForEveryProtocol(protocol: str,
+                                                  pythonWalker: None) -> None:
     """
     A message of structs, lists, maps and strings fed in 1 KiB pieces costs
     the scanner about what it costs fed whole: it resumes where it stopped,
@@ -226,7 +226,7 @@ def test_unframed_scanning_is_linear_for_every_protocol(protocol: str,
 
 
 @pytest_twisted.ensureDeferred
-async def test_stopping_aborts_a_peer_that_never_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stoppingAbortsAPeerThatNeverReads(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     A client that stops reading while big replies are written to it cannot
     hold a stopping service: once the calls in flight are done and the

@@ -1,5 +1,6 @@
 """
-Tests for L{txthrift._framing}: cutting streams into messages.
+Tests for L{txthrift._framing} and L{txthrift._scanning}: cutting streams
+into messages.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -20,7 +22,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
-from tests._echo import SUFFIX, EchoBasics
+from tests._handlers import SUFFIX, EchoBasics
+from tests._hardening import frameFor
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Item
 from txthrift import (
@@ -29,7 +32,7 @@ from txthrift import (
     Limits,
     ServerFactory,
     ThriftMessageProtocol,
-    _framing,
+    _scanning,
     serve,
 )
 from txthrift._framing import detectFramer, makeFramer
@@ -37,7 +40,7 @@ from txthrift._framing import detectFramer, makeFramer
 try:
     from txthrift._speedups import skipFlat as compiledSkipFlat
 except ImportError:  # pragma: no cover - depends on the install
-    compiledSkipFlat = None
+    compiledSkipFlat = None  # type: ignore[assignment]
 
 PROTOCOLS = ["binary", "compact", "json"]
 
@@ -81,15 +84,15 @@ def walking(how: str) -> Iterator[None]:
     """
     Walk flat containers with the C loop or the Python one it falls back to.
     """
-    walk = {"compiled": compiledSkipFlat, "python": _framing._skipFlatInPython}[how]
+    walk = {"compiled": compiledSkipFlat, "python": _scanning._skipFlatInPython}[how]
     if walk is None:
         pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
-    saved = _framing._skipFlat
-    _framing._skipFlat = walk
+    saved = _scanning._skipFlat
+    _scanning._skipFlat = walk
     try:
         yield
     finally:
-        _framing._skipFlat = saved
+        _scanning._skipFlat = saved
 
 
 @pytest.fixture(params=WALKS)
@@ -110,7 +113,7 @@ def test_messagesCutAtTheirBoundariesWhateverTheChunking(transport: str, protoco
                                                         walker: str) -> None:
     messages = [encode(protocol, item, seqid) for seqid, item in enumerate(ITEMS, 1)]
     framer = makeFramer(transport, protocol, Limits())
-    stream = b"".join(framer.frame(m) for m in messages)
+    stream = b"".join(frameFor(framer, m) for m in messages)
     for chunk in (1, 3, 7, 4096, len(stream)):
         proto = connected(transport, protocol)
         for start in range(0, len(stream), chunk):
@@ -139,7 +142,7 @@ def test_unframedScanMatchesApacheEncoding(item: Item, protocol: str, cut: int,
 def test_autoDetectsTransportAndProtocol(transport: str, protocol: str) -> None:
     message = encode(protocol, ITEMS[2])
     proto = connected("auto", "auto")
-    data = makeFramer(transport, protocol, Limits()).frame(message)
+    data = frameFor(makeFramer(transport, protocol, Limits()), message)
     for i in range(len(data)):
         proto.dataReceived(data[i:i + 1])
     assert (proto.transportName, proto.protocolName) == (transport, protocol)
@@ -172,7 +175,7 @@ def test_oversizedFrameClosesWithoutBuffering() -> None:
 @pytest.mark.parametrize("cut", [1, 2, 3])
 def test_oversizedFrameLengthSplitAcrossReadsIsRefused(cut: int) -> None:
     # The length arrives in pieces, after a whole frame, as in a pipelined stream.
-    good = makeFramer("framed", "binary", Limits()).frame(encode("binary", ITEMS[0]))
+    good = frameFor(makeFramer("framed", "binary", Limits()), encode("binary", ITEMS[0]))
     stream = good + struct.pack(">i", 0x7FFFFFFF) + b"\x80\x01" * 100
     proto = connected("framed", "binary", Limits(max_frame_size=1024))
     proto.dataReceived(stream[:len(good) + cut])
@@ -192,7 +195,7 @@ def test_emptyOrNegativeFrameLengthClosesTheConnection(length: int) -> None:
 
 def test_dataAfterAFrameErrorIsIgnored() -> None:
     proto = connected("framed", "binary")
-    good = makeFramer("framed", "binary", Limits()).frame(encode("binary", ITEMS[0]))
+    good = frameFor(makeFramer("framed", "binary", Limits()), encode("binary", ITEMS[0]))
     proto.dataReceived(struct.pack(">i", -1))
     proto.dataReceived(good)
     assert proto.messages == []
@@ -303,17 +306,34 @@ def test_aContainerTooLongForTheFrameLimitIsRefusedFromItsHeader(protocol: str,
     assert "max_frame_size" in str(proto.refusal)
 
 
-KINDS = st.sampled_from([0, 1, 2, 8, 16, _framing._BINARY_STRING_KIND, _framing._VARINT_KIND,
-                         _framing._COMPACT_STRING_KIND])
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_anUnframedMessageOneByteOverTheLimitIsRefused(protocol: str, walker: str) -> None:
+    """
+    max_frame_size holds to the last byte of an unframed message, the
+    bytes that end it (field stops, a last varint) included, as it does for
+    a framed one: a message of exactly the limit passes, one byte more not.
+    """
+    item = Item(id=1, values=list(range(40)), counts={"k": 1})
+    message = encode(protocol, item)
+    exact = connected("buffered", protocol, Limits(max_frame_size=len(message)))
+    exact.dataReceived(message)
+    assert exact.messages == [message] and exact.refusal is None
+    over = connected("buffered", protocol, Limits(max_frame_size=len(message) - 1))
+    over.dataReceived(message)
+    assert over.messages == [] and "max_frame_size" in str(over.refusal)
+
+
+KINDS = st.sampled_from([0, 1, 2, 8, 16, _scanning._I32_STRING, _scanning._VARINT,
+                         _scanning._VARINT_STRING])
 
 
 def element(kind: int, draw: st.DrawFn) -> bytes:
     if kind >= 0:
         return draw(st.binary(min_size=kind, max_size=kind))
-    if kind == _framing._VARINT_KIND:
+    if kind == _scanning._VARINT:
         return varint(draw(st.integers(0, 2**64 - 1)))
     body = draw(st.binary(max_size=20))
-    if kind == _framing._BINARY_STRING_KIND:
+    if kind == _scanning._I32_STRING:
         return struct.pack(">i", len(body)) + body
     return varint(len(body)) + body
 
@@ -347,9 +367,9 @@ OVER_64_BITS = b"\x81" + b"\x80" * 8 + b"\x02"
 
 @settings(max_examples=300, deadline=None)
 @given(container=flatContainers(), maxString=st.sampled_from([5, 100]))
-@example(container=(OVER_64_BITS + b"x", 1, _framing._COMPACT_STRING_KIND,
-                    _framing._COMPACT_STRING_KIND), maxString=5)
-@example(container=(OVER_64_BITS, 1, _framing._VARINT_KIND, _framing._VARINT_KIND),
+@example(container=(OVER_64_BITS + b"x", 1, _scanning._VARINT_STRING,
+                    _scanning._VARINT_STRING), maxString=5)
+@example(container=(OVER_64_BITS, 1, _scanning._VARINT, _scanning._VARINT),
          maxString=5)
 def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, int, int],
                                                  maxString: int) -> None:
@@ -362,7 +382,7 @@ def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, in
             if start > len(buffer):
                 continue
             arguments = (buffer, start, count, evenKind, oddKind, maxString)
-            assert compiledSkipFlat(*arguments) == _framing._skipFlatInPython(*arguments)
+            assert compiledSkipFlat(*arguments) == _scanning._skipFlatInPython(*arguments)
 
 
 def test_theCompiledWalkRefusesBadArguments() -> None:
@@ -383,7 +403,7 @@ def test_messagesBeforeBadBytesInTheSameReadAreStillHandled(transport: str) -> N
     # A negative frame length, or an unframed message of an unknown version.
     bad = b"\xff\xff\xff\xff" if transport == "framed" else b"\x80\x07\x00\x01"
     proto = connected(transport, "binary")
-    proto.dataReceived(b"".join(framer.frame(m) for m in good) + bad)
+    proto.dataReceived(b"".join(frameFor(framer, m) for m in good) + bad)
     assert proto.messages == good
     assert proto.transport.disconnecting  # type: ignore[union-attr]
     assert proto.refusal is not None
@@ -422,7 +442,7 @@ def test_autoTellsNonStrictBinaryFramedFromUnframed(transport: str, name: str) -
     body = Codec("binary").encode("x", 1, 1, Echo.getData_args(input="hi"))[12 + 1:]
     encoded = name.encode()
     message = struct.pack(">i", len(encoded)) + encoded + bytes([1]) + struct.pack(">i", 9) + body
-    data = makeFramer(transport, "binary", Limits()).frame(message)
+    data = frameFor(makeFramer(transport, "binary", Limits()), message)
     for head in range(8):
         assert detectFramer(data[:head], "auto", "binary", Limits()) is None
     proto = connected("auto", "binary")
@@ -458,8 +478,8 @@ async def test_apacheNonStrictBufferedClientAgainstAutoTransport() -> None:
         finally:
             transport.close()
 
-    port = await serve(reactor, "tcp:0:interface=127.0.0.1", EchoBasics(), service=Echo,
-                       transport="auto", protocol="binary")
+    port: Any = await serve(reactor, "tcp:0:interface=127.0.0.1", EchoBasics(), service=Echo,
+                            transport="auto", protocol="binary")
     try:
         got = await deferToThread(session, port.getHost().port).addTimeout(20, reactor)
     finally:

@@ -13,22 +13,24 @@ import resource
 import struct
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel
 
 import txthrift
+from tests._handlers import HANDLERS, Hardened
 from tests._hardening import (
     COMBOS,
     METHODS,
@@ -45,17 +47,16 @@ from tests._hardening import (
     mutate,
     reply,
     request,
+    resultStruct,
     rssKiB,
     unread,
     until,
     validMessage,
 )
-from tests._hardening_handlers import Hardened
+from tests._processes import Twistd, tcpPortOf
 from tests.gen.py.txthrift_test import Echo
-from tests.test_tap import Twistd, tcpPortOf
 from txthrift import Codec
 
-HANDLERS = "tests._hardening_handlers"
 LOCAL = "tcp:0:interface=127.0.0.1"
 WAIT = 20.0
 _I32 = struct.Struct(">i")
@@ -65,22 +66,6 @@ def _reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
-
-
-@pytest.fixture
-def twistd() -> Iterator[Callable[..., Twistd]]:
-    started: list[Twistd] = []
-
-    def start(*args: str) -> Twistd:
-        process = Twistd(*args)
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
 
 
 def _errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,7 +143,7 @@ HOSTILE: dict[str, tuple[str, str, bytes, str, bool]] = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_input_closes_or_answers_without_big_allocations(name: str) -> None:
+def test_hostileInputClosesOrAnswersWithoutBigAllocations(name: str) -> None:
     """
     Each hostile message closes its connection, or (when its seqid could be
     read) is answered with a TApplicationException; nothing escapes, and
@@ -192,7 +177,7 @@ def test_hostile_input_closes_or_answers_without_big_allocations(name: str) -> N
         assert again[-1][2] == 2 and again[-1][3].success == 2
 
 
-def test_invalid_utf8_string_argument_does_not_break_the_connection() -> None:
+def test_invalidUTF8StringArgumentDoesNotBreakTheConnection() -> None:
     served = Served()
     served.send(framed(binaryHeader() + b"\x0b\x00\x01" + _I32.pack(2) + b"\xff\xfe\x00"))
     replies = decodeAll(served.transport.value(), "framed", "binary")
@@ -217,10 +202,10 @@ BAD_STREAMS = [
 
 @pytest.mark.parametrize(("transport", "protocol"), COMBOS)
 @pytest_twisted.ensureDeferred
-async def test_bad_connections_are_thrown_out_while_a_good_one_is_served(
+async def test_badConnectionsAreThrownOutWhileAGoodOneIsServed(
         transport: str, protocol: str) -> None:
     reactor = _reactor()
-    port = await txthrift.serve(reactor, LOCAL, Hardened(reactor))
+    port: Any = await txthrift.serve(reactor, LOCAL, Hardened(reactor))
     portNumber = port.getHost().port
     client: Any = await bounded(txthrift.connect(
         reactor, f"tcp:host=127.0.0.1:port={portNumber}", Echo, transport=transport,
@@ -259,14 +244,14 @@ edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16),
 
 @FUZZ
 @given(combo=combos, data=st.binary(max_size=200))
-def test_fuzz_server_random_bytes(combo: tuple[str, str], data: bytes) -> None:
+def test_fuzzServerRandomBytes(combo: tuple[str, str], data: bytes) -> None:
     assert checkServerIntake(data, *combo) in ("closed", "answered", "idle")
 
 
 @FUZZ
 @given(combo=combos, which=st.integers(0, 20), seqid=st.integers(1, 1000), edits=edits)
-def test_fuzz_server_mutated_messages(combo: tuple[str, str], which: int, seqid: int,
-                                      edits: list[tuple[int, int, bytes]]) -> None:
+def test_fuzzServerMutatedMessages(combo: tuple[str, str], which: int, seqid: int,
+                                   edits: list[tuple[int, int, bytes]]) -> None:
     transport, protocol = combo
     data = mutate(validMessage(transport, protocol, which, seqid), edits)
     assert checkServerIntake(data, transport, protocol) in ("closed", "answered", "idle")
@@ -274,14 +259,14 @@ def test_fuzz_server_mutated_messages(combo: tuple[str, str], which: int, seqid:
 
 @FUZZ
 @given(combo=combos, data=st.binary(max_size=200))
-def test_fuzz_client_random_replies(combo: tuple[str, str], data: bytes) -> None:
+def test_fuzzClientRandomReplies(combo: tuple[str, str], data: bytes) -> None:
     checkClientIntake(data, *combo)
 
 
 @FUZZ
 @given(combo=combos, seqid=st.integers(1, 3), edits=edits)
-def test_fuzz_client_mutated_replies(combo: tuple[str, str], seqid: int,
-                                     edits: list[tuple[int, int, bytes]]) -> None:
+def test_fuzzClientMutatedReplies(combo: tuple[str, str], seqid: int,
+                                  edits: list[tuple[int, int, bytes]]) -> None:
     transport, protocol = combo
     message = reply(protocol, "getData", seqid, "fine")
     data = framed(message) if transport == "framed" else message
@@ -290,7 +275,7 @@ def test_fuzz_client_mutated_replies(combo: tuple[str, str], seqid: int,
     assert sum(isinstance(o, str) for o in outcomes) <= 1
 
 
-def test_fuzz_invariants_hold_for_valid_input() -> None:
+def test_fuzzInvariantsHoldForValidInput() -> None:
     """
     The fuzz checks can tell a good connection: an unmutated message is
     answered, and an unmutated reply is delivered.
@@ -313,9 +298,9 @@ def test_fuzz_invariants_hold_for_valid_input() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_slowloris_is_dropped_by_the_idle_timeout() -> None:
+async def test_slowlorisIsDroppedByTheIdleTimeout() -> None:
     reactor = _reactor()
-    port = await txthrift.serve(reactor, LOCAL, Hardened(reactor), idle_timeout=1.0)
+    port: Any = await txthrift.serve(reactor, LOCAL, Hardened(reactor), idle_timeout=1.0)
     portNumber = port.getHost().port
     client: Any = await bounded(txthrift.connect(
         reactor, f"tcp:host=127.0.0.1:port={portNumber}", Echo, timeout=WAIT), WAIT)
@@ -348,7 +333,7 @@ async def test_slowloris_is_dropped_by_the_idle_timeout() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_client_that_never_reads_is_paused() -> None:
+async def test_aClientThatNeverReadsIsPaused() -> None:
     """
     Replies pile up for a client that reads nothing: the server stops
     reading from it, so what it sends next is not read, and the buffered
@@ -356,7 +341,7 @@ async def test_a_client_that_never_reads_is_paused() -> None:
     """
     reactor = _reactor()
     handler = Hardened(reactor)
-    port = await txthrift.serve(reactor, LOCAL, handler)
+    port: Any = await txthrift.serve(reactor, LOCAL, handler)
     portNumber = port.getHost().port
     hog = await bounded(connectProtocol(
         TCP4ClientEndpoint(reactor, "127.0.0.1", portNumber), Raw()), WAIT)
@@ -391,9 +376,9 @@ async def test_a_client_that_never_reads_is_paused() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_replies_buffered_for_a_client_that_never_reads_stay_bounded() -> None:
+async def test_repliesBufferedForAClientThatNeverReadsStayBounded() -> None:
     reactor = _reactor()
-    port = await txthrift.serve(reactor, LOCAL, Hardened(reactor))
+    port: Any = await txthrift.serve(reactor, LOCAL, Hardened(reactor))
     hog = await bounded(connectProtocol(
         TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Raw()), WAIT)
     hog.transport.pauseProducing()
@@ -425,11 +410,10 @@ async def test_replies_buffered_for_a_client_that_never_reads_stay_bounded() -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_handler_faults_answer_and_free_their_slot(
-        logged: list[dict[str, Any]]) -> None:
+async def test_handlerFaultsAnswerAndFreeTheirSlot(logged: list[dict[str, Any]]) -> None:
     reactor = _reactor()
     handler = Hardened(reactor)
-    port = await txthrift.serve(reactor, LOCAL, handler, call_timeout=0.5, max_pending=1)
+    port: Any = await txthrift.serve(reactor, LOCAL, handler, call_timeout=0.5, max_pending=1)
     client: Any = await bounded(txthrift.connect(
         reactor, f"tcp:host=127.0.0.1:port={port.getHost().port}", Echo, timeout=WAIT), WAIT)
     try:
@@ -460,8 +444,7 @@ async def test_handler_faults_answer_and_free_their_slot(
 
 
 @pytest_twisted.ensureDeferred
-async def test_twistd_call_timeout_and_blocking_threads(
-        twistd: Callable[..., Twistd]) -> None:
+async def test_twistdCallTimeoutAndBlockingThreads(twistd: Callable[..., Twistd]) -> None:
     reactor = _reactor()
     timed = twistd("thrift", "--handler", f"{HANDLERS}.Hardened", "--call-timeout", "0.5",
                    "--port", LOCAL)
@@ -511,11 +494,10 @@ async def test_twistd_call_timeout_and_blocking_threads(
 
 
 @pytest_twisted.ensureDeferred
-async def test_client_gone_mid_call_drops_the_late_reply_quietly(
-        logged: list[dict[str, Any]]) -> None:
+async def test_clientGoneMidCallDropsTheLateReplyQuietly(logged: list[dict[str, Any]]) -> None:
     reactor = _reactor()
     handler = Hardened(reactor)
-    port = await txthrift.serve(reactor, LOCAL, handler)
+    port: Any = await txthrift.serve(reactor, LOCAL, handler)
     client: Any = await bounded(txthrift.connect(
         reactor, f"tcp:host=127.0.0.1:port={port.getHost().port}", Echo, timeout=WAIT), WAIT)
     calls = [client.slow(0.3, f"t{i}") for i in range(5)]
@@ -537,7 +519,7 @@ async def test_client_gone_mid_call_drops_the_late_reply_quietly(
 
 
 @pytest_twisted.ensureDeferred
-async def test_server_killed_mid_call_then_restarted(twistd: Callable[..., Twistd]) -> None:
+async def test_serverKilledMidCallThenRestarted(twistd: Callable[..., Twistd]) -> None:
     import signal
 
     reactor = _reactor()
@@ -580,6 +562,8 @@ class Misbehaving(Protocol):
     Reads framed binary calls and answers them as C{mode} says.
     """
 
+    transport: ITransport
+
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.buffer = b""
@@ -612,7 +596,7 @@ class Misbehaving(Protocol):
 
 @pytest.mark.parametrize("mode", ["garbage", "unknown seqid", "close mid-reply"])
 @pytest_twisted.ensureDeferred
-async def test_misbehaving_server_fails_only_affected_calls(mode: str) -> None:
+async def test_misbehavingServerFailsOnlyAffectedCalls(mode: str) -> None:
     reactor = _reactor()
     factory = Factory.forProtocol(lambda: Misbehaving(mode))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -657,6 +641,8 @@ class Loader(Protocol):
     Sends its pipelined pings at once; checks every reply byte for byte.
     """
 
+    transport: ITransport
+
     def __init__(self, requests: bytes, expected: dict[int, bytes]) -> None:
         self.requests = requests
         self.expected = dict(expected)
@@ -699,8 +685,7 @@ def _raiseFileLimit(wanted: int) -> int:
 
 
 @pytest_twisted.ensureDeferred
-async def test_load_thousands_of_connections_nothing_lost(
-        twistd: Callable[..., Twistd]) -> None:
+async def test_loadThousandsOfConnectionsNothingLost(twistd: Callable[..., Twistd]) -> None:
     reactor = _reactor()
     limit = _raiseFileLimit(2 * CONNECTIONS + 1000)  # twistd inherits it
     connections = min(CONNECTIONS, (limit - 200) // 2)
@@ -710,7 +695,7 @@ async def test_load_thousands_of_connections_nothing_lost(
     portNumber = server.tcpPort()
     pid = server.process.pid
     codec = Codec("binary")
-    result = METHODS["ping"].result
+    result = resultStruct("ping")
     batches = []
     for c in range(connections):
         requests, expected = [], {}

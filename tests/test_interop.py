@@ -43,8 +43,8 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 import txthrift
-from tests._apache import SECRET, ApacheServer, CalcHandler, SyncHandler, failWith, transformItem
-from tests._echo import EchoBasics
+from tests._apache import SECRET, ApacheServer, SyncHandler, failWith, transformItem
+from tests._handlers import CalcHandler, EchoBasics
 from tests.gen.py.txthrift_test import Calc, Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Item, Oops
 from tests.gen.pytwisted.txthrift_test import Calc as TwistedCalc
@@ -103,13 +103,13 @@ class Handler(EchoBasics):
         #: The tags of slow calls, in the order they were answered.
         self.answered: list[str] = []
 
-    def echo(self, text: str, repeat: int) -> Deferred[str]:
+    def echo(self, text: str, repeat: int) -> Deferred[str]:  # type: ignore[override]
         return succeed(text * repeat)
 
     def item(self, it: Item) -> Item:
         return transformItem(it)
 
-    async def add(self, a: int, b: int) -> int:
+    async def add(self, a: int, b: int) -> int:  # type: ignore[override]
         return a + b
 
     def fail(self, kind: str) -> str:
@@ -371,7 +371,7 @@ async def test_txthriftClientOfPyTwistedModule() -> None:
 
 
 @implementer(TwistedEcho.Iface)
-class ImplementerHandler:
+class ImplementerHandler:  # type: ignore[misc]  # implements only what the tests call
     """
     A C{py:twisted} style handler: a plain class declaring the interface,
     its methods returning Deferreds or coroutines.
@@ -565,7 +565,7 @@ async def pipelined(client: Any, count: int = 50) -> None:
     C{count} calls sent at once on one connection, all answered rightly.
     """
     calls = []
-    expected = []
+    expected: list[Any] = []
     for i in range(count):
         if i % 3 == 0:
             calls.append(client.getData(f"call {i}"))
@@ -880,11 +880,16 @@ async def outOfOrder(client: Any, handler: Any, count: int = 20) -> None:
     instant call after each; every call gets its own result.
     """
     received: list[str] = []
+
+    def record(value: str) -> str:
+        received.append(value)
+        return value
+
     slow, fast = [], []
     for i in range(count):
         tag = f"tag {i}"
         d = client.slow(0.1 + (count - i) * 0.01, tag)
-        d.addCallback(lambda value: (received.append(value), value)[1])
+        d.addCallback(record)
         slow.append(d)
         fast.append(client.ping(-2 * i))
     assert client.protocol.pending == 2 * count

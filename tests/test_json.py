@@ -28,6 +28,7 @@ from tests.gen.conformance_py.txthrift_conformance import ttypes as T
 from txthrift import Codec, Limits
 from txthrift._codec import protocolFactory, withStoredHeader
 from txthrift._json import JSONProtocol
+from txthrift._thriftinternals import STRUCT_HOOKS
 
 MiB = 1024 * 1024
 
@@ -41,13 +42,15 @@ def driven(path: str) -> Iterator[None]:
     per field (what C{skip}, code without the fast paths and hand-written
     code use).
     """
-    fast = JSONProtocol._fast_decode, JSONProtocol._fast_encode
+    fast = [getattr(JSONProtocol, hook) for hook in STRUCT_HOOKS]
     if path == "api":
-        JSONProtocol._fast_decode = JSONProtocol._fast_encode = None  # type: ignore[assignment]
+        for hook in STRUCT_HOOKS:
+            setattr(JSONProtocol, hook, None)
     try:
         yield
     finally:
-        JSONProtocol._fast_decode, JSONProtocol._fast_encode = fast  # type: ignore[method-assign]
+        for hook, method in zip(STRUCT_HOOKS, fast, strict=True):
+            setattr(JSONProtocol, hook, method)
 
 
 @pytest.fixture(params=["walker", "api"])
@@ -148,7 +151,7 @@ def test_readsWhatApacheWrites(value: Any, codePath: str) -> None:
     assert same(back, value), C.mismatch(value, back)
 
 
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=30)
 doubles = st.floats(allow_nan=True, allow_infinity=True)
 primitiveValues = st.builds(
     T.Primitives,
@@ -796,10 +799,10 @@ def test_skippedValuesCountTowardsTheLimits(codePath: str) -> None:
 def test_depthAgreesWithTheScanner(value: Any, codePath: str) -> None:
     """
     The reader refuses a message for its depth at exactly the limits the
-    framing layer's depth check does (L{txthrift._framing.checkDepth}, the
+    framing layer's depth check does (L{txthrift._scanning.checkDepth}, the
     definition every protocol shares), read whole or skipped.
     """
-    from txthrift._framing import DepthError, checkDepth
+    from txthrift._scanning import DepthError, checkDepth
 
     method = {"Node": "echoNode", "Outer": "echoOuter", "Containers": "echoContainers",
               "Everything": "echoEverything"}[type(value).__name__]

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -428,7 +428,7 @@ class ConnectionsModel(RuleBasedStateMachine):
              oneway: bool) -> Call:
         ident = len(self.calls)
         arg = argument(ident, mode, timing, size)
-        client: Any = conn.client.client  # type: ignore[attr-defined]
+        client: Any = conn.client.client
         if oneway:
             d = client.fire(arg)
             deadline = None
@@ -685,7 +685,7 @@ class ConnectionsModel(RuleBasedStateMachine):
         assert not leaked, f"replies lost on the server: {leaked}"
 
 
-def test_model_in_memory() -> None:
+def test_modelInMemory() -> None:
     """
     Random calls, answers, timeouts, cancels and disconnects on in-memory
     connections: every caller gets exactly its own outcome, and a closed
@@ -723,7 +723,7 @@ async def allFired(calls: list[Call], what: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_model_over_real_sockets() -> None:
+async def test_modelOverRealSockets() -> None:
     """
     Every mode and timing on real loopback connections (three: each
     transport and protocol once), with timeouts, a cancel, calls over the

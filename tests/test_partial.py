@@ -10,20 +10,20 @@ import time
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.transport.TTransport import TTransportException
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 import txthrift
-from tests._echo import SUFFIX, EchoBasics
+from tests._handlers import HANDLERS, SUFFIX, Holding
 from tests._hardening import METHODS, Raw, bounded, framed, reply, request, until
+from tests._processes import run
 from tests.gen.py.txthrift_test import Echo
-from tests.test_tap import HANDLERS, run
 from txthrift import ClientProtocol, Limits, ServerFactory, ServerProtocol
 from txthrift._budget import PartialBudget
 from txthrift._framing import makeFramer
@@ -34,18 +34,9 @@ LOCAL = "tcp:0:interface=127.0.0.1"
 WAIT = 20.0
 
 
-class Handler(EchoBasics):
-    def __init__(self) -> None:
-        self.waiting: dict[str, Deferred[str]] = {}
-
-    def slow(self, seconds: float, tag: str) -> Deferred[str]:
-        self.waiting[tag] = Deferred()
-        return self.waiting[tag]
-
-
 def connection(clock: Clock, transport: str = "framed",
-               **limits: Any) -> tuple[ServerProtocol, StringTransport, Handler]:
-    handler = Handler()
+               **limits: Any) -> tuple[ServerProtocol, StringTransport, Holding]:
+    handler = Holding()
     factory = ServerFactory(handler, clock=clock, transport=transport, protocol="binary"
                             if transport != "auto" else "auto", limits=Limits(**limits))
     proto = factory.buildProtocol(None)
@@ -190,7 +181,7 @@ def test_aClientClosesOnAReplyThatNeverCompletes() -> None:
     clock.advance(5)
     assert wire.disconnecting
     proto.connectionLost(Failure(ConnectionError("closed")))
-    failure = []
+    failure: list[Failure] = []
     called.addErrback(failure.append)
     assert failure and failure[0].check(TTransportException)
     assert "partial_timeout 5s" in str(failure[0].value)
@@ -266,7 +257,7 @@ def test_budgetGoesOnWhenAConnectionCloses() -> None:
 
 def test_theConnectionsOfAFactoryShareItsBudget() -> None:
     clock = Clock()
-    factory = ServerFactory(Handler(), clock=clock, transport="framed", protocol="binary",
+    factory = ServerFactory(Holding(), clock=clock, transport="framed", protocol="binary",
                             limits=Limits(partial_budget=1000))
     protos = [factory.buildProtocol(None) for _ in range(3)]
     wires = [StringTransport() for _ in protos]
@@ -286,13 +277,37 @@ def test_theConnectionsOfAFactoryShareItsBudget() -> None:
     assert budget.held == 600
 
 
+def test_theConnectionsOfAnyFactoryShareABudget() -> None:
+    """
+    Protocols built by a factory that holds no budget of its own (a plain
+    Twisted one) still share one, and nothing is written on the factory.
+    """
+
+    class Receiver(txthrift.ThriftMessageProtocol):
+        def messageReceived(self, message: bytes) -> None:
+            pass
+
+    factory = Factory.forProtocol(Receiver)
+    limits = Limits(partial_budget=1000)
+    protos = [Receiver("framed", "binary", limits) for _ in range(3)]
+    wires = [StringTransport() for _ in protos]
+    for proto, wire in zip(protos, wires):
+        proto.factory = factory
+        proto.makeConnection(wire)
+    message = request("binary", "getData", 1, "x" * 2000, transport="framed")
+    for proto in protos:
+        proto.dataReceived(message[:600])
+    assert [wire.producerState for wire in wires] == ["producing", "producing", "paused"]
+    assert not hasattr(factory, "partialBudget")
+
+
 def test_roomInTheBudgetDoesNotUndoTheServersOwnPause() -> None:
     """
     A connection the server paused for its own backlog stays paused when
     the budget has room again, until the server itself resumes it.
     """
     clock = Clock()
-    handler = Handler()
+    handler = Holding()
     factory = ServerFactory(handler, clock=clock, transport="framed", protocol="binary",
                             limits=Limits(partial_budget=1000, max_pending=1))
     a, b, c = (factory.buildProtocol(None) for _ in range(3))
@@ -305,9 +320,10 @@ def test_roomInTheBudgetDoesNotUndoTheServersOwnPause() -> None:
     a.dataReceived(request("binary", "slow", 1, 1.0, "a", transport="framed")
                    + request("binary", "slow", 2, 1.0, "b", transport="framed")
                    + message[:100])  # paused by the server, and by the budget
-    assert factory.partialBudget.waits(a)
+    budget = factory.partialBudget
+    assert budget is not None and budget.waits(a)
     c.connectionLost(Failure(ConnectionError("gone")))  # room again
-    assert not factory.partialBudget.waits(a)
+    assert not budget.waits(a)
     assert wires[0].producerState == "paused"
     handler.waiting["a"].callback("A")  # the server's own reason ends
     assert wires[0].producerState == "producing"
@@ -324,8 +340,8 @@ async def test_halfSentBigFramesHoldNoMoreThanTheBudget() -> None:
     from twisted.internet import reactor
 
     count, size, budget = 8, 1 * MiB, 2 * MiB
-    port = await txthrift.serve(reactor, LOCAL, Handler(), transport="framed",
-                                protocol="binary", partial_budget=budget)
+    port: Any = await txthrift.serve(reactor, LOCAL, Holding(), transport="framed",
+                                     protocol="binary", partial_budget=budget)
     factory: ServerFactory = port.factory
     peers: list[Raw] = []
     try:
@@ -336,7 +352,8 @@ async def test_halfSentBigFramesHoldNoMoreThanTheBudget() -> None:
                 TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Raw()), WAIT)
             peer.transport.write(message[:-1000])
             peers.append(peer)
-        shared: PartialBudget = factory.partialBudget
+        shared = factory.partialBudget
+        assert shared is not None
 
         def settled() -> bool:
             # Every connection has read all that was sent, or waits.
@@ -370,7 +387,7 @@ async def test_halfSentBigFramesHoldNoMoreThanTheBudget() -> None:
 async def test_aHalfSentFrameIsDroppedOnTheWire() -> None:
     from twisted.internet import reactor
 
-    port = await txthrift.serve(reactor, LOCAL, Handler(), partial_timeout=0.5)
+    port: Any = await txthrift.serve(reactor, LOCAL, Holding(), partial_timeout=0.5)
     client: Any = await bounded(txthrift.connect(
         reactor, f"tcp:host=127.0.0.1:port={port.getHost().port}", Echo, timeout=WAIT), WAIT)
     slow = await bounded(connectProtocol(

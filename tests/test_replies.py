@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TMemoryBuffer
@@ -36,7 +36,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 import txthrift
-from tests._echo import SUFFIX, EchoBasics
+from tests._handlers import SUFFIX, EchoBasics, Stubborn
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Oops
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
@@ -66,7 +66,7 @@ class Blocking(EchoBasics):
 
 
 @implementer(TwistedEcho.Iface)
-class Asynchronous:
+class Asynchronous:  # type: ignore[misc]  # implements only what the tests call
     """
     Every way a method can be asynchronous; under C{threads} none of them
     may run in the pool.
@@ -97,7 +97,8 @@ async def hosted() -> AsyncIterator[Any]:
         service = txthrift.thriftService(handler, port=port, shutdown_timeout=1, **kwargs)
         service.startService()
         services.append(service)
-        return int(service.ports[0].getHost().port)
+        address: Any = service.ports[0].getHost()
+        return int(address.port)
 
     yield host
     for service in services:
@@ -177,9 +178,9 @@ class Unencodable(Handler):
     def fail(self, kind: str) -> Any:
         error: Exception
         if kind == "declared":
-            error = Oops(why=12345, code="not an i32")  # type: ignore[arg-type]
+            error = Oops(why=12345, code="not an i32")
         elif kind == "application":
-            error = TApplicationException(TApplicationException.UNKNOWN, 12345)  # type: ignore[arg-type]
+            error = TApplicationException(TApplicationException.UNKNOWN, 12345)
         else:
             error = CancelledError()
         if self.mode == "raise":
@@ -204,7 +205,7 @@ def test_anyFailureGetsAnInternalErrorAndFreesTheSlot(mode: str, kind: str) -> N
     wire.call("fail", kind)
     wire.call("getData", "next")
     if kind in handler.waiting:
-        handler.waiting[kind].callback(None)
+        handler.waiting[kind].callback("go")
     (name, mtype, _, error), (_, _, _, ok) = wire.replies()
     assert (name, mtype, error.type) == (
         "fail", TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
@@ -270,7 +271,7 @@ def _tlsConnect(port: int) -> ssl.SSLSocket:
 
 
 class Later(EchoBasics):
-    def getData(self, input: str) -> Deferred[str]:
+    def getData(self, input: str) -> Deferred[str]:  # type: ignore[override]
         return deferLater(reactor, 0.05, lambda: input + " later")
 
 
@@ -297,15 +298,24 @@ async def test_halfClosedPeerGetsEveryReplyThenTheClose(hosted: Any, transport: 
     assert replies == [(seqid, f"{seqid}{suffix}") for seqid in (1, 2, 3)]
 
 
-def aborting(handler: object, clock: Clock, **limits: Any) -> Wire:
+class AbortingWire(Wire):
+    """
+    A L{Wire} whose transport notes being aborted.
+    """
+
+    transport: Aborting
+
+
+def aborting(handler: object, clock: Clock, **limits: Any) -> AbortingWire:
     """
     A L{Wire} whose transport notes being aborted.
     """
     proto = ServerFactory(handler, clock=clock, limits=Limits(**limits)).buildProtocol(None)
-    proto.makeConnection(Aborting())
-    wire = Wire.__new__(Wire)
+    transport = Aborting()
+    proto.makeConnection(transport)
+    wire = AbortingWire.__new__(AbortingWire)
     wire.codec, wire.proto, wire.transport, wire._seqid = (
-        txthrift.Codec("binary"), proto, proto.transport, 0)
+        txthrift.Codec("binary"), proto, transport, 0)
     wire.framer = txthrift._framing.makeFramer("framed", "binary", Limits())
     return wire
 
@@ -386,7 +396,7 @@ async def test_clientsThatGoCancelTheirServersCalls(hosted: Any, tmp_path: Path,
     started: list[str] = []
 
     class Never(EchoBasics):
-        def getData(self, input: str) -> Deferred[str]:
+        def getData(self, input: str) -> Deferred[str]:  # type: ignore[override]
             started.append(input)
             return Deferred(lambda d: cancelled.append(input))
 
@@ -434,7 +444,7 @@ async def test_aTimedOutHandlerThatCarriesOnStillGetsTheCallerAnswered(hosted: A
     finished: list[str] = []
 
     class Stubborn(EchoBasics):
-        async def getData(self, input: str) -> str:
+        async def getData(self, input: str) -> str:  # type: ignore[override]
             for _ in range(10):
                 try:
                     await deferLater(reactor, 0.05)
@@ -530,7 +540,7 @@ def test_hugeUnknownNamesAreCutShort(target: str, logged: list[dict[str, Any]]) 
 @pytest.mark.parametrize(("value", "expected"), [("2.5", 2.5), ("off", None)])
 def test_halfClosedTimeoutOption(value: str, expected: float | None) -> None:
     options = Options()
-    options.parseOptions(["--handler", "tests._tap_handlers.EchoHandler",
+    options.parseOptions(["--handler", "tests._handlers.EchoHandler",
                           "--half-closed-timeout", value])
     assert options["limits"]["half_closed_timeout"] == expected
     assert Limits().half_closed_timeout == 10.0
@@ -539,7 +549,7 @@ def test_halfClosedTimeoutOption(value: str, expected: float | None) -> None:
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
 def test_badHalfClosedTimeout(value: str) -> None:
     with pytest.raises(usage.UsageError) as raised:
-        Options().parseOptions(["--handler", "tests._tap_handlers.EchoHandler",
+        Options().parseOptions(["--handler", "tests._handlers.EchoHandler",
                                 "--half-closed-timeout", value])
     assert str(raised.value) == ("--half-closed-timeout: expected a number of seconds more"
                                  f" than 0, or off, not {value!r}")
@@ -556,20 +566,9 @@ def test_handlerWorkOutlivingItsTimeoutIsBounded() -> None:
     their slot, but past max_pending of them reading pauses until some end.
     """
     clock = Clock()
-    gates: list[Deferred[None]] = []
-
-    class Stubborn(Handler):
-        async def getData(self, input: str) -> str:  # type: ignore[override]
-            while True:
-                gate: Deferred[None] = Deferred()
-                gates.append(gate)
-                try:
-                    await gate
-                    return input
-                except CancelledError:
-                    continue  # ignores being cancelled
-
-    wire = aborting(Stubborn(), clock, max_pending=1, call_timeout=1)
+    handler = Stubborn()
+    gates = handler.gates
+    wire = aborting(handler, clock, max_pending=1, call_timeout=1)
     for n in range(4):
         wire.call("getData", str(n))
     clock.advance(1)  # 0 times out and carries on; 1 starts

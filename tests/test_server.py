@@ -18,7 +18,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tests._echo import EchoBasics
+from tests._handlers import Holding, Stubborn
+from tests._hardening import frameFor, resultStruct
 from tests.gen.py.txthrift_test import Calc, Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Item, Oops
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
@@ -29,10 +30,10 @@ from txthrift._service import describe
 METHODS = describe(Echo).methods
 
 
-class Handler(EchoBasics):
+class Handler(Holding):
     def __init__(self) -> None:
+        super().__init__()
         self.fired: list[str] = []
-        self.waiting: dict[str, Deferred[str]] = {}
 
     def item(self, it: Item) -> Item:
         return Item(id=it.id * 2, values=[it.id])
@@ -50,10 +51,6 @@ class Handler(EchoBasics):
         if kind == "transport":
             raise TTransportException(TTransportException.UNKNOWN, "downstream died")
         raise RuntimeError("secret internals")
-
-    def slow(self, seconds: float, tag: str) -> Deferred[str]:
-        self.waiting[tag] = Deferred()
-        return self.waiting[tag]
 
     async def blob(self, size: int) -> bytes:
         return bytes(range(256)) * size
@@ -86,7 +83,7 @@ class Wire:
         return self._seqid
 
     def send(self, message: bytes) -> None:
-        self.proto.dataReceived(self.framer.frame(message))
+        self.proto.dataReceived(frameFor(self.framer, message))
 
     def replies(self) -> list[tuple[str, int, int, Any]]:
         data = self.transport.value()
@@ -97,7 +94,7 @@ class Wire:
             if mtype == TMessageType.EXCEPTION:
                 body: Any = TApplicationException()
             else:
-                body = METHODS[name].result()
+                body = resultStruct(name)()
             body.read(iprot)
             found.append((name, mtype, seqid, body))
         return found
@@ -285,7 +282,7 @@ def test_autoAnswersInTheClientsTransportAndProtocol() -> None:
 
 def test_twistedFlavourHandlerWithoutIfaceSubclass() -> None:
     @implementer(TwistedEcho.Iface)
-    class Plain:
+    class Plain:  # type: ignore[misc]  # implements only what the test calls
         def getData(self, input: str) -> Deferred[str]:
             return succeed(input.upper())
 
@@ -323,9 +320,28 @@ def test_processorsAreServed() -> None:
     assert (data.success, oops.oops.code) == ("p from server 1024", 7)
 
 
+def test_aProcessorCanReadTheWholeRequest() -> None:
+    """
+    Processors written for Apache's servers get their input in a
+    C{TMemoryBuffer}; some ask it for the whole request.
+    """
+    seen: list[bytes] = []
+
+    class Peeking(Echo.Processor):
+        def process(self, iprot: Any, oprot: Any) -> Any:
+            seen.append(iprot.trans.getvalue())
+            return super().process(iprot, oprot)
+
+    wire, _ = serving(Peeking(Handler()))
+    wire.call("getData", "peek")
+    [(_, _, _, data)] = wire.replies()
+    assert data.success == "peek from server 1024"
+    assert len(seen) == 1 and seen[0].endswith(b"peek\x00")
+
+
 def test_twistedProcessorHalfWrittenReplyBecomesOneException() -> None:
     @implementer(TwistedEcho.Iface)
-    class Bad:
+    class Bad:  # type: ignore[misc]  # implements only what the test calls
         def add(self, a: int, b: int) -> str:
             return "not an i32"
 
@@ -336,7 +352,7 @@ def test_twistedProcessorHalfWrittenReplyBecomesOneException() -> None:
     assert (mtype, error.type) == (TMessageType.EXCEPTION, TApplicationException.INTERNAL_ERROR)
     # Nothing of the half-written reply went out: the generated processor's
     # exception is all that was sent.
-    assert sent == wire.framer.frame(wire.codec.encodeException(
+    assert sent == frameFor(wire.framer, wire.codec.encodeException(
         "add", seqid, TApplicationException.INTERNAL_ERROR, "Internal error"))
 
 
@@ -373,6 +389,100 @@ def test_serverFactoryTracksConnections() -> None:
     assert factory.connections == {wire.proto}
     wire.proto.connectionLost(Failure(ConnectionError()))
     assert factory.connections == set()
+
+
+def test_whenIdleFiresOnceTheCallsOnEveryConnectionEnd() -> None:
+    handler = Handler()
+    factory = ServerFactory(handler, clock=Clock())
+    first, second = Wire(factory), Wire(factory)
+    first.call("slow", 1.0, "one")
+    second.call("slow", 1.0, "two")
+    idle = factory.whenIdle()
+    other = factory.whenIdle()
+    assert idle is not other
+    handler.waiting["one"].callback("1")
+    assert not idle.called
+    handler.waiting["two"].callback("2")
+    assert idle.called and other.called
+    assert idle.result is None and other.result is None
+
+
+def test_whenIdleFiresAtOnceWhenNoCallRuns() -> None:
+    factory = ServerFactory(Handler(), clock=Clock())
+    wire = Wire(factory)
+    wire.call("getData", "answered at once")
+    idle = factory.whenIdle()
+    assert idle.called and idle.result is None
+
+
+def test_whenIdleDoesNotWaitForWorkOutlivingItsTimeout() -> None:
+    """
+    A call answered with its timeout is over for its caller, and so for a
+    graceful stop, even while its handler carries on.
+    """
+    handler = Stubborn()
+    clock = Clock()
+    factory = ServerFactory(handler, clock=clock, limits=Limits(call_timeout=1))
+    wire = Wire(factory)
+    wire.call("getData", "stubborn")
+    idle = factory.whenIdle()
+    clock.advance(0.5)
+    assert not idle.called
+    clock.advance(0.5)
+    [(_, mtype, _, _)] = wire.replies()
+    assert mtype == TMessageType.EXCEPTION and wire.proto.inFlight == 0
+    assert idle.called and len(handler.gates) == 2  # still at work
+
+
+def test_whenIdleCancellingOneWaiterLeavesTheOthers() -> None:
+    handler = Handler()
+    factory = ServerFactory(handler, clock=Clock())
+    Wire(factory).call("slow", 1.0, "held")
+    cancelled, kept = factory.whenIdle(), factory.whenIdle()
+    cancelled.cancel()
+    assert isinstance(cancelled.result, Failure)
+    cancelled.addErrback(lambda failure: failure.trap(CancelledError))
+    assert not kept.called
+    handler.waiting["held"].callback("done")
+    assert kept.called and kept.result is None
+
+
+def test_whenIdleFiresWhenTheLastBusyConnectionGoes() -> None:
+    factory = ServerFactory(Handler(), clock=Clock())
+    wire = Wire(factory)
+    wire.call("slow", 1.0, "abandoned")
+    idle = factory.whenIdle()
+    wire.proto.connectionLost(Failure(ConnectionError()))
+    assert idle.called
+
+
+def test_whenDisconnectedFiresOnceTheLastConnectionGoes() -> None:
+    factory = ServerFactory(Handler(), clock=Clock())
+    first, second = Wire(factory), Wire(factory)
+    gone, cancelled = factory.whenDisconnected(), factory.whenDisconnected()
+    cancelled.cancel()
+    cancelled.addErrback(lambda failure: failure.trap(CancelledError))
+    first.proto.connectionLost(Failure(ConnectionError()))
+    assert not gone.called
+    second.proto.connectionLost(Failure(ConnectionError()))
+    assert gone.called and gone.result is None
+    again = factory.whenDisconnected()
+    assert again.called and again.result is None
+
+
+def test_closeSendsWhatIsWrittenThenAbortsAPeerThatDoesNotTakeIt() -> None:
+    clock = Clock()
+    handler = Handler()
+    factory = ServerFactory(handler, clock=clock, limits=Limits(idle_timeout=7))
+    wire = Wire(factory)
+    wire.call("slow", 1.0, "last")
+    handler.waiting["last"].callback("answered")
+    wire.proto.close()
+    [(_, mtype, _, result)] = wire.replies()
+    assert mtype == TMessageType.REPLY and result.success == "answered"
+    assert wire.transport.disconnecting and not wire.transport.disconnected
+    clock.advance(7)
+    assert wire.transport.disconnected
 
 
 def test_callTimeoutAnswersAndFreesTheSlot(logged: list[dict[str, Any]]) -> None:
@@ -428,7 +538,7 @@ def test_deepQueueOfSynchronousRepliesStaysFlat() -> None:
     wire = Wire(ServerFactory(handler, clock=Clock(), limits=Limits(max_pending=1)))
     wire.call("slow", 1.0, "gate")
     batch = b"".join(
-        wire.framer.frame(wire.codec.encode("getData", TMessageType.CALL, 10 + i,
+        frameFor(wire.framer, wire.codec.encode("getData", TMessageType.CALL, 10 + i,
                                             Echo.getData_args(input=str(i))))
         for i in range(3000))
     wire.proto.dataReceived(batch)
@@ -494,7 +604,7 @@ def test_manyRepliesToOneReadGoOutInOneWrite() -> None:
     writes: list[bytes] = []
     wire.transport.write = writes.append  # type: ignore[method-assign]
     wire.proto.dataReceived(b"".join(
-        wire.framer.frame(wire.codec.encode("getData", TMessageType.CALL, i,
+        frameFor(wire.framer, wire.codec.encode("getData", TMessageType.CALL, i,
                                             Echo.getData_args(input=str(i))))
         for i in range(50)))
     assert len(writes) == 1
@@ -523,7 +633,7 @@ def test_bigStringsAreEncodedAsApacheEncodesThem(name: str, value: Any) -> None:
     from thrift.protocol.TBinaryProtocol import TBinaryProtocol
     from thrift.transport.TTransport import TMemoryBuffer
 
-    result = METHODS[name].result(success=value)
+    result = resultStruct(name)(success=value)
     buffer = TMemoryBuffer()
     apache = TBinaryProtocol(buffer)
     apache.writeMessageBegin(name, TMessageType.REPLY, 9)

@@ -10,7 +10,6 @@ Every process is killed when its test ends, and every wait is bounded.
 from __future__ import annotations
 
 import importlib
-import os
 import queue
 import re
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.protocol.TCompactProtocol import TCompactProtocol
 from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol
@@ -43,166 +42,17 @@ from twisted.python import usage
 from zope.interface import implementer
 
 import txthrift
-from tests._tap_handlers import CalcHandler, EchoHandler
+from tests._handlers import HANDLERS, Blocking, CalcHandler, EchoHandler, Stubborn
+from tests._processes import HELLO, REPO, WAIT, Twistd, environment, run, tcpPortOf
 from tests.gen.py.txthrift_test import Calc, Echo
 from txthrift._appservice import CannotListen, ThriftService
 from txthrift._tap import Options, makeService
 
-REPO = Path(__file__).resolve().parent.parent
-HELLO = REPO / "examples" / "hello"
-HANDLERS = "tests._tap_handlers"
 REPLY = "client access from server 1024"
-
-#: Seconds any one wait may take: a process starting, answering or ending.
-WAIT = 20.0
-
-#: twistd itself, run by the interpreter running the tests.
-TWISTD = [sys.executable, "-c",
-          "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
-
-#: The startup line: what is served where.
-SERVING = re.compile(r"Serving (?P<served>.+?) on (?P<where>.+?) \(transport=(?P<transport>\S+)"
-                     r" protocol=(?P<protocol>\S+)")
 
 if str(HELLO / "gen") not in sys.path:
     # The seed's generated HelloService, for the seed's client.
     sys.path.append(str(HELLO / "gen"))
-
-
-def tcpPortOf(serving: re.Match[str]) -> int:
-    """
-    The TCP port on 127.0.0.1 of a startup line.
-    """
-    found = re.search(r"tcp:127\.0\.0\.1:(\d+)", serving.group("where"))
-    assert found, serving.group(0)
-    return int(found.group(1))
-
-
-def _environment(pythonpath: list[Path] | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONUNBUFFERED"] = "1"
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in pythonpath)
-    env.update(extra)
-    return env
-
-
-class Twistd:
-    """
-    A C{twistd -n} process whose output lines are collected as they come.
-    """
-
-    def __init__(self, *args: str, pythonpath: list[Path] | None = None,
-                 cwd: Path | None = None, **env: str) -> None:
-        self.args = ["-n", "--pidfile=", "--logfile=-", *args]
-        self.process = subprocess.Popen(
-            [*TWISTD, *self.args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=cwd or REPO,
-            env=_environment([REPO] if pythonpath is None else pythonpath, **env))
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.process.stdout, self.stdout),
-                                  (self.process.stderr, self.stderr))]
-        for reader in self._readers:
-            reader.start()
-        self._seen: list[str] = []
-
-    def _read(self, stream: Any, lines: list[str]) -> None:
-        line: str
-        for line in stream:
-            lines.append(line)
-            self._lines.put(line)
-        self._lines.put(None)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.stdout) + "".join(self.stderr)
-
-    def waitFor(self, pattern: str | re.Pattern[str], timeout: float = WAIT) -> re.Match[str]:
-        """
-        The first line matching C{pattern} among those that came since the
-        last wait (or that are still to come).
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        ended = 0
-        while True:
-            for index, line in enumerate(self._seen):
-                match = regex.search(line)
-                if match:
-                    del self._seen[:index + 1]
-                    return match
-            self._seen.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or ended == 2:
-                raise AssertionError(f"no line matching {regex.pattern!r} from twistd "
-                                     f"{' '.join(self.args)}:\n{self.output}")
-            try:
-                got = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if got is None:
-                ended += 1
-            else:
-                self._seen.append(got)
-
-    def serving(self) -> re.Match[str]:
-        return self.waitFor(SERVING)
-
-    def tcpPort(self) -> int:
-        return tcpPortOf(self.serving())
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = WAIT) -> int:
-        code = self.process.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(WAIT)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def twistd() -> Iterator[Callable[..., Twistd]]:
-    """
-    Start C{twistd -n} processes, each killed when the test ends.
-    """
-    started: list[Twistd] = []
-
-    def start(*args: str, **kwargs: Any) -> Twistd:
-        process = Twistd(*args, **kwargs)
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
-
-
-def run(*args: str, pythonpath: list[Path] | None = None, cwd: Path | None = None,
-        python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    """
-    Run C{twistd} (with C{python}) to its end.
-    """
-    command = [python, *TWISTD[1:], *args]
-    return subprocess.run(command, check=False, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=WAIT * 2, cwd=cwd or REPO,
-                          env=_environment([REPO] if pythonpath is None else pythonpath))
 
 
 def apacheClient(service: Any, port: int, *, framed: bool = False, compact: bool = False,
@@ -245,7 +95,7 @@ def seedClient(port: int) -> list[str]:
 # The plugin, installed.
 
 
-def test_twistd_lists_thrift_without_pythonpath(tmp_path: Path) -> None:
+def test_twistdListsThriftWithoutPythonpath(tmp_path: Path) -> None:
     """
     The environment running these tests (an editable install in development)
     finds the plugin from any directory, with no PYTHONPATH.
@@ -294,7 +144,7 @@ def _sitePackages() -> list[str]:
     return found
 
 
-def test_pip_install_puts_the_dropin_beside_twisteds_plugins(tmp_path: Path) -> None:
+def test_pipInstallPutsTheDropinBesideTwistedsPlugins(tmp_path: Path) -> None:
     """
     C{pip install .} into a fresh virtualenv installs
     C{twisted/plugins/txthrift_plugin.py} (and no C{__init__.py} of Twisted's)
@@ -323,7 +173,7 @@ def test_pip_install_puts_the_dropin_beside_twisteds_plugins(tmp_path: Path) -> 
     if _buildsOffline():
         install.append("--no-build-isolation")
     done = subprocess.run([*install, str(source)], check=False, capture_output=True, text=True,
-                          cwd=tmp_path, env=_environment(), timeout=WAIT * 4)
+                          cwd=tmp_path, env=environment(), timeout=WAIT * 4)
     assert done.returncode == 0, done.stdout + done.stderr
 
     plugins = Path(ours, "twisted", "plugins")
@@ -334,12 +184,12 @@ def test_pip_install_puts_the_dropin_beside_twisteds_plugins(tmp_path: Path) -> 
 
     # What an install should be followed by: refreshing Twisted's plugin cache.
     subprocess.run([python, "-c", REFRESH_PLUGIN_CACHE], check=True, cwd=tmp_path,
-                   env=_environment(), timeout=WAIT)
+                   env=environment(), timeout=WAIT)
     assert (plugins / "dropin.cache").is_file()
 
     where = subprocess.run([python, "-c", "import txthrift; print(txthrift.__file__)"],
-                           check=False, capture_output=True, text=True, cwd=tmp_path, env=_environment(),
-                           timeout=WAIT)
+                           check=False, capture_output=True, text=True, cwd=tmp_path,
+                           env=environment(), timeout=WAIT)
     assert where.stdout.startswith(ours), where.stdout + where.stderr
     listed = run("--help", python=python, pythonpath=[], cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
@@ -353,7 +203,7 @@ def test_pip_install_puts_the_dropin_beside_twisteds_plugins(tmp_path: Path) -> 
 # Serving, as a user runs it.
 
 
-def test_seed_client_against_twistd_thrift(twistd: Callable[..., Twistd]) -> None:
+def test_seedClientAgainstTwistdThrift(twistd: Callable[..., Twistd]) -> None:
     """
     The seed's handler, served by C{twistd thrift}, answers the seed's
     client (buffered, binary) and a framed client, on one port.
@@ -395,7 +245,7 @@ def test_multiplexed(twistd: Callable[..., Twistd]) -> None:
         transport.close()
 
 
-def test_service_option_for_a_handler_that_does_not_say(twistd: Callable[..., Twistd]) -> None:
+def test_serviceOptionForAHandlerThatDoesNotSay(twistd: Callable[..., Twistd]) -> None:
     server = twistd("thrift", "--handler", f"{HANDLERS}.Unmarked",
                     "--service", "tests.gen.py.txthrift_test.Calc",
                     "--port", "tcp:0:interface=127.0.0.1")
@@ -407,12 +257,12 @@ def test_service_option_for_a_handler_that_does_not_say(twistd: Callable[..., Tw
         transport.close()
 
 
-def test_threads_serve_blocking_calls_at_once(twistd: Callable[..., Twistd]) -> None:
+def test_threadsServeBlockingCallsAtOnce(twistd: Callable[..., Twistd]) -> None:
     """
     With C{--threads 4}, four calls that each block for a second take about
     a second together, on four connections.
     """
-    server = twistd("thrift", "--handler", f"{HANDLERS}.BlockingEcho", "--threads", "4",
+    server = twistd("thrift", "--handler", f"{HANDLERS}.Blocking", "--threads", "4",
                     "--port", "tcp:0:interface=127.0.0.1")
     port = server.tcpPort()
     assert "threads=4" in server.output
@@ -440,7 +290,7 @@ def test_threads_serve_blocking_calls_at_once(twistd: Callable[..., Twistd]) -> 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_sigterm_drains_calls_in_flight(twistd: Callable[..., Twistd], sig: int) -> None:
+def test_sigtermDrainsCallsInFlight(twistd: Callable[..., Twistd], sig: int) -> None:
     """
     On SIGTERM (or SIGINT: Ctrl-C) the server stops listening at once,
     answers the call in flight, then exits 0.
@@ -539,8 +389,8 @@ def _selfSigned(folder: Path) -> tuple[Path, Path]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_unix_socket_with_txthrift_client(twistd: Callable[..., Twistd],
-                                                tmp_path: Path) -> None:
+async def test_unixSocketWithTxthriftClient(twistd: Callable[..., Twistd],
+                                            tmp_path: Path) -> None:
     from twisted.internet import reactor
 
     path = tmp_path / "echo.sock"
@@ -556,7 +406,7 @@ async def test_unix_socket_with_txthrift_client(twistd: Callable[..., Twistd],
         await client.close()
 
 
-def test_hello_tac(twistd: Callable[..., Twistd], tmp_path: Path) -> None:
+def test_helloTac(twistd: Callable[..., Twistd], tmp_path: Path) -> None:
     """
     C{twistd -ny examples/hello/hello.tac} serves the seed's handler, from
     any directory, finding the example's modules by itself.
@@ -626,8 +476,8 @@ def mistakes() -> dict[int, subprocess.CompletedProcess[str]]:
 
 @pytest.mark.parametrize("index", range(len(MISTAKES)),
                          ids=[" ".join(args)[-60:] or "nothing" for args, _ in MISTAKES])
-def test_mistakes_end_in_one_line(index: int,
-                                  mistakes: dict[int, subprocess.CompletedProcess[str]]) -> None:
+def test_mistakesEndInOneLine(index: int,
+                              mistakes: dict[int, subprocess.CompletedProcess[str]]) -> None:
     """
     twistd prints the plugin's usage, then the error: one line naming the
     option; the status is 1 and nothing looks like a traceback.
@@ -642,7 +492,7 @@ def test_mistakes_end_in_one_line(index: int,
     assert expected in last, done.stdout
 
 
-def test_port_in_use_ends_in_one_line() -> None:
+def test_portInUseEndsInOneLine() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -668,7 +518,7 @@ def _errno(name: str) -> int:
 # In-process: the options, and stopping on a fake clock.
 
 
-def test_options_single_handler() -> None:
+def test_optionsSingleHandler() -> None:
     options = Options()
     options.parseOptions(["--handler", f"{HANDLERS}.EchoHandler", "--port", "0",
                           "--port", "unix:/tmp/x.sock", "--idle-timeout", "2.5",
@@ -686,7 +536,7 @@ def test_options_single_handler() -> None:
     assert service.factory.limits.call_timeout == 30.0
 
 
-def test_options_multiplexed_with_service() -> None:
+def test_optionsMultiplexedWithService() -> None:
     options = Options()
     options.parseOptions(["--handler", f"Echo={HANDLERS}.EchoHandler",
                           "--handler", f"Calc={HANDLERS}.Unmarked",
@@ -721,7 +571,7 @@ class _Endpoint:
         return self.outcome
 
 
-def test_listen_failure_stops_the_other_ports() -> None:
+def test_listenFailureStopsTheOtherPorts() -> None:
     from twisted.internet.interfaces import IStreamServerEndpoint
     from zope.interface import directlyProvides
 
@@ -771,7 +621,7 @@ def warnings() -> Iterator[list[dict[str, Any]]]:
         globalLogPublisher.removeObserver(observe)
 
 
-def test_stop_waits_for_calls_in_flight(warnings: list[dict[str, Any]]) -> None:
+def test_stopWaitsForCallsInFlight(warnings: list[dict[str, Any]]) -> None:
     clock = MemoryReactorClock()
     service = txthrift.thriftService(EchoHandler(clock), port="tcp:0:interface=127.0.0.1",
                                      reactor=clock, shutdown_timeout=5)
@@ -792,7 +642,33 @@ def test_stop_waits_for_calls_in_flight(warnings: list[dict[str, Any]]) -> None:
     assert warnings == []
 
 
-def test_stop_gives_up_after_the_timeout(warnings: list[dict[str, Any]]) -> None:
+def test_stopDoesNotWaitForWorkOutlivingItsTimeout(warnings: list[dict[str, Any]]) -> None:
+    """
+    The drain waits for the calls whose callers wait: a handler that
+    carries on after its call was answered with the timeout holds nothing up.
+    """
+    clock = MemoryReactorClock()
+    handler = Stubborn()
+    service = txthrift.thriftService(handler, port="tcp:0:interface=127.0.0.1",
+                                     reactor=clock, shutdown_timeout=5, call_timeout=0.5)
+    service.startService()
+    transport = _connect(service)
+    transport.protocol.dataReceived(_request("getData", "stubborn"))
+    clock.advance(0.5)  # answered with its timeout; the handler carries on
+    assert len(handler.gates) == 2
+    transport.protocol.dataReceived(_request("slow", 1.0, "last"))
+    stopped = service.stopService()
+    assert not stopped.called
+    handler.waiting["last"].callback("done")
+    for _ in range(4):
+        clock.advance(0.05)
+    assert stopped.called and not transport.connected
+    assert b"done" in transport.value()
+    assert [event["log_format"] for event in warnings] == [
+        "{name} got no answer from its handler within {timeout}s; cancelled"]
+
+
+def test_stopGivesUpAfterTheTimeout(warnings: list[dict[str, Any]]) -> None:
     clock = MemoryReactorClock()
     service = txthrift.thriftService(EchoHandler(clock), port="tcp:0:interface=127.0.0.1",
                                      reactor=clock, shutdown_timeout=1)
@@ -840,7 +716,7 @@ parser = Parser()
 """
 
 
-def test_twistd_exits_1_when_a_port_fails_after_start_up(tmp_path: Path) -> None:
+def test_twistdExits1WhenAPortFailsAfterStartUp(tmp_path: Path) -> None:
     # An endpoint plugin whose listening fails a moment after start-up.
     plugins = tmp_path / "twisted" / "plugins"
     plugins.mkdir(parents=True)
@@ -855,7 +731,7 @@ def test_twistd_exits_1_when_a_port_fails_after_start_up(tmp_path: Path) -> None
     assert "Traceback" not in output
 
 
-def test_thrift_service_rejects_bad_arguments() -> None:
+def test_thriftServiceRejectsBadArguments() -> None:
     clock = MemoryReactorClock()
     with pytest.raises(ValueError, match="not a server endpoint description"):
         txthrift.thriftService(EchoHandler(clock), port="nope:1", reactor=clock)
@@ -868,7 +744,7 @@ def test_thrift_service_rejects_bad_arguments() -> None:
     assert isinstance(service, ThriftService)
 
 
-def test_endpoint_failing_later_stops_the_reactor() -> None:
+def test_endpointFailingLaterStopsTheReactor() -> None:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IStreamServerEndpoint
     from zope.interface import directlyProvides
@@ -891,8 +767,7 @@ def test_endpoint_failing_later_stops_the_reactor() -> None:
     pending: Deferred[Any] = Deferred()
     endpoint = _Endpoint(pending)
     directlyProvides(endpoint, IStreamServerEndpoint)
-    service = txthrift.thriftService(EchoHandler(clock), port=endpoint,  # type: ignore[arg-type]
-                                     reactor=clock)
+    service = txthrift.thriftService(EchoHandler(clock), port=endpoint, reactor=clock)
     service.startService()
     stopped = service.stopService()
     assert pending.called and stopped.called
@@ -900,15 +775,13 @@ def test_endpoint_failing_later_stops_the_reactor() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_threads_survive_a_restart() -> None:
+async def test_threadsSurviveARestart() -> None:
     """
     A threaded service stopped and started again has a thread pool again.
     """
     from twisted.internet import reactor
 
-    from tests._tap_handlers import BlockingEcho
-
-    service = txthrift.thriftService(BlockingEcho(), port="tcp:0:interface=127.0.0.1",
+    service = txthrift.thriftService(Blocking(), port="tcp:0:interface=127.0.0.1",
                                      threads=2, shutdown_timeout=1)
     for _ in range(2):
         service.startService()

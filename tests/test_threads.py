@@ -12,7 +12,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.TMultiplexedProcessor import TMultiplexedProcessor
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
@@ -21,10 +21,11 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 import txthrift
-from tests._echo import SUFFIX, EchoBasics
+from tests._handlers import SUFFIX, EchoBasics
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
-from txthrift._appservice import ThriftService, _Threads
+from txthrift._appservice import ThriftService
+from txthrift._threads import Threads
 
 #: Seconds any one wait in these tests may take.
 WAIT = 20.0
@@ -64,7 +65,8 @@ async def hosted() -> AsyncIterator[Any]:
 
 
 def where(service: ThriftService) -> str:
-    return f"tcp:127.0.0.1:{service.ports[0].getHost().port}"
+    address: Any = service.ports[0].getHost()
+    return f"tcp:127.0.0.1:{address.port}"
 
 
 def poolThread() -> str:
@@ -85,15 +87,17 @@ def poolThread() -> str:
 class Gate(EchoBasics):
     """
     C{slow} blocks its pool thread until the test opens the gate, and
-    counts who got to run.
+    counts who got to run; C{started} is set once the first is running.
     """
 
     def __init__(self) -> None:
         self.opened = threading.Event()
+        self.started = threading.Event()
         self.ran: list[str] = []
 
     def slow(self, seconds: float, tag: str) -> str:
         self.ran.append(tag)
+        self.started.set()
         self.opened.wait(WAIT)
         return tag
 
@@ -106,7 +110,7 @@ class Payload:
 
 @pytest_twisted.ensureDeferred
 async def test_cancelledQueuedCallsNeverRun() -> None:
-    threads = _Threads(reactor, 1)
+    threads = Threads(reactor, 1)
     opened = threading.Event()
     ran: list[str] = []
 
@@ -142,7 +146,7 @@ async def test_cancelledQueuedCallsNeverRun() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_callCancelledWhileRunningHasItsLaterDeferredCancelled() -> None:
-    threads = _Threads(reactor, 1)
+    threads = Threads(reactor, 1)
     opened = threading.Event()
     started = threading.Event()
     abandoned: list[Deferred[str]] = []
@@ -179,6 +183,9 @@ async def test_callsOfALostConnectionDoNotHoldThePool(hosted: Any) -> None:
         call.addErrback(lambda f: None)
     try:
         await until(lambda: [c.inFlight for c in service.factory.connections] == [40])
+        # All 40 handed to the pool is no sign that its thread took up t0: wait
+        # for that too, so that t0 is the one call running and 39 are queued.
+        await until(handler.started.is_set)
         assert handler.ran == ["t0"]
         client.protocol.transport.abortConnection()
         # Losing the connection cancels its 40 calls: 39 of them still queued.
@@ -200,7 +207,7 @@ async def test_callsOfALostConnectionDoNotHoldThePool(hosted: Any) -> None:
 
 
 @implementer(TwistedEcho.Iface)
-class Reporting:
+class Reporting:  # type: ignore[misc]  # implements only what the tests call
     """
     Says which thread ran each method: plain, C{async def}, and a plain
     method returning a Deferred.

@@ -17,11 +17,12 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 import txthrift
+from tests._handlers import EchoBasics
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Oops
 
 
-class EchoHandler(Echo.Iface):
+class EchoHandler(EchoBasics):
     """
     A plain handler: no Twisted in it, apart from telling the test of a
     oneway call.
@@ -29,15 +30,6 @@ class EchoHandler(Echo.Iface):
 
     def __init__(self) -> None:
         self.fired: Deferred[str] = Deferred()
-
-    def ping(self, x: int) -> int:
-        return x + 1
-
-    def getData(self, input: str) -> str:
-        return input + " from server 1024"
-
-    def add(self, a: int, b: int) -> int:
-        return a + b
 
     def fail(self, kind: str) -> str:
         if kind == "oops":
@@ -66,12 +58,13 @@ class ServeAndConnectTests(TestCase):
             return
         super()._wait(d)
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for it
         self.handler = EchoHandler()
         return ensureDeferred(self._listen())
 
     async def _listen(self) -> None:
-        self.port = await txthrift.serve(reactor, "tcp:0:interface=127.0.0.1", self.handler)
+        self.port: Any = await txthrift.serve(reactor, "tcp:0:interface=127.0.0.1",
+                                              self.handler)
         self.addCleanup(self.port.stopListening)
 
     async def _connect(self, **options: Any) -> Any:

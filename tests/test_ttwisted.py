@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 import thrift.transport.TTwisted as apache
 from thrift.protocol.TBinaryProtocol import (
     TBinaryProtocolAcceleratedFactory,

@@ -1,7 +1,8 @@
 """
 Tests for C{twistd thrift --workers N}: real twistd processes on 127.0.0.1
 (port 0, the bound port read from the startup line), whose worker processes
-are found from the log and killed, with twistd, when each test ends.
+are found from the log; twistd is killed with its workers (the session it
+leads) when each test ends.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from thrift.Thrift import TException
 from twisted.python import usage
 
+from tests._handlers import HANDLERS
+from tests._processes import HELLO, REPO, WAIT, Twistd, run
 from tests.gen.py.txthrift_test import Echo
-from tests.test_tap import HELLO, REPLY, REPO, WAIT, Twistd, apacheClient, run, seedClient
+from tests.test_tap import REPLY, apacheClient, seedClient
 from txthrift._appservice import ThriftService
 from txthrift._tap import Options, makeService
 
-HANDLER = "tests._worker_handlers.PidEcho"
+HANDLER = f"{HANDLERS}.PidEcho"
 LOCAL = "tcp:0:interface=127.0.0.1"
 STARTED = re.compile(r"Worker (?P<index>\d+) started \(pid (?P<pid>\d+)\)")
 READY = r"Worker \d+ \(pid \d+\) serving"
@@ -69,29 +72,17 @@ def workerPids(server: Twistd) -> list[int]:
 
 
 @pytest.fixture
-def workers() -> Iterator[Callable[..., Twistd]]:
+def workers(twistd: Callable[..., Twistd]) -> Callable[..., Twistd]:
     """
     Start C{twistd -n thrift --workers}, each killed with its workers when
-    the test ends.
+    the test ends (by the C{twistd} fixture).
     """
-    started: list[Twistd] = []
 
     def start(*args: str, **kwargs: Any) -> Twistd:
         kwargs.setdefault("pythonpath", [REPO, HELLO, HELLO / "gen"])
-        process = Twistd("thrift", *args, **kwargs)
-        started.append(process)
-        return process
+        return twistd("thrift", *args, **kwargs)
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
-            for pid in workerPids(process):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+    return start
 
 
 def servingPort(server: Twistd, count: int = 2) -> int:
@@ -119,7 +110,7 @@ def pingPids(port: int, connections: int = 8) -> set[int]:
             transport.close()
 
 
-def test_workers_share_the_port(workers: Callable[..., Twistd]) -> None:
+def test_workersShareThePort(workers: Callable[..., Twistd]) -> None:
     """
     Two workers serve one port: the seed's client is answered on every
     connection, and the connections are spread over both workers.
@@ -139,7 +130,7 @@ def test_workers_share_the_port(workers: Callable[..., Twistd]) -> None:
     assert waitGone(pids) == []
 
 
-def test_a_burst_of_connections_is_shared(workers: Callable[..., Twistd]) -> None:
+def test_aBurstOfConnectionsIsShared(workers: Callable[..., Twistd]) -> None:
     """
     32 connections opened one after the other (a client pool starting up)
     go to both workers, not nearly all to whichever woke first.
@@ -157,7 +148,7 @@ def test_a_burst_of_connections_is_shared(workers: Callable[..., Twistd]) -> Non
     assert server.stop() == 0, server.output
 
 
-def test_sigterm_drains_every_worker(workers: Callable[..., Twistd]) -> None:
+def test_sigtermDrainsEveryWorker(workers: Callable[..., Twistd]) -> None:
     """
     On SIGTERM twistd tells its workers to stop: the call in flight is
     answered, then every process exits, twistd with status 0.
@@ -191,7 +182,7 @@ def test_sigterm_drains_every_worker(workers: Callable[..., Twistd]) -> None:
     caller.join(WAIT)
 
 
-def test_dead_worker_is_restarted(workers: Callable[..., Twistd]) -> None:
+def test_deadWorkerIsRestarted(workers: Callable[..., Twistd]) -> None:
     """
     A worker killed is started anew and the port keeps serving; when twistd
     itself is killed, its workers stop by themselves.
@@ -217,13 +208,13 @@ def test_dead_worker_is_restarted(workers: Callable[..., Twistd]) -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "x"])
-def test_bad_workers(value: str) -> None:
+def test_badWorkers(value: str) -> None:
     with pytest.raises(usage.UsageError) as raised:
         Options().parseOptions(["--handler", HANDLER, "--workers", value])
     assert str(raised.value) == f"--workers: expected a whole number, at least 1, not {value!r}"
 
 
-def test_workers_take_tcp_ports_only() -> None:
+def test_workersTakeTCPPortsOnly() -> None:
     port = "unix:/tmp/txthrift-workers.sock"
     with pytest.raises(usage.UsageError) as raised:
         Options().parseOptions(["--handler", HANDLER, "--port", LOCAL, "--port", port,
@@ -233,21 +224,21 @@ def test_workers_take_tcp_ports_only() -> None:
                                  " (tcp:PORT or tcp6:PORT)")
 
 
-def test_one_worker_is_the_single_process_service() -> None:
+def test_oneWorkerIsTheSingleProcessService() -> None:
     options = Options()
     options.parseOptions(["--handler", HANDLER, "--port", "unix:/tmp/txthrift-one.sock"])
     assert options["workers"] == 1
     assert isinstance(makeService(options), ThriftService)
 
 
-def test_twistd_says_bad_workers_in_one_line() -> None:
+def test_twistdSaysBadWorkersInOneLine() -> None:
     done = run("thrift", "--handler", HANDLER, "--workers", "0")
     assert done.returncode != 0
     assert "--workers: expected a whole number, at least 1, not '0'" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_workers_dying_too_often_stop_twistd(workers: Callable[..., Twistd]) -> None:
+def test_workersDyingTooOftenStopTwistd(workers: Callable[..., Twistd]) -> None:
     """
     Past as many restarts as workers in ten seconds, twistd gives up,
     saying why, takes its workers with it, and exits 1.

@@ -6,21 +6,21 @@ a clock sends: at the reactor's next turn, straight onto the socket.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from thrift.Thrift import TMessageType
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 import txthrift
-from tests._echo import EchoBasics
-from tests._hardening import bounded, until
+from tests._handlers import EchoBasics
+from tests._hardening import bounded, frameFor, until
 from tests.gen.py.txthrift_test import Echo
 from txthrift import Codec, Limits, ServerFactory, _framing
 from txthrift._framing import makeFramer
@@ -59,11 +59,12 @@ def test_aFailingSenderDoesNotStopTheOthers() -> None:
 
     atNextTurn(clock, failing)
     atNextTurn(clock, lambda: calls.append("after"))
-    globalLogPublisher.addObserver(events.append)
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
     try:
         clock.advance(0)
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
     assert calls == ["after"]
     assert any(e.get("log_format") == "sending failed" for e in events)
 
@@ -126,13 +127,14 @@ async def test_sendGoesStraightOntoTheSocket() -> None:
 @pytest_twisted.ensureDeferred
 async def test_whatTheSocketDoesNotTakeWaitsInTheTransport() -> None:
     transport, client, port = await connectedPair()
+    peer: Any = client.transport
     try:
-        client.transport.pauseProducing()  # the peer does not read for now
+        peer.pauseProducing()  # the peer does not read for now
         data = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than the socket buffers take
         send(transport, data)
         assert transport._tempDataLen > 0
         send(transport, b"and then this")  # behind what waits, not before it
-        client.transport.resumeProducing()
+        peer.resumeProducing()
         await until(lambda: len(client.data) == len(data) + 13, WAIT)
         assert hashlib.sha256(client.data).digest() == hashlib.sha256(
             data + b"and then this").digest()
@@ -164,7 +166,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 def request(codec: Codec, seqid: int, name: str = "getData", *args: Any) -> bytes:
     body = getattr(Echo, f"{name}_args")(*(args or (str(seqid),)))
-    return makeFramer("framed", "binary", Limits()).frame(
+    return frameFor(makeFramer("framed", "binary", Limits()), 
         codec.encode(name, TMessageType.CALL, seqid, body))
 
 
@@ -229,7 +231,8 @@ async def test_repliesDoNotWaitForAnInjectedClock() -> None:
     factory = ServerFactory(EchoBasics(), clock=Clock())
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     try:
-        client = await txthrift.connect(reactor, f"tcp:127.0.0.1:{port.getHost().port}", Echo)
+        client: Any = await txthrift.connect(
+            reactor, f"tcp:127.0.0.1:{port.getHost().port}", Echo)
         try:
             assert await bounded(client.getData("x"), WAIT) == "x from server 1024"
         finally:

@@ -43,6 +43,14 @@ C{stringReceived} once, when a protocol is built, taking Apache's slower
 path only for those a subclass overrides.
 
 Apache's C{ThriftSASLClientProtocol} and C{ThriftResource} are not provided.
+
+Owned here: Apache's names and meanings only.  The protocols are txthrift's
+framing protocol (and server connection) with Apache's methods on top; they
+use the layers through their hooks -- a framer's C{held} and
+C{refusedLength}, a server connection's C{dispatcher}, C{_makeCodec} and
+arrival-only C{messageReceived} -- and share the seqid allocation of
+L{txthrift._client}.  What a request's reply is, and how connections keep
+within their limits, is for those layers to know, not this module.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import replace
 from io import BytesIO
-from typing import Any, cast
+from typing import Any
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType
@@ -63,18 +71,20 @@ from thrift.transport.TTransport import (
 )
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.protocols.basic import StringTooLongError
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from ._client import whyUndecodable
+from ._client import nextSeqid, whyUndecodable
 from ._codec import Codec, withStoredHeader
-from ._framing import FrameError, ThriftMessageProtocol, _Framed
-from ._limits import Limits
-from ._server import Dispatcher, Reply, ServerProtocol, makeDispatcher
+from ._dispatch import Reply, makeDispatcher
+from ._framing import ThriftMessageProtocol, _Framed, makeFramer
+from ._limits import Limits, defaultReactor
+from ._server import ServerProtocol
 from ._service import shortName
+from ._thriftinternals import awaitingReplies, lastSeqid, setLastSeqid
 from ._transport import CallbackTransport, MessageSenderTransport
 
 __all__ = [
@@ -90,8 +100,6 @@ __all__ = [
 
 log = Logger(namespace="txthrift.TTwisted")
 
-#: The largest seqid: a seqid is an i32 on the wire.
-_MAX_SEQID = 0x7FFFFFFF
 #: The default C{MAX_LENGTH}, the largest frame either end accepts: Apache's
 #: (16,384,000 bytes), so that each end accepts what Apache's peers send.
 _DEFAULT_MAX_LENGTH = DEFAULT_MAX_FRAME_SIZE
@@ -124,59 +132,6 @@ class IThriftClientFactory(Interface):
     oprot_factory = Attribute("The protocol factory writing calls")
 
 
-class _Frames(_Framed):
-    """
-    Thrift's framed transport, read as Apache's protocols read it: a frame
-    refused for its length is remembered for C{lengthLimitExceeded}, and the
-    bytes of a frame not yet whole can be read and replaced (C{recvd}).
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        super().__init__("binary", limits)
-        #: The length (unsigned, as Apache reads it) of the frame just
-        #: refused for being over the limit.
-        self.overLength: int | None = None
-
-    def _refusal(self, length: int) -> FrameError:
-        unsigned = length & 0xFFFFFFFF
-        if unsigned > self._max:
-            self.overLength = unsigned
-        return super()._refusal(length)
-
-    @property
-    def held(self) -> bytes:
-        """
-        The bytes of the frame begun but not yet whole, its length included.
-        """
-        return bytes(self._buffer)
-
-    @held.setter
-    def held(self, data: bytes) -> None:
-        self._buffer[:] = data
-
-
-class _FramesToStringReceived(_Frames):
-    """
-    Frames handed to a server protocol's own C{stringReceived} once each, as
-    they arrive: a request held for room and processed later is not handed
-    over again.  Used only for subclasses overriding C{stringReceived}.
-    """
-
-    def __init__(self, limits: Limits, receiver: ThriftServerProtocol) -> None:
-        super().__init__(limits)
-        self._receiver = receiver
-
-    def feed(self, data: bytes) -> list[bytes]:
-        try:
-            frames = super().feed(data)
-        except FrameError as error:
-            self._receiver._framesReceived(error.messages)
-            error.messages = []
-            raise
-        self._receiver._framesReceived(frames)
-        return []
-
-
 class _ApacheFraming(ThriftMessageProtocol):
     """
     Apache's protocols are Twisted C{Int32StringReceiver}s: this gives ours
@@ -195,9 +150,6 @@ class _ApacheFraming(ThriftMessageProtocol):
 
     _heldFrames: list[bytes]
 
-    def _makeFramer(self) -> _Frames:
-        return _Frames(self.limits)
-
     def _useMaxLength(self) -> None:
         """
         Honour a C{MAX_LENGTH} changed after this protocol was built, as
@@ -205,7 +157,7 @@ class _ApacheFraming(ThriftMessageProtocol):
         """
         if self.MAX_LENGTH != self.limits.max_frame_size:
             self.limits = replace(self.limits, max_frame_size=self.MAX_LENGTH)
-            self.framer = self._makeFramer()
+            self.framer = makeFramer("framed", "binary", self.limits)
 
     @property
     def recvd(self) -> bytes:
@@ -216,13 +168,13 @@ class _ApacheFraming(ThriftMessageProtocol):
         """
         framer = self.framer
         held = b"".join(_U32.pack(len(frame)) + frame for frame in self._heldFrames)
-        return held + framer.held if isinstance(framer, _Frames) else held
+        return held + framer.held if isinstance(framer, _Framed) else held
 
     @recvd.setter
     def recvd(self, data: bytes) -> None:
         self._heldFrames.clear()
         framer = self.framer
-        if isinstance(framer, _Frames):
+        if isinstance(framer, _Framed):
             framer.held = data
 
     def sendString(self, string: bytes) -> None:
@@ -248,24 +200,50 @@ class _ApacheFraming(ThriftMessageProtocol):
         return f"frame length {length} is over MAX_LENGTH ({self.limits.max_frame_size})"
 
     def frameError(self, reason: str) -> None:
-        framer = self.framer
-        length = framer.overLength if isinstance(framer, _Frames) else None
-        if framer is None or length is None:
+        length = self._refusedLength()
+        if length is None:
             super().frameError(reason)
             return
-        cast(_Frames, framer).overLength = None
         # What an override writes must not overtake the replies before it.
         self._writeOut()
         self.lengthLimitExceeded(length)
-        if not self._broken:
+        if self.receiving:
             # Overridden, and the connection left open; but no later byte can
             # be read in step: it closes, rather than leave calls hanging.
             super().frameError(self._overLength(length))
 
-    def _releaseHeld(self, receive: Callable[[bytes], object]) -> None:
+    def _refusedLength(self) -> int | None:
+        """
+        The length (unsigned, as Apache reads it) of the frame the framer
+        has just refused for being over C{MAX_LENGTH}, once: C{None} if it
+        refused none, or none for that.
+        """
+        framer = self.framer
+        if not isinstance(framer, _Framed) or framer.refusedLength is None:
+            return None
+        length, framer.refusedLength = framer.refusedLength & 0xFFFFFFFF, None
+        return length if length > self.limits.max_frame_size else None
+
+    def stringReceived(self, frame: bytes) -> None:
+        """
+        Handle one whole frame (C{Int32StringReceiver}'s name for it).
+        """
+        raise NotImplementedError
+
+    def _frameArrived(self, message: bytes) -> None:
+        """
+        Hand a frame to C{stringReceived} as it arrives, or hold it while
+        paused.
+        """
+        if self.paused:
+            self._heldFrames.append(message)
+        else:
+            self.stringReceived(message)
+
+    def _releaseHeld(self) -> None:
         held = self._heldFrames
-        while held and not self.paused and not self._broken:
-            receive(held.pop(0))
+        while held and not self.paused and self.receiving:
+            self.stringReceived(held.pop(0))
 
 
 class _CallTransport(CallbackTransport):
@@ -335,10 +313,8 @@ class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
     def __init__(self, client_class: Callable[..., Any], iprot_factory: TProtocolFactory,
                  oprot_factory: TProtocolFactory | None = None) -> None:
         super().__init__("framed", "binary", Limits(max_frame_size=self.MAX_LENGTH))
-        self.framer = self._makeFramer()
         self._heldFrames = []
         self._client_class = client_class
-        self._iprot_factory = iprot_factory
         self._oprot_factory = iprot_factory if oprot_factory is None else oprot_factory
         self._codec = Codec("binary", self.limits, factory=iprot_factory,
                             outputFactory=self._oprot_factory)
@@ -374,15 +350,12 @@ class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
         # Generated code takes _seqid + 1 for its next call without bound;
         # leave _seqid so that the next one is free and within an i32.
         client = self.client
-        seqid = getattr(client, "_seqid", None)
-        if not isinstance(seqid, int) or seqid < 0:
+        seqid = lastSeqid(client)
+        if seqid is None or seqid < 0:
             return
-        pending = getattr(client, "_reqs", None) or {}
-        following = seqid % _MAX_SEQID + 1
-        while following in pending:
-            following = following % _MAX_SEQID + 1
+        following = nextSeqid(seqid, awaitingReplies(client) or {})
         if following != seqid + 1:
-            client._seqid = following - 1
+            setLastSeqid(client, following - 1)
 
     def _closed(self, kind: int) -> TTransportException:
         if self.refusal is not None:
@@ -391,11 +364,7 @@ class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
             why = self._lost.getErrorMessage() if self._lost is not None else "not connected"
         return TTransportException(kind, f"Thrift connection closed ({why})")
 
-    def messageReceived(self, message: bytes) -> None:
-        if self.paused:
-            self._heldFrames.append(message)
-            return
-        self.stringReceived(message)
+    messageReceived = _ApacheFraming._frameArrived
 
     def pauseProducing(self) -> None:
         """
@@ -413,7 +382,7 @@ class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
         self.paused = False
         transport: Any = self.transport
         transport.resumeProducing()
-        self._releaseHeld(self.stringReceived)
+        self._releaseHeld()
 
     def stopProducing(self) -> None:
         """
@@ -432,7 +401,7 @@ class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
         except Exception as error:
             self.frameError(f"unreadable reply header: {whyUndecodable(error, 'reply header')}")
             return
-        pending: dict[int, Deferred[Any]] | None = getattr(self.client, "_reqs", None)
+        pending: dict[int, Deferred[Any]] | None = awaitingReplies(self.client)
         waiting = pending.get(rseqid) if pending is not None else None
         if pending is None or waiting is None:
             log.warn(
@@ -473,7 +442,7 @@ class ThriftClientProtocol(_ApacheFraming, ThriftMessageProtocol):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         super().connectionLost(reason)
         self._lost = reason
-        pending: dict[int, Deferred[Any]] | None = getattr(self.client, "_reqs", None)
+        pending: dict[int, Deferred[Any]] | None = awaitingReplies(self.client)
         # Errbacks may make new calls; those fail as they are sent.
         while pending:
             _, waiting = pending.popitem()
@@ -594,16 +563,22 @@ class ThriftServerProtocol(_ApacheFraming, ServerProtocol):
     # Any IThriftServerFactory provider; ServerProtocol declares its own.
     factory: Any
 
-    def __init__(self) -> None:
-        from twisted.internet import reactor
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass's own stringReceived gets each request frame once, as it
+        # arrives (held while paused), before it waits for room; without
+        # one, frames go straight to the connection, at no cost.
+        if (cls.stringReceived is not ThriftServerProtocol.stringReceived
+                and cls.messageReceived is ServerProtocol.messageReceived):
+            cls.messageReceived = cls._frameArrived  # type: ignore[assignment]
 
+    def __init__(self) -> None:
         # The dispatcher comes from the factory's processor on connection.
-        super().__init__(cast(Dispatcher, None), cast(IReactorTime, reactor), "framed",
-                         "binary", Limits(max_frame_size=self.MAX_LENGTH))
+        super().__init__(None, defaultReactor(), "framed", "binary",
+                         Limits(max_frame_size=self.MAX_LENGTH))
         # Apache's path, taken only by subclasses that override its steps.
         cls = type(self)
         base = ThriftServerProtocol
-        self._ownStrings = cls.stringReceived is not base.stringReceived
         self._apacheReplies = (
             cls.processOk is not base.processOk or cls.processError is not base.processError
             or cls.dispatch is not base.dispatch or cls.sendString is not base.sendString)
@@ -612,39 +587,24 @@ class ThriftServerProtocol(_ApacheFraming, ServerProtocol):
         # sent so far (to tell whether processError answered it).
         self._failing: tuple[Codec, str, int, int] | None = None
         self._answers = 0
-        self.framer = self._makeFramer()
-
-    def _makeFramer(self) -> _Frames:
-        if self._ownStrings:
-            return _FramesToStringReceived(self.limits, self)
-        return _Frames(self.limits)
 
     def connectionMade(self) -> None:
         self._useMaxLength()
         processor = self.factory.processor
-        self._dispatcher = (_ApacheReplies(self, processor) if self._apacheReplies
-                            else makeDispatcher(processor))
+        self.dispatcher = (_ApacheReplies(self, processor) if self._apacheReplies
+                           else makeDispatcher(processor))
         super().connectionMade()
 
-    def framingDetected(self) -> None:
-        self._codec = Codec(self.protocolName, self.limits, factory=self.factory.iprot_factory,
-                            outputFactory=self.factory.oprot_factory)
+    def _makeCodec(self) -> Codec:
+        return Codec(self.protocolName, self.limits, factory=self.factory.iprot_factory,
+                     outputFactory=self.factory.oprot_factory)
 
     def stringReceived(self, frame: bytes) -> None:
         """
         Process one request frame: at once, or once fewer requests are in
         flight; its reply goes out in turn.
         """
-        self.messageReceived(frame)
-
-    def _framesReceived(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            if self._broken:
-                return
-            if self.paused:
-                self._heldFrames.append(frame)
-            else:
-                self.stringReceived(frame)
+        self._processRequest(frame)
 
     def processOk(self, result: object, tmo: TMemoryBuffer) -> None:
         """
@@ -720,7 +680,7 @@ class ThriftServerProtocol(_ApacheFraming, ServerProtocol):
         """
         codec, name, mtype, seqid = call
         transport: Any = self.transport
-        if (self._answers != answers or mtype == TMessageType.ONEWAY or self._broken
+        if (self._answers != answers or mtype == TMessageType.ONEWAY or not self.receiving
                 or not self.connected or transport is None or transport.disconnecting):
             return
         log.warn("no reply was sent for {name}; answering with an internal error",
@@ -747,7 +707,7 @@ class ThriftServerProtocol(_ApacheFraming, ServerProtocol):
         """
         self.paused = False
         super().resumeProducing()
-        self._releaseHeld(self.stringReceived)
+        self._releaseHeld()
 
     def stopProducing(self) -> None:
         """

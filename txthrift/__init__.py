@@ -7,10 +7,11 @@ below are the pieces both are built from, for composing your own.
 
 from ._appservice import thriftService
 from ._client import CallTimeout, Client, ClientFactory, ClientProtocol
-from ._codec import Codec, accelerated
-from ._framing import PROTOCOLS, TRANSPORTS, FrameError, ThriftMessageProtocol
+from ._codec import Acceleration, Codec, accelerated, acceleration
+from ._framing import PROTOCOLS, TRANSPORTS, ThriftMessageProtocol
 from ._hosting import connect, serve
 from ._limits import Limits
+from ._scanning import FrameError
 from ._server import ServerFactory, ServerProtocol
 from ._transport import CallbackTransport, MessageSenderTransport
 from ._version import __version__
@@ -18,6 +19,7 @@ from ._version import __version__
 __all__ = [
     "PROTOCOLS",
     "TRANSPORTS",
+    "Acceleration",
     "CallTimeout",
     "CallbackTransport",
     "Client",
@@ -32,6 +34,7 @@ __all__ = [
     "ThriftMessageProtocol",
     "__version__",
     "accelerated",
+    "acceleration",
     "connect",
     "serve",
     "thriftService",

@@ -5,6 +5,8 @@ first bytes have come but not their last.
 A peer chooses how much of a message it sends and when it sends the rest;
 each connection's share is bounded by C{max_frame_size} and, in time, by
 C{partial_timeout}, but many connections together are bounded only here.
+Knows nothing of framing or sockets: a holder is anything that can be told
+to stop reading and to go on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Protocol as TypingProtocol
 
 from twisted.logger import Logger
 
-__all__ = ["PartialBudget"]
+from ._limits import Limits
+
+__all__ = ["PartialBudget", "budgetFor"]
 
 log = Logger()
 
@@ -125,3 +129,13 @@ class PartialBudget:
             del self._waiting[first]
             self._through = first
             first.resumeForBudget()
+
+
+def budgetFor(limits: Limits) -> PartialBudget | None:
+    """
+    A new budget for the connections of one factory, as C{limits} sets it
+    (C{None} where it sets none).
+    """
+    if limits.partial_budget is None:
+        return None
+    return PartialBudget(limits.partial_budget)

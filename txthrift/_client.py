@@ -1,11 +1,17 @@
 """
 The client side: calls pipelined on one connection, matched to their
 replies by seqid, with timeouts, cancellation and clear failures.
+
+Owned here: L{ClientProtocol} (pending calls by seqid, timeouts, a reply
+that fails only its own call where the stream stays in sync),
+L{ClientFactory}, the generated-service surface L{Client}, and the seqid
+allocation L{nextSeqid} that L{txthrift.TTwisted}'s client shares.  Nothing
+here knows of servers, dispatch or hosting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -18,16 +24,21 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._budget import budgetFor
 from ._codec import Codec
-from ._framing import ThriftMessageProtocol, _Framed, checkDepth, largeMessageSizes
+from ._framing import ThriftMessageProtocol, _Framed
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
+from ._scanning import checkDepth, largeMessageSizes
 from ._service import Method, ServiceSpec, describe, shortName
 
-__all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol"]
+__all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol", "nextSeqid"]
 
 log = Logger(namespace="txthrift.client")
 
+_REPLY, _EXCEPTION = TMessageType.REPLY, TMessageType.EXCEPTION
+
+#: The largest seqid: a seqid is an i32 on the wire.
 _MAX_SEQID = 0x7FFFFFFF
 #: Seqids of timed-out or cancelled calls kept out of use until their late
 #: reply comes; past this many, the oldest are let go (they come round again
@@ -38,6 +49,19 @@ _HEAD_BYTES = 4096
 #: Characters of a decoder's message shown in errors.
 _WHY_SHOWN = 200
 
+
+def nextSeqid(last: int, pending: Container[int], abandoned: Container[int] = ()) -> int:
+    """
+    The seqid for the call after the one that took C{last}: the next one up,
+    wrapping to 1 past the largest i32, skipping those of calls still
+    awaiting their reply (C{pending}) or whose late reply may yet come
+    (C{abandoned}), so that replies can be told apart in any order.
+    """
+    seqid = last
+    while True:
+        seqid = seqid % _MAX_SEQID + 1
+        if seqid not in pending and seqid not in abandoned:
+            return seqid
 
 
 class CallTimeout(TTransportException):
@@ -121,7 +145,7 @@ class _ReplyFraming(_Framed):
         Bytes held of a message not yet whole: of an oversized one, only the
         first bytes kept; the rest is never held.
         """
-        return len(self._buffer) + len(self._head)
+        return super().buffered() + len(self._head)
 
 
 class ClientProtocol(ThriftMessageProtocol):
@@ -138,7 +162,12 @@ class ClientProtocol(ThriftMessageProtocol):
     that cannot be tied to a call, or cannot be decoded on an unframed
     stream (whose message ends are found by walking the bytes), closes the
     connection, and every pending call fails saying why.
+
+    @ivar client: the L{Client} calling through it, when a L{ClientFactory}
+        built it.
     """
+
+    client: Client
 
     def __init__(self, clock: IReactorTime, transport: str = "framed",
                  protocol: str = "binary", limits: Limits | None = None) -> None:
@@ -185,13 +214,7 @@ class ClientProtocol(ThriftMessageProtocol):
         argsStruct = method.args(*args, **kwargs)
         if self._lostReason is not None or self.transport is None:
             return fail(self._notConnected())
-        seqid = self._seqid
-        pending, abandoned = self._pending, self._abandoned
-        while True:
-            seqid = seqid % _MAX_SEQID + 1
-            if seqid not in pending and seqid not in abandoned:
-                break
-        self._seqid = seqid
+        seqid = self._seqid = nextSeqid(self._seqid, self._pending, self._abandoned)
         try:
             message = self._codec.encode(
                 name, TMessageType.ONEWAY if method.oneway else TMessageType.CALL, seqid,
@@ -249,78 +272,99 @@ class ClientProtocol(ThriftMessageProtocol):
             del abandoned[next(iter(abandoned))]
 
     def messageReceived(self, message: bytes) -> None:
-        # The length of a frame over max_frame_size, of which only the
-        # first bytes are here.
-        oversized = message.length if isinstance(message, _Oversized) else None
+        # The rare paths are methods of their own; the common one (a reply
+        # to a pending call, small enough to decode at once) calls none.
         try:
             iprot, name, mtype, seqid = self._codec.readHeader(message)
         except Exception as error:
-            # No call to fail alone: fail them all rather than leave one
-            # waiting for ever.
-            if oversized is not None:
-                self.frameError(
-                    f"a reply of {oversized} bytes, over max_frame_size"
-                    f" {self.limits.max_frame_size}, has an unreadable header:"
-                    f" {whyUndecodable(error, 'reply header')}")
-            else:
-                self.frameError(f"unreadable reply header: {whyUndecodable(error, 'reply header')}")
+            self._unreadableHeader(message, error)
             return
         call = self._pending.pop(seqid, None)
         if call is None:
-            if self._abandoned.pop(seqid, 0) is None:
-                log.info("dropping a late reply to {name} (seqid {seqid})",
-                         name=shortName(name), seqid=seqid)
-            else:
-                log.info("dropping a reply to {name} with no pending call (seqid {seqid})",
-                         name=shortName(name), seqid=seqid)
+            self._unexpected(name, seqid)
             return
         if call.timer is not None and call.timer.active():
             call.timer.cancel()
         method = call.method
-        if oversized is not None:
-            call.deferred.errback(TTransportException(
-                TTransportException.SIZE_LIMIT,
-                f"the reply to {method.name} is {oversized} bytes, over this"
-                f" client's max_frame_size of {self.limits.max_frame_size}; it was skipped"))
+        if type(message) is _Oversized:
+            self._skipped(call, message.length)
             return
         # Checked in the order of Apache's generated clients: a server's
         # exception whatever its name, then the type, then the name.
-        if mtype not in (TMessageType.REPLY, TMessageType.EXCEPTION):
-            call.deferred.errback(TApplicationException(
-                TApplicationException.INVALID_MESSAGE_TYPE,
-                f"{method.name} got a message of type {_typeName(mtype)} in reply,"
-                " not REPLY or EXCEPTION"))
-            return
-        if mtype == TMessageType.REPLY and name != call.name and name != method.name:
-            # A multiplexing server may answer with or without the service.
-            call.deferred.errback(TApplicationException(
-                TApplicationException.WRONG_METHOD_NAME,
-                f"{method.name} got a reply to {shortName(name)!r}"))
+        if (mtype != _REPLY and mtype != _EXCEPTION) or (
+                mtype == _REPLY and name != call.name and name != method.name):
+            self._mismatched(call, name, mtype)
             return
         try:
             if len(message) < self._largeFrom:
                 outcome = self._decode(iprot, mtype, method)
             else:
-                if len(message) >= self._depthFloor:
-                    checkDepth(message, self.protocolName, self.limits)
-                if len(message) < BIG_MESSAGE:
-                    outcome = self._decode(iprot, mtype, method)
-                else:
-                    with noCollections:
-                        outcome = self._decode(iprot, mtype, method)
+                outcome = self._decodeLarge(message, iprot, mtype, method)
         except Exception as error:
-            why = f"malformed reply to {method.name}: {whyUndecodable(error)}"
-            call.deferred.errback(TApplicationException(TApplicationException.PROTOCOL_ERROR,
-                                                        why))
-            if self.transportName != "framed":
-                # Where the message ended was found by walking bytes the
-                # decoder disagrees with: the stream cannot be trusted.
-                self.frameError(why)
+            self._malformed(call, error)
             return
         if isinstance(outcome, Failure):
             call.deferred.errback(outcome)
         else:
             call.deferred.callback(outcome)
+
+    def _unreadableHeader(self, message: bytes, error: Exception) -> None:
+        # No call to fail alone: fail them all rather than leave one waiting
+        # for ever.
+        why = whyUndecodable(error, "reply header")
+        if isinstance(message, _Oversized):
+            self.frameError(
+                f"a reply of {message.length} bytes, over max_frame_size"
+                f" {self.limits.max_frame_size}, has an unreadable header: {why}")
+        else:
+            self.frameError(f"unreadable reply header: {why}")
+
+    def _unexpected(self, name: str, seqid: int) -> None:
+        if self._abandoned.pop(seqid, 0) is None:
+            log.info("dropping a late reply to {name} (seqid {seqid})",
+                     name=shortName(name), seqid=seqid)
+        else:
+            log.info("dropping a reply to {name} with no pending call (seqid {seqid})",
+                     name=shortName(name), seqid=seqid)
+
+    def _skipped(self, call: _Call, length: int) -> None:
+        call.deferred.errback(TTransportException(
+            TTransportException.SIZE_LIMIT,
+            f"the reply to {call.method.name} is {length} bytes, over this"
+            f" client's max_frame_size of {self.limits.max_frame_size}; it was skipped"))
+
+    def _mismatched(self, call: _Call, name: str, mtype: int) -> None:
+        method = call.method
+        if mtype not in (TMessageType.REPLY, TMessageType.EXCEPTION):
+            call.deferred.errback(TApplicationException(
+                TApplicationException.INVALID_MESSAGE_TYPE,
+                f"{method.name} got a message of type {_typeName(mtype)} in reply,"
+                " not REPLY or EXCEPTION"))
+        else:
+            # A multiplexing server may answer with or without the service.
+            call.deferred.errback(TApplicationException(
+                TApplicationException.WRONG_METHOD_NAME,
+                f"{method.name} got a reply to {shortName(name)!r}"))
+
+    def _decodeLarge(self, message: bytes, iprot: Any, mtype: int, method: Method) -> Any:
+        """
+        L{_decode} for a reply big enough to be walked for depth first, or
+        to be decoded with the collector held off.
+        """
+        if len(message) >= self._depthFloor:
+            checkDepth(message, self.protocolName, self.limits)
+        if len(message) < BIG_MESSAGE:
+            return self._decode(iprot, mtype, method)
+        with noCollections:
+            return self._decode(iprot, mtype, method)
+
+    def _malformed(self, call: _Call, error: Exception) -> None:
+        why = f"malformed reply to {call.method.name}: {whyUndecodable(error)}"
+        call.deferred.errback(TApplicationException(TApplicationException.PROTOCOL_ERROR, why))
+        if self.transportName != "framed":
+            # Where the message ended was found by walking bytes the decoder
+            # disagrees with: the stream cannot be trusted.
+            self.frameError(why)
 
     def _decode(self, iprot: Any, mtype: int, method: Method) -> Any:
         """
@@ -457,9 +501,6 @@ class Client:
         return self.protocol.close()
 
 
-_UNSET: Any = object()
-
-
 def _clientMethod(method: Method, serviceName: str) -> Callable[..., Deferred[Any]]:
     name = method.name
     ownTimeout = "timeout" in method.argNames
@@ -491,6 +532,8 @@ class ClientFactory(Factory):
         self.transport = transport
         self.protocolName = protocol
         self.limits = limits or Limits()
+        #: What the connections' partial replies may hold together.
+        self.partialBudget = budgetFor(self.limits)
         self.timeout = timeout
         self.serviceName = service_name
         self.clock: IReactorTime = clock or defaultReactor()
@@ -500,6 +543,6 @@ class ClientFactory(Factory):
     def buildProtocol(self, addr: Any) -> ClientProtocol:
         proto = ClientProtocol(self.clock, self.transport, self.protocolName, self.limits)
         proto.factory = self
-        proto.client = self.clientClass(proto, timeout=self.timeout,  # type: ignore[attr-defined]
+        proto.client = self.clientClass(proto, timeout=self.timeout,
                                         service_name=self.serviceName)
         return proto

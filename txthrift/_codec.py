@@ -4,13 +4,16 @@ The message codec: one Thrift protocol's encoding of whole messages.
 Binary and compact go through Apache's protocol classes, C-accelerated
 where the C{thrift} package ships its extension; JSON through our own
 (L{txthrift._json}), on the standard library's C JSON scanner; all over
-in-memory buffers.
-Nothing here touches a socket or the reactor.
+in-memory buffers.  What this takes from inside Apache's package is
+L{txthrift._thriftinternals}'s.
+
+Knows nothing of sockets, the reactor, framing, services or handlers.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
@@ -25,24 +28,54 @@ from thrift.protocol.TCompactProtocol import (
 )
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType, TType
-from thrift.transport.TTransport import TMemoryBuffer, TTransportBase
+from thrift.transport.TTransport import CReadableTransport, TMemoryBuffer, TTransportBase
 
 from ._json import JSONProtocolFactory
 from ._limits import Limits
+from ._thriftinternals import (
+    decodeBinary,
+    encodeBinary,
+    restartingEachMessage,
+    withStoredHeader,
+)
 
-__all__ = ["Codec", "accelerated", "protocolFactory"]
+__all__ = ["Acceleration", "Codec", "accelerated", "acceleration", "protocolFactory",
+           "withStoredHeader"]
 
 
-def _hasExtension() -> bool:
+def _built() -> bool:
     try:
-        from thrift.protocol import fastbinary  # noqa: F401
-    except ImportError:
+        from . import _speedups  # noqa: F401
+    except ImportError:  # pragma: no cover - built without a C compiler
         return False
     return True
 
 
-#: Whether the C{thrift} package's C codec is importable here.
-accelerated: Final = _hasExtension()
+@dataclass(frozen=True)
+class Acceleration:
+    """
+    What of txthrift's per-message work runs in C here; true when all of it
+    does.
+    """
+
+    #: Binary and compact messages encoded and decoded by the C{thrift}
+    #: package's C extension (Apache's C{fastbinary}).
+    codec: bool
+    #: Unframed messages' containers walked by txthrift's own
+    #: (C{txthrift._speedups}, built at install time where a C compiler is).
+    scanner: bool
+
+    def __bool__(self) -> bool:
+        return self.codec and self.scanner
+
+
+#: What runs in C here: L{Acceleration.codec} and L{Acceleration.scanner}.
+acceleration: Final = Acceleration(codec=decodeBinary is not None, scanner=_built())
+
+#: Whether the C{thrift} package's C codec is importable here
+#: (L{acceleration}C{.codec}, kept a bool); txthrift's own C scanner is
+#: L{acceleration}C{.scanner}.
+accelerated: Final[bool] = acceleration.codec
 
 
 class _Writable(TypingProtocol):
@@ -85,19 +118,39 @@ class _ReplyBuffer(TMemoryBuffer):
     """
 
     def restart(self) -> None:
-        self._buffer.seek(0)
-        self._buffer.truncate()
+        # Empty again, as the constructor leaves it: no private to reach.
+        TMemoryBuffer.__init__(self)
 
 
-class _MessageInput(TMemoryBuffer):
+class _MessageInput(TTransportBase, CReadableTransport):
     """
-    An input buffer pointed at one message after another, so that one
-    protocol object reads them all.
+    Input pointed at one message after another, so that one protocol object
+    reads them all; the C decoder reads it as Apache's C{CReadableTransport}
+    interface says.
     """
 
-    # A plain attribute here, not the base class's property: the C decoder
-    # reads it once per struct.  Codec.readHeader sets it with _buffer.
+    # A plain attribute, not the interface's property: the C decoder reads
+    # it once per struct, and Codec.readHeader points it at each message.
     cstringio_buf: BytesIO = None  # type: ignore[assignment]
+
+    def __init__(self, buffer: BytesIO) -> None:
+        self.cstringio_buf = buffer
+
+    def isOpen(self) -> bool:
+        return not self.cstringio_buf.closed
+
+    def read(self, sz: int) -> bytes:
+        return self.cstringio_buf.read(sz)
+
+    def getvalue(self) -> bytes:
+        """
+        The whole message, as C{TMemoryBuffer}'s answer, for processors
+        written against Apache's servers, which hand them one.
+        """
+        return self.cstringio_buf.getvalue()
+
+    def cstringio_refill(self, partialread: bytes, reqlen: int) -> BytesIO:
+        raise EOFError()  # A whole message is all there is.
 
 
 class _Chunks(TTransportBase):
@@ -129,49 +182,6 @@ _BIG_STRING = 256 * 1024
 def _stringFields(spec: Any) -> tuple[tuple[int, str], ...]:
     return tuple((field[0], field[2]) for field in spec
                  if field is not None and field[1] == TType.STRING)
-
-
-_subclasses: dict[tuple[type, str], type] = {}
-
-
-def _override(protocol: TProtocolBase, name: str, method: Any) -> None:
-    """
-    Give one protocol object another C{name} method by moving it to a
-    cached subclass of its class.
-
-    A subclass, not an instance attribute: protocol decorators (as
-    C{TMultiplexedProcessor}'s) build a class from the instance's dict, where
-    a function would become a method and shadow the decorator's own.
-    """
-    cls = type(protocol)
-    sub = _subclasses.get((cls, name))
-    if sub is None:
-        sub = _subclasses[cls, name] = type(cls.__name__, (cls,), {name: method})
-    protocol.__class__ = sub
-
-
-def _restartingWriteMessageBegin(self: Any, name: str, ttype: int, seqid: int) -> None:
-    # Write each message over any partial one before it.
-    self.trans.restart()
-    for owner in type(self).__mro__:
-        if vars(owner).get("writeMessageBegin") is _restartingWriteMessageBegin:
-            super(owner, self).writeMessageBegin(name, ttype, seqid)  # type: ignore[arg-type]
-            return
-
-
-def _storedReadMessageBegin(self: Any) -> tuple[str, int, int]:
-    header: tuple[str, int, int] = self._txthriftHeader
-    return header
-
-
-def withStoredHeader(iprot: TProtocolBase, header: tuple[str, int, int]) -> TProtocolBase:
-    """
-    Make C{iprot}, whose message header has been read, return C{header}
-    when it is read again (by a processor).
-    """
-    _override(iprot, "readMessageBegin", _storedReadMessageBegin)
-    iprot._txthriftHeader = header
-    return iprot
 
 
 class Codec:
@@ -207,10 +217,13 @@ class Codec:
         # as each use finishes before the next starts, which it does: a body
         # is read or written whole before anything else runs.
         self._fast = factory is None and outputFactory is None and protocol == "binary"
+        # Apache's C coder, called on whole structs (see _thriftinternals).
+        self._decode = decodeBinary if self._fast else None
+        self._encode = encodeBinary if self._fast else None
         if self._fast:
             self._maxName = limits.string_limit
             # One input buffer, pointed at each message in turn.
-            self._input = _MessageInput(b"")
+            self._input = _MessageInput(BytesIO())
             self._reader = self.factory.getProtocol(self._input)
             self._chunks = _Chunks()
             self._writer = self.outputFactory.getProtocol(self._chunks)
@@ -246,8 +259,7 @@ class Codec:
                 (seqid,) = _I32.unpack_from(message, end)
                 buffer = BytesIO(message)
                 buffer.seek(end + 4)
-                source = self._input
-                source._buffer = source.cstringio_buf = buffer
+                self._input.cstringio_buf = buffer
                 return self._reader, name, mtype, seqid
         iprot = self.reader(message)
         name, mtype, seqid = iprot.readMessageBegin()
@@ -261,20 +273,19 @@ class Codec:
         """
         if not self._fast or iprot is not self._reader:
             return iprot  # Made for this message alone already.
-        source = _MessageInput(b"")
-        source._buffer = source.cstringio_buf = self._input._buffer
-        return self.factory.getProtocol(source)
+        return self.factory.getProtocol(_MessageInput(self._input.cstringio_buf))
 
     def readBody(self, iprot: TProtocolBase, body: Any) -> None:
         """
         Read the rest of a message, whose header C{readHeader} read, into
         C{body} (a generated struct, or an exception with a C{read} method).
         """
-        if self._fast and iprot._fast_decode is not None:
+        decode = self._decode
+        if decode is not None:
             typeArgs = self._typeArgs.get(type(body)) or self._typeArgsOf(type(body))
             if typeArgs is not None:
                 # What the generated read() does first, without its checks.
-                iprot._fast_decode(body, iprot, typeArgs)
+                decode(body, iprot, typeArgs)
                 return
         body.read(iprot)
         iprot.readMessageEnd()
@@ -302,7 +313,8 @@ class Codec:
                     self._heads[name, mtype] = head
             writer = self._writer
             typeArgs = self._typeArgs.get(type(body)) or self._typeArgsOf(type(body))
-            if typeArgs is not None and writer._fast_encode is not None:
+            encode = self._encode
+            if typeArgs is not None and encode is not None:
                 strings = self._stringFields.get(typeArgs[0])
                 if strings is None:
                     strings = self._stringFields[typeArgs[0]] = _stringFields(typeArgs[1])
@@ -311,7 +323,7 @@ class Codec:
                     if value is not None and len(value) >= _BIG_STRING:
                         return b"".join((head, _I32.pack(seqid),
                                          *self._encodeAround(body, typeArgs, strings)))
-                return b"".join((head, _I32.pack(seqid), writer._fast_encode(body, typeArgs)))
+                return b"".join((head, _I32.pack(seqid), encode(body, typeArgs)))
             chunks = self._chunks
             chunks.parts = [head, _I32.pack(seqid)]
             try:
@@ -347,7 +359,8 @@ class Codec:
                 tail += [_FIELD.pack(TType.STRING, fid, len(data)), data]
                 taken.append((attribute, value))
                 setattr(body, attribute, None)
-            rest = self._writer._fast_encode(body, typeArgs)
+            encode: Any = self._encode
+            rest = encode(body, typeArgs)
         finally:
             for attribute, value in taken:
                 setattr(body, attribute, value)
@@ -362,6 +375,4 @@ class Codec:
         A protocol for a processor to write its reply into; read the reply
         back with C{writer.trans.getvalue()}.
         """
-        oprot = self.outputFactory.getProtocol(_ReplyBuffer())
-        _override(oprot, "writeMessageBegin", _restartingWriteMessageBegin)
-        return oprot
+        return restartingEachMessage(self.outputFactory.getProtocol(_ReplyBuffer()))

@@ -1,25 +1,28 @@
 """
-Wire framing: cutting a byte stream into whole Thrift messages.
+Wire framing: cutting a byte stream into whole Thrift messages, and
+sending them, as a Twisted protocol.
 
 Two transports exist on the wire.  I{Framed} messages carry a 4-byte
 big-endian length before each message.  I{Unframed} ("buffered") messages
-carry nothing: Apache's C{TBufferedTransport} just writes the encoded
-message, so the only way to find where one ends is to walk its encoding.
-The scanners below do that walk without decoding values, and resume where
-they stopped when more bytes arrive, so a message costs time linear in its
-size however finely it is cut.
+carry nothing, and a resumable scanner (L{txthrift._scanning}) finds where
+each ends.  L{ThriftMessageProtocol} owns what a connection does with that:
+choosing the framing from the first bytes (C{"auto"}), turning Nagle off,
+gathering replies into one write per reactor turn, timing messages that
+come too slowly and counting their bytes against a budget, and closing a
+connection whose bytes break the limits.
 
-Nothing here knows about services or Deferreds: a L{ThriftMessageProtocol}
-hands each whole message to L{ThriftMessageProtocol.messageReceived}.
+It hands each whole message to L{ThriftMessageProtocol.messageReceived}
+and must know nothing of what is in it: nothing of services, handlers,
+codecs or Deferreds, and of a protocol's byte layout only the first bytes
+that tell which transport and protocol a connection speaks.
 """
 
 from __future__ import annotations
 
-import re
 import struct
-import sys
 from typing import Any, ClassVar, Final
 from typing import Protocol as TypingProtocol
+from weakref import WeakKeyDictionary
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
@@ -28,18 +31,13 @@ from twisted.python.failure import Failure
 
 from ._budget import PartialBudget
 from ._limits import Limits
-from ._nogc import BIG_MESSAGE
+from ._scanning import FrameError, Scanner, scannerFor
 from ._writing import atNextTurn, canSendDirectly, send
 
 __all__ = [
     "PROTOCOLS",
     "TRANSPORTS",
-    "DepthError",
-    "FrameError",
     "ThriftMessageProtocol",
-    "checkDepth",
-    "depthCheckFloor",
-    "largeMessageSizes",
 ]
 
 #: Transport names accepted wherever a transport is chosen.
@@ -64,34 +62,6 @@ _PAIR = struct.Struct(">ii")
 _SIGNATURES: Final = {0x80: "binary", 0x82: "compact", 0x5B: "json"}
 
 
-class FrameError(ValueError):
-    """
-    The bytes on a connection are not a Thrift message stream we accept.
-
-    The connection carrying them cannot be trusted any more and is closed,
-    once the whole messages that came before them are handled.
-
-    @ivar messages: those whole messages, found in the same bytes.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.messages: list[bytes] = []
-
-
-class DepthError(FrameError):
-    """
-    A message nests structs and containers deeper than C{max_depth}.
-
-    Depth counts structs and containers only: the message's own struct
-    (a call's arguments, a reply's result or exception) is at depth 1, a
-    struct or container in one of its fields at depth 2, an element of that
-    container at depth 3 if it is a struct or container itself.  Strings and
-    numbers add none, so at C{max_depth=1} a call whose arguments are all
-    strings and numbers passes.
-    """
-
-
 def checkChoice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
@@ -103,8 +73,6 @@ class _Framer(TypingProtocol):
     protocol: str
 
     def feed(self, data: bytes) -> list[bytes]: ...
-
-    def frame(self, message: bytes) -> bytes: ...
 
     def buffered(self) -> int: ...
 
@@ -123,6 +91,21 @@ class _Framed:
 
     #: Bytes of a frame being skipped (see L{_oversized}) still to come.
     _skipping = 0
+    #: The length prefix (a signed i32) of the last frame refused for it,
+    #: for those that report it in their own terms (L{txthrift.TTwisted}).
+    refusedLength: int | None = None
+
+    @property
+    def held(self) -> bytes:
+        """
+        The bytes of the frame begun but not yet whole, its prefix included;
+        assigning replaces them (L{txthrift.TTwisted}'s C{recvd}).
+        """
+        return bytes(self._buffer)
+
+    @held.setter
+    def held(self, data: bytes) -> None:
+        self._buffer[:] = data
 
     def feed(self, data: bytes) -> list[bytes]:
         messages: list[bytes] = []
@@ -166,6 +149,7 @@ class _Framed:
         instead (setting L{_skipping}, and L{_skip} to do it), returning
         what follows it.
         """
+        self.refusedLength = length
         refusal = self._refusal(length)
         refusal.messages = messages
         raise refusal
@@ -180,9 +164,6 @@ class _Framed:
     def _refusal(self, length: int) -> FrameError:
         return FrameError(f"frame length {length} is outside 1..{self._max} (max_frame_size)")
 
-    def frame(self, message: bytes) -> bytes:
-        return _U32.pack(len(message)) + message
-
     def buffered(self) -> int:
         """
         Bytes held of a message not yet whole.
@@ -192,18 +173,19 @@ class _Framed:
 
 class _Unframed:
     """
-    Messages back to back, their ends found by a resumable L{_Scanner}.
+    Messages back to back, their ends found by a resumable
+    L{txthrift._scanning.Scanner}.
     """
 
     transport = "buffered"
 
-    def __init__(self, protocol: str, limits: Limits, strict: bool = True) -> None:
+    def __init__(self, protocol: str, limits: Limits) -> None:
         self.protocol = protocol
         self._max = limits.max_frame_size
-        self._scanner = _SCANNERS[protocol](limits, strict)
+        self._scanner: Scanner = scannerFor(protocol, limits)
         self._buffer = bytearray()
         # Pieces that came while the scanner could not get further (see
-        # _Scanner.need), kept apart and added to the buffer at once.
+        # Scanner.need), kept apart and added to the buffer at once.
         self._held: list[bytes] = []
         self._heldSize = 0
 
@@ -239,9 +221,6 @@ class _Unframed:
             error.messages = messages
             raise
         return messages
-
-    def frame(self, message: bytes) -> bytes:
-        return message
 
     def buffered(self) -> int:
         """
@@ -312,7 +291,7 @@ def makeFramer(transport: str, protocol: str, limits: Limits) -> _Framer:
         return _Framed(protocol, limits)
     # Apache's binary protocol reads the old unversioned header too, so the
     # binary scanner walks it (detectFramer finds it when binary is fixed).
-    return _Unframed(protocol, limits, strict=False)
+    return _Unframed(protocol, limits)
 
 
 class ThriftMessageProtocol(Protocol):
@@ -338,6 +317,14 @@ class ThriftMessageProtocol(Protocol):
     framer: _Framer | None = None
     #: Why we closed this connection because of what the peer sent, if we did.
     refusal: str | None = None
+
+    @property
+    def receiving(self) -> bool:
+        """
+        Whether messages are still handed on: not once this connection is
+        refused (L{frameError}) or lost.
+        """
+        return not self._broken
 
     # A partial message: the bytes held of it, when it began, its deadline,
     # and the budget they count against (whether that holds reading now).
@@ -414,6 +401,10 @@ class ThriftMessageProtocol(Protocol):
         self._writeOut()
 
     def _writeOut(self) -> None:
+        """
+        Hand what is gathered to the transport now; for subclasses, before
+        anything that must not overtake it (a close, a write of their own).
+        """
         if not self._out:
             return
         # One string: the transport's writeSequence walks its items in
@@ -637,19 +628,24 @@ class ThriftMessageProtocol(Protocol):
 
 def _budgetOf(factory: object, limit: int) -> PartialBudget | None:
     """
-    The budget shared by the connections of C{factory}: its
-    C{partialBudget}, made now if it has none (any factory will do).
+    The budget the connections of C{factory} share: its own
+    C{partialBudget} (L{ServerFactory} and L{ClientFactory} have one), else
+    one kept for it while it lives, so that a factory of any kind bounds its
+    connections together.
     """
     if factory is None:
         return None
-    budget: PartialBudget | None = getattr(factory, "partialBudget", None)
-    if budget is None:
-        budget = PartialBudget(limit)
-        try:
-            factory.partialBudget = budget  # type: ignore[attr-defined]
-        except AttributeError:  # pragma: no cover - a factory with __slots__
-            return None
-    return budget
+    if hasattr(factory, "partialBudget"):
+        budget: PartialBudget | None = factory.partialBudget
+        return budget
+    try:
+        return _budgets.setdefault(factory, PartialBudget(limit))
+    except TypeError:  # pragma: no cover - a factory that cannot be weakly referred to
+        return None
+
+
+#: The budgets of factories that do not hold one themselves.
+_budgets: WeakKeyDictionary[object, PartialBudget] = WeakKeyDictionary()
 
 
 def _peerOf(protocol: Protocol) -> str:
@@ -660,640 +656,3 @@ def _peerOf(protocol: Protocol) -> str:
         return str(transport.getPeer())
     except Exception:  # pragma: no cover - transports without a peer
         return "?"
-
-
-# --------------------------------------------------------------------------
-# Scanners: find where one unframed message ends without decoding it.
-#
-# Each keeps an explicit stack of what it is inside and the offset reached,
-# and changes either only after the bytes it needs are there, so a scan that
-# runs out of bytes resumes exactly where it stopped.
-# --------------------------------------------------------------------------
-
-
-# How a flat container's elements are encoded when not in a fixed width: the
-# kinds txthrift._speedups.skipFlat takes.
-_BINARY_STRING_KIND, _VARINT_KIND, _COMPACT_STRING_KIND = -1, -2, -3
-
-
-def _leastSize(kind: int) -> int:
-    return 4 if kind == _BINARY_STRING_KIND else 1 if kind < 0 else kind
-
-
-def _readVarint(buffer: bytes | bytearray, pos: int, size: int) -> tuple[int, int] | None:
-    """
-    The compact protocol's varint at C{pos}, and the offset after it; C{None}
-    if the buffer ends first.
-    """
-    result = shift = 0
-    while pos < size:
-        byte = buffer[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise FrameError("compact varint longer than 10 bytes")
-    return None
-
-
-def _skipFlatInPython(buffer: bytes | bytearray, pos: int, remaining: int, evenKind: int,
-                      oddKind: int, maxString: int) -> tuple[int, int]:
-    """
-    What C{txthrift._speedups.skipFlat} does, for when it was not built.
-    """
-    size = len(buffer)
-    unpack = _I32.unpack_from
-    if evenKind == oddKind == _BINARY_STRING_KIND:
-        # The common case (list<string>, map<string, string>), kept tight.
-        last = size - 4
-        while remaining and pos <= last:
-            (length,) = unpack(buffer, pos)
-            end = pos + 4 + length
-            if end > size or not 0 <= length <= maxString:
-                break
-            pos = end
-            remaining -= 1
-        return pos, remaining
-    while remaining:
-        kind = oddKind if remaining & 1 else evenKind
-        if kind >= 0:
-            end = pos + kind
-        elif kind == _BINARY_STRING_KIND:
-            if pos + 4 > size:
-                break
-            (length,) = unpack(buffer, pos)
-            if not 0 <= length <= maxString:
-                break
-            end = pos + 4 + length
-        else:
-            try:
-                got = _readVarint(buffer, pos, size)
-            except FrameError:
-                break
-            if got is None or kind == _COMPACT_STRING_KIND and got[0] > maxString:
-                break
-            end = got[1] + got[0] if kind == _COMPACT_STRING_KIND else got[1]
-        if end > size:
-            break
-        pos = end
-        remaining -= 1
-    return pos, remaining
-
-
-try:
-    from ._speedups import skipFlat as _skipFlat
-except ImportError:  # pragma: no cover - built without a C compiler
-    _skipFlat = _skipFlatInPython
-
-
-class _Scanner:
-    def __init__(self, limits: Limits, strict: bool) -> None:
-        self._maxFrame = limits.max_frame_size
-        self._maxString = limits.string_limit
-        self._maxContainer = limits.container_limit
-        self._maxDepth = limits.max_depth
-        self._strict = strict
-        self.reset()
-
-    #: How each type code's values are encoded, for those a container's
-    #: elements can be walked flat with: a width, or one of the kinds below.
-    _KINDS: ClassVar[dict[int, int]] = {}
-
-    def reset(self) -> None:
-        self._pos = 0
-        self._stack: list[list[int]] = []
-        self._started = False
-        #: The least the buffer must hold before scanning again can get further.
-        self.need = 0
-
-    def scan(self, buffer: bytearray) -> int | None:
-        """
-        @return: the length of the message at the start of C{buffer}, or
-            C{None} if C{buffer} does not hold all of it yet.
-        """
-        raise NotImplementedError
-
-    def _walkFlat(self, buffer: bytearray, pos: int, size: int, top: list[int]) -> int:
-        """
-        Walk the elements of the container C{top}, whose element types are
-        all in L{_KINDS}, as far as the buffer goes.
-
-        @return: the offset reached.  If the buffer ended first, C{top}
-            counts the elements left, and L{need} says how long the buffer
-            must get before they can all be there.
-        """
-        kinds = self._KINDS
-        evenKind, oddKind = kinds[top[1]], kinds[top[2]]
-        pos, remaining = _skipFlat(buffer, pos, top[3], evenKind, oddKind, self._maxString)
-        top[3] = remaining
-        if remaining:
-            # The next element is not whole (or is bad: this raises).
-            kind = oddKind if remaining & 1 else evenKind
-            least = pos + self._elementSize(buffer, pos, size, kind) + (remaining - 1) * min(
-                _leastSize(evenKind), _leastSize(oddKind))
-            self._need(least)
-            self.need = least
-        else:
-            self._need(pos)
-        return pos
-
-    def _elementSize(self, buffer: bytearray, pos: int, size: int, kind: int) -> int:
-        """
-        The size of the flat element at C{pos}, as far as it is known.
-
-        @raise FrameError: if it is not a valid element.
-        """
-        if kind >= 0:
-            return kind
-        if kind == _BINARY_STRING_KIND:
-            if pos + 4 > size:
-                return 4
-            (length,) = _I32.unpack_from(buffer, pos)
-            self._checkString(length)
-            return 4 + length
-        got = _readVarint(buffer, pos, size)
-        if got is None:
-            return size - pos + 1
-        if kind == _COMPACT_STRING_KIND:
-            self._checkString(got[0])
-            return got[1] - pos + got[0]
-        return got[1] - pos
-
-    def _need(self, end: int) -> None:
-        if end > self._maxFrame:
-            raise FrameError(f"message is longer than {self._maxFrame} bytes (max_frame_size)")
-
-    def _checkString(self, length: int) -> None:
-        if not 0 <= length <= self._maxString:
-            raise FrameError(
-                f"string length {length} is outside 0..{self._maxString} (max_string_length)"
-            )
-
-    def _checkContainer(self, count: int) -> None:
-        if not 0 <= count <= self._maxContainer:
-            raise FrameError(
-                f"container length {count} is outside 0..{self._maxContainer}"
-                " (max_container_length)"
-            )
-
-    def _tooDeep(self) -> DepthError:
-        return DepthError(f"structs and containers nested deeper than {self._maxDepth}"
-                          " (max_depth)")
-
-
-# Stack entry kinds.
-_STRUCT, _VALUE, _LIST, _MAP = 0, 1, 2, 3
-
-
-class _BinaryScanner(_Scanner):
-    # TType codes and the encoded size of the fixed-size ones.
-    _FIXED: ClassVar = {2: 1, 3: 1, 4: 8, 6: 2, 8: 4, 10: 8, 16: 16}
-    _STRING, _STRUCT_T, _MAP_T, _SET_T, _LIST_T = 11, 12, 13, 14, 15
-    _KINDS: ClassVar = {**_FIXED, _STRING: _BINARY_STRING_KIND}
-    _NESTING: ClassVar = frozenset((_STRUCT_T, _MAP_T, _SET_T, _LIST_T))
-
-    def _header(self, buffer: bytearray, size: int) -> int | None:
-        if size < 4:
-            return None
-        (word,) = _I32.unpack_from(buffer, 0)
-        if word < 0:
-            # Strict: version|type, name length, name, seqid.
-            if (word >> 16) & 0xFFFF != 0x8001:
-                raise FrameError(f"bad binary protocol version 0x{word & 0xFFFFFFFF:08x}")
-            if size < 8:
-                return None
-            (length,) = _I32.unpack_from(buffer, 4)
-            self._checkString(length)
-            end = 8 + length + 4
-        elif self._strict:
-            raise FrameError("binary message without a version header")
-        else:
-            # Old non-strict: name length, name, type byte, seqid.
-            length = word
-            self._checkString(length)
-            end = 4 + length + 1 + 4
-        self._need(end)
-        return end if size >= end else None
-
-    def scan(self, buffer: bytearray) -> int | None:
-        size = len(buffer)
-        stack = self._stack
-        self.need = 0
-        if not self._started:
-            end = self._header(buffer, size)
-            if end is None:
-                return None
-            self._pos = end
-            self._started = True
-            stack.append([_STRUCT])
-        pos = self._pos
-        fixed = self._FIXED
-        kinds = self._KINDS
-        maxDepth = self._maxDepth
-        try:
-            while stack:
-                top = stack[-1]
-                kind = top[0]
-                if kind == _STRUCT:
-                    if pos >= size:
-                        return None
-                    ttype = buffer[pos]
-                    if ttype == 0:
-                        pos += 1
-                        stack.pop()
-                        continue
-                    if pos + 3 > size:
-                        return None
-                    pos += 3
-                    stack.append([_VALUE, ttype])
-                    continue
-                if kind == _LIST or kind == _MAP:
-                    if top[3] and top[1] in kinds and top[2] in kinds:
-                        # Strings and fixed-size values only: walked at once,
-                        # without a stack entry per element.
-                        pos = self._walkFlat(buffer, pos, size, top)
-                        if top[3]:
-                            return None
-                    if top[3] == 0:
-                        stack.pop()
-                        continue
-                    top[3] -= 1
-                    ttype = top[1] if kind == _LIST or top[3] % 2 else top[2]
-                    stack.append([_VALUE, ttype])
-                    continue
-                # _VALUE: replace it by what the value's bytes need.
-                ttype = top[1]
-                width = fixed.get(ttype)
-                if width is not None:
-                    self._need(pos + width)
-                    if pos + width > size:
-                        return None
-                    pos += width
-                    stack.pop()
-                elif ttype == self._STRING:
-                    if pos + 4 > size:
-                        return None
-                    (length,) = _I32.unpack_from(buffer, pos)
-                    self._checkString(length)
-                    self._need(pos + 4 + length)
-                    if pos + 4 + length > size:
-                        return None
-                    pos += 4 + length
-                    stack.pop()
-                elif len(stack) > maxDepth and ttype in self._NESTING:
-                    # The _VALUE entry on top stands where the value nests: a
-                    # struct or container there is as deep as the stack is long.
-                    raise self._tooDeep()
-                elif ttype == self._STRUCT_T:
-                    stack[-1] = [_STRUCT]
-                elif ttype == self._LIST_T or ttype == self._SET_T:
-                    if pos + 5 > size:
-                        return None
-                    etype = buffer[pos]
-                    (count,) = _I32.unpack_from(buffer, pos + 1)
-                    self._checkContainer(count)
-                    width = fixed.get(etype)
-                    if width is None:
-                        pos += 5
-                        stack[-1] = [_LIST, etype, etype, count]
-                        continue
-                    # Fixed-size elements are skipped in one step.
-                    end = pos + 5 + count * width
-                    self._need(end)
-                    if end > size:
-                        return None
-                    pos = end
-                    stack.pop()
-                elif ttype == self._MAP_T:
-                    if pos + 6 > size:
-                        return None
-                    ktype, vtype = buffer[pos], buffer[pos + 1]
-                    (count,) = _I32.unpack_from(buffer, pos + 2)
-                    self._checkContainer(count)
-                    kwidth, vwidth = fixed.get(ktype), fixed.get(vtype)
-                    if kwidth is None or vwidth is None:
-                        pos += 6
-                        stack[-1] = [_MAP, ktype, vtype, 2 * count]
-                        continue
-                    end = pos + 6 + count * (kwidth + vwidth)
-                    self._need(end)
-                    if end > size:
-                        return None
-                    pos = end
-                    stack.pop()
-                else:
-                    raise FrameError(f"unknown binary type code {ttype}")
-            return pos
-        finally:
-            self._pos = pos
-
-
-class _CompactScanner(_Scanner):
-    # Compact type codes: 1/2 bool (no bytes inside a struct field, one byte
-    # in a container), 3 byte, 4-6 zigzag varints, 7 double, 8 binary,
-    # 9 list, 10 set, 11 map, 12 struct, 13 uuid.
-    _FIXED: ClassVar = {1: 1, 2: 1, 3: 1, 7: 8, 13: 16}
-    _VARINT: ClassVar = frozenset((4, 5, 6))
-    _KINDS: ClassVar = {**_FIXED, 4: _VARINT_KIND, 5: _VARINT_KIND, 6: _VARINT_KIND,
-                        8: _COMPACT_STRING_KIND}
-    _NESTING: ClassVar = frozenset((9, 10, 11, 12))
-
-    def _header(self, buffer: bytearray, size: int) -> int | None:
-        if size < 2:
-            return None
-        if buffer[0] != 0x82:
-            raise FrameError(f"bad compact protocol id 0x{buffer[0]:02x}")
-        if buffer[1] & 0x1F != 1:
-            raise FrameError(f"bad compact protocol version {buffer[1] & 0x1F}")
-        seqid = _readVarint(buffer, 2, size)
-        if seqid is None:
-            return None
-        length = _readVarint(buffer, seqid[1], size)
-        if length is None:
-            return None
-        self._checkString(length[0])
-        end = length[1] + length[0]
-        self._need(end)
-        return end if size >= end else None
-
-    def scan(self, buffer: bytearray) -> int | None:
-        size = len(buffer)
-        stack = self._stack
-        self.need = 0
-        if not self._started:
-            end = self._header(buffer, size)
-            if end is None:
-                return None
-            self._pos = end
-            self._started = True
-            stack.append([_STRUCT])
-        pos = self._pos
-        fixed = self._FIXED
-        varints = self._VARINT
-        varint = _readVarint
-        kinds = self._KINDS
-        maxDepth = self._maxDepth
-        try:
-            while stack:
-                top = stack[-1]
-                kind = top[0]
-                if kind == _STRUCT:
-                    if pos >= size:
-                        return None
-                    header = buffer[pos]
-                    if header == 0:
-                        pos += 1
-                        stack.pop()
-                        continue
-                    ctype = header & 0x0F
-                    after = pos + 1
-                    if header >> 4 == 0:
-                        # No delta: the field id follows as a zigzag varint.
-                        fid = varint(buffer, after, size)
-                        if fid is None:
-                            return None
-                        after = fid[1]
-                    pos = after
-                    if ctype not in (1, 2):  # booleans live in the field header
-                        stack.append([_VALUE, ctype])
-                    continue
-                if kind == _LIST or kind == _MAP:
-                    if top[3] and top[1] in kinds and top[2] in kinds:
-                        pos = self._walkFlat(buffer, pos, size, top)
-                        if top[3]:
-                            return None
-                    if top[3] == 0:
-                        stack.pop()
-                        continue
-                    top[3] -= 1
-                    ctype = top[1] if kind == _LIST or top[3] % 2 else top[2]
-                    stack.append([_VALUE, ctype])
-                    continue
-                ctype = top[1]
-                width = fixed.get(ctype)
-                if width is not None:
-                    self._need(pos + width)
-                    if pos + width > size:
-                        return None
-                    pos += width
-                    stack.pop()
-                elif ctype in varints:
-                    got = varint(buffer, pos, size)
-                    if got is None:
-                        return None
-                    pos = got[1]
-                    stack.pop()
-                elif ctype == 8:
-                    got = varint(buffer, pos, size)
-                    if got is None:
-                        return None
-                    self._checkString(got[0])
-                    end = got[1] + got[0]
-                    self._need(end)
-                    if end > size:
-                        return None
-                    pos = end
-                    stack.pop()
-                elif len(stack) > maxDepth and ctype in self._NESTING:
-                    raise self._tooDeep()
-                elif ctype == 12:
-                    stack[-1] = [_STRUCT]
-                elif ctype == 9 or ctype == 10:
-                    if pos >= size:
-                        return None
-                    header = buffer[pos]
-                    count, etype, after = header >> 4, header & 0x0F, pos + 1
-                    if count == 15:
-                        got = varint(buffer, after, size)
-                        if got is None:
-                            return None
-                        count, after = got
-                    self._checkContainer(count)
-                    width = fixed.get(etype)
-                    if width is not None:
-                        end = after + count * width
-                        self._need(end)
-                        if end > size:
-                            return None
-                        pos = end
-                        stack.pop()
-                    else:
-                        pos = after
-                        stack[-1] = [_LIST, etype, etype, count]
-                elif ctype == 11:
-                    got = varint(buffer, pos, size)
-                    if got is None:
-                        return None
-                    count, after = got
-                    self._checkContainer(count)
-                    if count == 0:
-                        pos = after
-                        stack.pop()
-                        continue
-                    if after >= size:
-                        return None
-                    types = buffer[after]
-                    pos = after + 1
-                    stack[-1] = [_MAP, types >> 4, types & 0x0F, count * 2]
-                else:
-                    raise FrameError(f"unknown compact type code {ctype}")
-            return pos
-        finally:
-            self._pos = pos
-
-
-# What each open JSON bracket is: the message's array; a struct, or the
-# object wrapping a field's value ({"i32": 5}); a list, set or map array (by
-# the strings seen in it: a map's body object follows two type names); a map's
-# body.  Structs and containers are depth levels; the rest are not.
-_J_MESSAGE, _J_STRUCT, _J_WRAPPER, _J_MAPBODY = 0, 1, 2, 3
-_J_LIST0, _J_LIST1, _J_LIST2, _J_LISTED = 4, 5, 6, 7
-
-
-class _JSONScanner(_Scanner):
-    # Outside strings only brackets and quotes matter, found by a regex
-    # search in C; inside, only the closing quote, found by bytes.find
-    # (memchr: a 1 MiB string in 0.02 ms, against 12 ms for a regex).
-    _OUTSIDE = re.compile(rb'["\[\]{}]')
-
-    def reset(self) -> None:
-        super().reset()
-        self._kinds: list[int] = []
-        self._levels = 0
-        self._inString = False
-
-    def scan(self, buffer: bytearray) -> int | None:
-        size = len(buffer)
-        pos = self._pos
-        if pos == 0 and size and buffer[0] != 0x5B:
-            raise FrameError(f"JSON message starts with {bytes(buffer[:1])!r}, not '['")
-        # Depth as the other protocols count it: a struct's fields and a
-        # map's entries are wrapped in objects that are no level of their own.
-        maxDepth = self._maxDepth
-        kinds, levels, inString = self._kinds, self._levels, self._inString
-        try:
-            while True:
-                if inString:
-                    at = buffer.find(b'"', pos)
-                    if at < 0:
-                        pos = size
-                        return None
-                    pos = at + 1
-                    # Escaped if an odd run of backslashes comes before it;
-                    # the run stops at the string's opening quote at worst,
-                    # and each is looked at once.
-                    back = at - 1
-                    while buffer[back] == 0x5C:
-                        back -= 1
-                    if not (at - back) % 2:
-                        continue
-                    inString = False
-                    continue
-                match = self._OUTSIDE.search(buffer, pos)
-                if match is None:
-                    pos = size
-                    return None
-                at = match.start()
-                char = buffer[at]
-                pos = at + 1
-                if char == 0x22:
-                    inString = True
-                    top = kinds[-1]
-                    if _J_LIST0 <= top < _J_LISTED:
-                        kinds[-1] = top + 1
-                elif char == 0x5B or char == 0x7B:
-                    if not kinds:
-                        kind = _J_MESSAGE
-                    else:
-                        parent = kinds[-1]
-                        if char == 0x5B:
-                            kind = _J_LIST0
-                        elif parent == _J_STRUCT:
-                            kind = _J_WRAPPER
-                        elif parent == _J_LIST2:
-                            kind = _J_MAPBODY
-                        else:
-                            kind = _J_STRUCT
-                        if parent >= _J_LIST0:
-                            kinds[-1] = _J_LISTED
-                        if kind == _J_STRUCT or kind >= _J_LIST0:
-                            levels += 1
-                            if levels > maxDepth:
-                                raise self._tooDeep()
-                    kinds.append(kind)
-                else:
-                    kind = kinds.pop()
-                    if kind == _J_STRUCT or kind >= _J_LIST0:
-                        levels -= 1
-                    if not kinds:
-                        return pos
-        finally:
-            self._pos, self._levels, self._inString = pos, levels, inString
-            self._need(pos)
-
-
-_SCANNERS: Final[dict[str, type[_Scanner]]] = {
-    "binary": _BinaryScanner,
-    "compact": _CompactScanner,
-    "json": _JSONScanner,
-}
-
-
-def checkDepth(message: bytes, protocol: str, limits: Limits) -> None:
-    """
-    Refuse a whole message that nests deeper than C{limits.max_depth}.
-
-    It is walked by the scanner that finds where unframed messages end, so
-    that framed and unframed ones are held to the same definition of depth
-    (see L{DepthError}).  Only depth is judged: a message that is bad in
-    another way (cut short, a length over its limit) passes, for its
-    decoder to say what is wrong with it.
-
-    @raise DepthError: if it nests too deep.
-    """
-    try:
-        _SCANNERS[protocol](limits, False).scan(message)  # type: ignore[arg-type]
-    except DepthError:
-        raise
-    except FrameError:
-        pass
-
-
-
-
-#: The fewest bytes one level of nesting takes in each protocol: a binary
-#: struct holding the next level in a field (a 3-byte field header and its
-#: stop byte) or a container (element type and i32 count); a compact list
-#: whose size and type share one byte; a JSON pair of brackets.
-_LEAST_PER_LEVEL: Final = {"binary": 3, "compact": 1, "json": 2}
-
-
-def depthCheckFloor(transport: str, protocol: str, limits: Limits) -> int | None:
-    """
-    The size of whole messages from which L{checkDepth} must walk them
-    before they are decoded, or C{None} for never.
-
-    Unframed messages never: their scanner refused them as they came.  A
-    framed message too short to hold more than C{max_depth} levels is not
-    walked either, which spares the small calls that are most of any
-    traffic (a walk costs about what decoding them does).
-    """
-    if transport != "framed":
-        return None
-    return (limits.max_depth + 1) * _LEAST_PER_LEVEL[protocol]
-
-
-def largeMessageSizes(transport: str, protocol: str, limits: Limits,
-                      decoderChecksDepth: bool) -> tuple[int, int]:
-    """
-    From what size a connection's whole messages are walked for depth
-    before they are decoded (never, where the decoder refuses what is too
-    deep itself), and from what size they take the slow path at all: the
-    smaller of that and L{BIG_MESSAGE}, from which decoding holds off
-    garbage collection.
-    """
-    floor = None if decoderChecksDepth else depthCheckFloor(transport, protocol, limits)
-    depthFrom = sys.maxsize if floor is None else floor
-    return depthFrom, min(depthFrom, BIG_MESSAGE)

@@ -1,15 +1,23 @@
 """
-The front door: serve a handler on an endpoint, connect a client to one.
+The front door: serve a handler on an endpoint, connect a client to one;
+and what every way of hosting shares: turning a port spec into an endpoint
+(L{parseEndpoint}) and a listening address into endpoint syntax
+(L{addressOf}).
+
+This module knows endpoints and factories, not application services,
+thread pools, processes or command lines.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeAlias
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
@@ -19,13 +27,63 @@ from ._client import Client, ClientFactory
 from ._limits import Limits
 from ._server import ServerFactory
 
-__all__ = ["connect", "serve"]
+__all__ = ["PortSpec", "addressOf", "connect", "oneLine", "parseEndpoint", "serve"]
 
 
-def _serverEndpoint(reactor: Any, endpoint: IStreamServerEndpoint | str) -> IStreamServerEndpoint:
-    if isinstance(endpoint, str):
-        return serverFromString(reactor, endpoint)
-    return endpoint
+#: Where to listen: a server endpoint description (C{"tcp:9090"},
+#: C{"unix:/run/app.sock"}, C{"ssl:9443:privateKey=k.pem:certKey=c.pem"}),
+#: a bare port number (TCP on every interface), or an endpoint.
+PortSpec: TypeAlias = "str | int | IStreamServerEndpoint"
+
+
+def oneLine(error: BaseException) -> str:
+    """
+    An error as one line naming its type, for a message or a log line.
+    """
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def parseEndpoint(reactor: Any, port: PortSpec) -> tuple[str, IStreamServerEndpoint]:
+    """
+    A port spec as (description for messages, endpoint).
+
+    @raise ValueError: for a description no endpoint parser accepts, or a
+        port number out of range.
+    @raise TypeError: for something that is no port spec at all.
+    """
+    if isinstance(port, bool):
+        raise TypeError(f"not a port: {port!r}")
+    if isinstance(port, int) or (isinstance(port, str) and port.strip().isdigit()):
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError(f"TCP port {number} is not between 0 and 65535")
+        port = f"tcp:{number}"
+    if isinstance(port, str):
+        try:
+            return port, serverFromString(reactor, port)
+        except Exception as error:
+            raise ValueError(f"not a server endpoint description: {oneLine(error)}") from error
+    if IStreamServerEndpoint.providedBy(port):
+        return repr(port), port
+    raise TypeError(f"not a port: {port!r}")
+
+
+def addressOf(host: IAddress, tls: bool = False) -> str:
+    """
+    Where a port really listens (its C{getHost()}), in endpoint syntax.
+
+    @param tls: whether the port speaks TLS (C{ssl:}) rather than TCP.
+    """
+    if isinstance(host, IPv6Address):
+        return f"tcp6:[{host.host}]:{host.port}"
+    if isinstance(host, IPv4Address):
+        return f"{'ssl' if tls else 'tcp'}:{host.host}:{host.port}"
+    if isinstance(host, UNIXAddress):
+        name = host.name
+        return "unix:" + (name.decode(errors="replace") if isinstance(name, bytes)
+                          else str(name))
+    return str(host)
 
 
 def _clientEndpoint(reactor: Any, endpoint: IStreamClientEndpoint | str) -> IStreamClientEndpoint:
@@ -54,11 +112,12 @@ def serve(reactor: Any, endpoint: IStreamServerEndpoint | str, handler: object, 
     @return: a Deferred firing with the listening port.
     @raise TypeError: for a handler whose service cannot be found, or an
         unknown limit.
-    @raise ValueError: for a bad transport, protocol or limit value.
+    @raise ValueError: for a bad endpoint description, transport, protocol
+        or limit value.
     """
     factory = ServerFactory(handler, service=service, transport=transport, protocol=protocol,
                             limits=Limits.from_keywords(**limits), clock=reactor)
-    return _serverEndpoint(reactor, endpoint).listen(factory)
+    return parseEndpoint(reactor, endpoint)[1].listen(factory)
 
 
 def connect(reactor: Any, endpoint: IStreamClientEndpoint | str, service: ModuleType, *,

@@ -5,11 +5,11 @@ Apache's C{TJSONProtocol} reads one byte at a time in Python: an 8 MiB
 string takes it about 5 s, all of it on the reactor, while every other
 connection waits.  Here the C scanner of L{json} parses a message's header
 as four values and its body as one.  Generated structs are then read and
-written whole (their C{_fast_decode}/C{_fast_encode} path, as Apache's C
-codec does for binary), walking the C{thrift_spec} over the parsed values,
-with lists of numbers and strings checked and formatted in C; the read and
-write API serves everything else (processors' headers, C{skip},
-hand-written code).  The bytes written are those Apache's writer writes for
+written whole (handed over as Apache's C codec gets them for binary: see
+L{txthrift._thriftinternals.WholeStructProtocol}), walking the
+C{thrift_spec} over the parsed values, with lists of numbers and strings
+checked and formatted in C; the read and write API serves everything else
+(processors' headers, C{skip}, hand-written code).  The bytes written are those Apache's writer writes for
 the same calls, but for non-finite doubles, written as the quoted C{"NaN"},
 C{"Infinity"} and C{"-Infinity"} the protocol defines.
 
@@ -21,6 +21,8 @@ What it reads that Apache's reader does not: whitespace between tokens,
 bare C{NaN}/C{Infinity} tokens and quoted numbers anywhere.  What Apache's
 reads that it does not: map keys that are structs or containers (Apache
 writes them unquoted, which is not JSON).
+
+Knows nothing of framing, sockets, the reactor or the codec that uses it.
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtoc
 from thrift.Thrift import TFrozenDict, TType
 
 from ._nogc import noCollections
+from ._thriftinternals import WholeStructProtocol
 
 __all__ = ["JSONProtocol", "JSONProtocolFactory"]
 
 VERSION: Final = 1
 #: The uuid type code, which thrift releases before 0.20 do not name.
 _UUID: Final[int] = getattr(TType, "UUID", 16)
+#: The nesting Apache's protocols allow, which thrift 0.20 does not name.
+_DEPTH: Final[int] = getattr(TProtocolBase, "DEFAULT_RECURSION_DEPTH", 64)
 
 #: Type names on the wire, as Apache's TJSONProtocol.cpp names them.
 _NAMES: Final = {
@@ -315,7 +320,7 @@ def _encodeKeys(ktype: int, kspec: Any, keys: list[Any]) -> list[str]:
     return _encodeElements(ktype, kspec, keys)
 
 
-class JSONProtocol(TProtocolBase):
+class JSONProtocol(WholeStructProtocol):
     """
     Thrift's JSON protocol over a transport holding whole messages (a
     C{TMemoryBuffer}, or any transport with a C{cstringio_buf}).
@@ -329,12 +334,9 @@ class JSONProtocol(TProtocolBase):
                  container_length_limit: int | None = None,
                  depth_limit: int | None = None) -> None:
         super().__init__(trans)
-        # The generated code's fast paths are this class's methods.
-        del self._fast_decode, self._fast_encode
         self.string_length_limit = string_length_limit
         self.container_length_limit = container_length_limit
-        self.depth_limit = TProtocolBase.DEFAULT_RECURSION_DEPTH if depth_limit is None \
-            else depth_limit
+        self.depth_limit = _DEPTH if depth_limit is None else depth_limit
         self._resetRead()
         self._resetWrite()
 
@@ -783,7 +785,7 @@ class JSONProtocol(TProtocolBase):
     # its thrift_spec over the parsed values (a method call per struct and
     # container, none per field or element).
 
-    def _fast_decode(self, obj: Any, iprot: Any, typeArgs: list[Any]) -> Any:
+    def decodeStruct(self, obj: Any, iprot: Any, typeArgs: list[Any]) -> Any:
         cls, spec = typeArgs
         value = self._take("struct")
         with noCollections:
@@ -1000,7 +1002,7 @@ class JSONProtocol(TProtocolBase):
         if self._context == _TOP:
             self._flush()
 
-    def _fast_encode(self, obj: Any, typeArgs: list[Any]) -> bytes:
+    def encodeStruct(self, obj: Any, typeArgs: list[Any]) -> bytes:
         text = _encodeStruct(obj, typeArgs[1])
         if self._context == _TOP:
             return text.encode("utf-8")  # A struct alone: the caller writes it.

@@ -1,5 +1,7 @@
 """
-Size and concurrency limits shared by every connection of a server or client.
+Size and concurrency limits shared by every connection of a server or client:
+one frozen L{Limits}, checked once where it is made, with the defaults the
+README's table documents.  Knows nothing of what enforces them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any, Final
 MiB = 1024 * 1024
 
 #: The depth past which Apache's C decoders (C{thrift.protocol.fastbinary},
-#: binary and compact) refuse a message themselves, in C{txthrift._framing.DepthError}'s
+#: binary and compact) refuse a message themselves, in C{txthrift._scanning.DepthError}'s
 #: terms: more than 64 nested structs, the message's own included, and an
 #: unknown field's value nested past depth 64.  They count leaves too where
 #: they skip (an unknown field at depth 64 holding a value is refused), and

@@ -1,5 +1,6 @@
 """
-Garbage collection held off while a big message is decoded.
+Garbage collection held off while a big message is decoded: the pause and
+the size from which it pays.  Knows nothing of protocols or connections.
 """
 
 from __future__ import annotations

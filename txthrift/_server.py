@@ -1,6 +1,14 @@
 """
-The server side: dispatching requests to handlers or processors, mapping
-their outcomes to replies, and keeping each connection within its limits.
+The server side of a connection: L{ServerProtocol} takes requests off one
+connection and puts their replies back on it; L{ServerFactory} builds them
+for one handler, processor or mapping of them and knows when none is busy.
+
+Owned here: what a connection does with its requests in time -- how many
+run at once (backpressure), call, idle and half-closed timeouts, a peer that
+stops sending or reading, replies in the order they are ready, each call
+ending in exactly one outcome.  Turning one request into its reply is the
+L{Dispatcher}'s (L{txthrift._dispatch}); nothing here knows of handlers,
+processors or services, nor of the byte layout beneath the framing.
 """
 
 from __future__ import annotations
@@ -8,12 +16,11 @@ from __future__ import annotations
 import select
 import socket
 from collections import deque
-from collections.abc import Callable, Mapping
-from types import CoroutineType, ModuleType
-from typing import Any, Union
-from typing import Protocol as TypingProtocol
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
+from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TApplicationException, TMessageType
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -21,29 +28,28 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
+    ISystemHandle,
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import Codec, withStoredHeader
-from ._framing import (
-    PROTOCOLS,
-    TRANSPORTS,
-    DepthError,
-    ThriftMessageProtocol,
-    checkChoice,
-    checkDepth,
-    largeMessageSizes,
-)
+from ._budget import budgetFor
+from ._codec import Codec
+from ._dispatch import Cancelling, Dispatcher, Reply, exceptionReply, makeDispatcher
+from ._framing import PROTOCOLS, TRANSPORTS, ThriftMessageProtocol, checkChoice
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
-from ._service import Method, describe, serviceOf, shortName
+from ._scanning import DepthError, checkDepth, largeMessageSizes
+from ._service import shortName
+from ._waiters import Waiters
 
-__all__ = ["Dispatcher", "ServerFactory", "ServerProtocol", "makeDispatcher"]
+__all__ = ["ServerFactory", "ServerProtocol"]
 
 log = Logger(namespace="txthrift.server")
+
+_CALL, _ONEWAY = TMessageType.CALL, TMessageType.ONEWAY
 
 #: What select.poll reports once a peer's stream has ended, where it can
 #: tell (Linux), even with bytes still unread in front of the end.
@@ -56,291 +62,6 @@ _PROBE_INTERVAL = 1.0
 #: Seconds a closing connection's peer has to take what we still send it,
 #: when no idle_timeout says otherwise.
 _CLOSE_GRACE = 10.0
-
-#: What a dispatcher answers: the encoded reply, C{None} for no reply
-#: (oneway), or a Deferred firing with either.
-Reply = Union[bytes, None, "Deferred[bytes | None]"]
-
-
-class Dispatcher(TypingProtocol):
-    """
-    Turns one request into its reply; never raises.
-    """
-
-    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
-                 seqid: int) -> Reply: ...
-
-
-_ASYNC = (Deferred, CoroutineType)
-_CALL, _ONEWAY, _REPLY = TMessageType.CALL, TMessageType.ONEWAY, TMessageType.REPLY
-_PLAIN = frozenset((str, bytes, int, float, bool, type(None), list, dict, set, tuple))
-
-
-#: Longer names than this name no method: processors are not asked.
-_LONGEST_NAME = 1024
-
-
-def _exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
-                    message: str) -> bytes | None:
-    if mtype == TMessageType.ONEWAY:
-        return None
-    return codec.encodeException(name, seqid, kind, message)
-
-
-class _Cancelling:
-    """
-    Whether txthrift itself is cancelling a handler's Deferred right now (a
-    call timed out, or its connection went), as opposed to a handler that
-    raised or returned L{CancelledError} of its own accord: only ours may go
-    unlogged.  The reactor runs one thing at a time, so one flag serves.
-    """
-
-    active = False
-
-    @classmethod
-    def cancel(cls, deferred: Deferred[Any]) -> None:
-        cls.active = True
-        try:
-            deferred.cancel()
-        finally:
-            cls.active = False
-
-
-class _HandlerDispatcher:
-    """
-    Calls handler methods for a generated service, whatever they return: a
-    value, a Deferred, or a coroutine.
-    """
-
-    def __init__(self, handler: object, service: ModuleType) -> None:
-        self._handler = handler
-        self.service = describe(service)
-        # Bound once, by name, for what the handler implements (other names
-        # are unknown methods): the method, the handler's function, and how
-        # to get the function's arguments out of the args struct.
-        self._targets = {
-            name: (method, getattr(handler, name), *method.argGetter)
-            for name, method in self.service.methods.items() if hasattr(handler, name)
-        }
-        self._results: dict[Method, Any] = {}
-
-    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
-                 seqid: int) -> Reply:
-        target = self._targets.get(name)
-        if target is None:
-            shown = shortName(name)
-            log.warn("no method {name} in {service}", name=shown, service=self.service.name)
-            return _exceptionReply(codec, shown, mtype, seqid,
-                                   TApplicationException.UNKNOWN_METHOD,
-                                   f"Unknown function {shown}")
-        method, function, getArgs, spread = target
-        args = method.args()
-        try:
-            codec.readBody(iprot, args)
-        except Exception as error:
-            log.warn("bad arguments for {name}: {error}", name=name, error=error)
-            return _exceptionReply(codec, name, mtype, seqid,
-                                   TApplicationException.PROTOCOL_ERROR,
-                                   f"cannot decode the arguments of {name}: {error}")
-        try:
-            value = function(*getArgs(args)) if spread else function(getArgs(args))
-        except Exception:
-            return self._failed(Failure(), codec, method, seqid)
-        kind = type(value)
-        # Plain values are told apart by type first: isinstance against
-        # Deferred (an ABC subclass) is the slow path.
-        if kind is Deferred or kind is CoroutineType or (
-                kind not in _PLAIN and isinstance(value, _ASYNC)):
-            if not isinstance(value, Deferred):
-                value = Deferred.fromCoroutine(value)
-            return value.addCallbacks(self._succeeded, self._failed,
-                                      callbackArgs=(codec, method, seqid),
-                                      errbackArgs=(codec, method, seqid))
-        # Answered at once: no Deferred on this, the common path.
-        return self._succeeded(value, codec, method, seqid)
-
-    def _succeeded(self, value: object, codec: Codec, method: Method, seqid: int) -> bytes | None:
-        if method.result is None:
-            return None
-        # One result struct per method serves every success: it is only
-        # read, by the encoder, before its value is dropped again.
-        result = self._results.get(method)
-        if result is None:
-            result = self._results[method] = method.result()
-        keep = method.returnsValue
-        if keep:
-            result.success = value
-        try:
-            reply = codec.encode(method.name, _REPLY, seqid, result)
-        except Exception:
-            log.failure("cannot encode the result of {service}.{name}",
-                        service=self.service.name, name=method.name)
-            return codec.encodeException(method.name, seqid,
-                                         TApplicationException.INTERNAL_ERROR,
-                                         f"Internal error encoding the result of {method.name}")
-        finally:
-            if keep:
-                result.success = None
-        if len(reply) > codec.maxMessage:
-            # No peer within the same limits could read it.
-            log.warn("the result of {name} is {size} bytes, over max_frame_size",
-                     name=method.name, size=len(reply))
-            return codec.encodeException(
-                method.name, seqid, TApplicationException.INTERNAL_ERROR,
-                f"the result of {method.name} is larger than the server's max_frame_size")
-        return reply
-
-    def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
-        error = failure.value
-        name = method.name
-        if method.result is None:
-            if not _Cancelling.active:
-                log.failure("oneway {service}.{name} failed", failure,
-                            service=self.service.name, name=name)
-            return None
-        for field, declared in method.exceptions:
-            if isinstance(error, declared):
-                result = method.result()
-                setattr(result, field, error)
-                return self._encodeError(codec, name, TMessageType.REPLY, seqid, result, error)
-        if isinstance(error, TApplicationException):
-            return self._encodeError(codec, name, TMessageType.EXCEPTION, seqid, error, error)
-        if not _Cancelling.active:
-            log.failure("{service}.{name} failed", failure, service=self.service.name,
-                        name=name)
-        # The peer learns that it failed, not how: details stay in our log.
-        return codec.encodeException(name, seqid, TApplicationException.INTERNAL_ERROR,
-                                     f"Internal error processing {name}")
-
-
-    def _encodeError(self, codec: Codec, name: str, mtype: int, seqid: int, body: Any,
-                     error: object) -> bytes:
-        """
-        The reply carrying an exception the caller may see; one that does
-        not encode (a field of the wrong type) becomes an internal error.
-        """
-        try:
-            return codec.encode(name, mtype, seqid, body)
-        except Exception:
-            log.failure("cannot encode {error!r}, raised by {service}.{name}",
-                        error=error, service=self.service.name, name=name)
-            return codec.encodeException(name, seqid, TApplicationException.INTERNAL_ERROR,
-                                         f"Internal error encoding the exception of {name}")
-
-
-class _ProcessorDispatcher:
-    """
-    Runs any Thrift processor: Apache's generated ones (synchronous, or
-    Deferred-returning from C{py:twisted}), C{TMultiplexedProcessor}, or one
-    of the user's own.
-    """
-
-    def __init__(self, processor: Any) -> None:
-        self._processor = processor
-
-    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
-                 seqid: int) -> Reply:
-        if len(name) > _LONGEST_NAME:
-            # No service has such a method, and the processor would echo
-            # the name back whole.
-            shown = shortName(name)
-            log.warn("no method {name}", name=shown)
-            return _exceptionReply(codec, shown, mtype, seqid,
-                                   TApplicationException.UNKNOWN_METHOD,
-                                   f"Unknown function {shown}")
-        # We have read the header already; the processor reads it again, and
-        # may read the rest later (from a thread): it gets input of its own.
-        iprot = withStoredHeader(codec.detach(iprot), (name, mtype, seqid))
-        oprot = codec.replyWriter()
-        try:
-            outcome = self._processor.process(iprot, oprot)
-        except Exception:
-            return self._failed(Failure(), codec, name, mtype, seqid)
-        if isinstance(outcome, Deferred):
-            return outcome.addCallbacks(
-                lambda _: self._written(oprot, mtype), self._failed,
-                errbackArgs=(codec, name, mtype, seqid))
-        return self._written(oprot, mtype)
-
-    @staticmethod
-    def _written(oprot: TProtocolBase, mtype: int) -> bytes | None:
-        if mtype == TMessageType.ONEWAY:
-            return None
-        return oprot.trans.getvalue() or None
-
-    @staticmethod
-    def _failed(failure: Failure, codec: Codec, name: str, mtype: int,
-                seqid: int) -> bytes | None:
-        error = failure.value
-        if isinstance(error, TProtocolException):
-            # The request itself was at fault (bad arguments, unknown
-            # service under TMultiplexedProcessor): say so.
-            why = shortName(str(error))
-            log.warn("cannot process {name}: {error}", name=shortName(name), error=why)
-            return _exceptionReply(codec, shortName(name), mtype, seqid,
-                                   TApplicationException.PROTOCOL_ERROR, why)
-        if not _Cancelling.active:
-            log.failure("processing {name} failed", failure, name=shortName(name))
-        return _exceptionReply(codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
-                               f"Internal error processing {name}")
-
-
-class _MultiplexedDispatcher:
-    """
-    Several services on one connection, named as Apache's
-    C{TMultiplexedProtocol} names them: C{"Service:method"}.  A service
-    registered under C{""} answers names without a service part.
-    """
-
-    SEPARATOR = ":"
-
-    def __init__(self, services: Mapping[str, Dispatcher]) -> None:
-        self._services = dict(services)
-
-    def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
-                 seqid: int) -> Reply:
-        service, separator, method = name.partition(self.SEPARATOR)
-        if not separator:
-            service, method = "", name
-        target = self._services.get(service)
-        if target is None:
-            service, name = shortName(service), shortName(name)
-            log.warn("no service named {service!r} for {name}", service=service, name=name)
-            why = (f"unknown service {service!r}" if separator
-                   else f"{name!r} names no service; use a multiplexed client")
-            return _exceptionReply(codec, shortName(method), mtype, seqid,
-                                   TApplicationException.UNKNOWN_METHOD, why)
-        return target.dispatch(codec, iprot, method, mtype, seqid)
-
-
-def makeDispatcher(handler: object, service: ModuleType | None = None) -> Dispatcher:
-    """
-    The dispatcher serving C{handler}.
-
-    @param handler: a handler object, a processor (anything with
-        C{process(iprot, oprot)}), or a mapping of service name to either
-        (or to a C{(handler, service)} pair) for a multiplexed port.
-    @param service: the generated service module of a handler object; found
-        from the handler's C{Iface} when omitted.
-    @raise TypeError: when the service cannot be found.
-    """
-    if isinstance(handler, Mapping):
-        if service is not None:
-            raise TypeError("service= goes with one handler; a mapping names each service")
-        services: dict[str, Dispatcher] = {}
-        for name, value in handler.items():
-            services[name] = (makeDispatcher(*value) if isinstance(value, tuple)
-                              else makeDispatcher(value))
-        return _MultiplexedDispatcher(services)
-    if service is None:
-        if callable(getattr(handler, "process", None)):
-            return _ProcessorDispatcher(handler)
-        service = serviceOf(handler)
-        if service is None:
-            raise TypeError(
-                f"cannot tell which Thrift service {handler!r} implements: pass service="
-                "(the generated module), subclass its Iface, or declare @implementer(Iface)")
-    return _HandlerDispatcher(handler, service)
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -358,18 +79,33 @@ class ServerProtocol(ThriftMessageProtocol):
     A peer that shuts down its sending side still gets every reply, each
     within C{half_closed_timeout} of the one before, then the connection
     closes; one that goes cancels the handlers' work on its calls.
+
+    A subclass may see each request as it arrives by overriding
+    L{messageReceived} (requests held for room are later processed by
+    L{_processRequest}, which does not go through the override), and choose
+    its codec with L{_makeCodec}.
+
+    @ivar dispatcher: what answers this connection's requests.
     """
 
     factory: ServerFactory
+    dispatcher: Dispatcher
     # What largeMessageSizes says, set by _sizes at the first request (0
     # until then).
     _depthFloor = 0
     _largeFrom = 0
 
-    def __init__(self, dispatcher: Dispatcher, clock: IReactorTime, transport: str = "auto",
-                 protocol: str = "auto", limits: Limits | None = None) -> None:
+    def __init__(self, dispatcher: Dispatcher | None, clock: IReactorTime,
+                 transport: str = "auto", protocol: str = "auto",
+                 limits: Limits | None = None) -> None:
+        """
+        @param dispatcher: what answers the requests; C{None} from a subclass
+            that sets L{dispatcher} itself before the connection is made
+            (from its factory, say).
+        """
         super().__init__(transport, protocol, limits)
-        self._dispatcher = dispatcher
+        if dispatcher is not None:
+            self.dispatcher = dispatcher
         self._clock = clock
         self._codec: Codec | None = None
         # The calls whose reply is being computed, each with its timeout.
@@ -391,6 +127,8 @@ class ServerProtocol(ThriftMessageProtocol):
         self._idleTimeout = self.limits.idle_timeout
         self._callTimeout = self.limits.call_timeout
         self._maxPending = self.limits.max_pending
+        # Told when this connection's last call ends (see ServerFactory.whenIdle).
+        self._idleWatch: ServerFactory | None = None
         self.connected = False
 
     @property
@@ -412,6 +150,9 @@ class ServerProtocol(ThriftMessageProtocol):
         connections = self._connections()
         if connections is not None:
             connections.add(self)
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, ServerFactory):
+            self._idleWatch = factory
         transport: Any = self.transport
         transport.registerProducer(self, True)
         self._armIdle()
@@ -419,13 +160,25 @@ class ServerProtocol(ThriftMessageProtocol):
             self.framingDetected()
 
     def framingDetected(self) -> None:
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            self._codec = factory.codec(self.protocolName)
-        else:
-            self._codec = Codec(self.protocolName, self.limits)
+        self._codec = self._makeCodec()
+
+    def _makeCodec(self) -> Codec:
+        """
+        The codec of this connection's requests and replies, made once its
+        protocol is known: the factory's, shared by its connections, where
+        it has one.  A subclass may make its own (with other protocol
+        factories, say).
+        """
+        shared = getattr(getattr(self, "factory", None), "codec", None)
+        if shared is not None:
+            codec: Codec = shared(self.protocolName)
+            return codec
+        return Codec(self.protocolName, self.limits)
 
     def messageReceived(self, message: bytes) -> None:
+        """
+        Process one request: now, or once there is room for it.
+        """
         if self._idleTimeout is not None:
             self._armIdle()
         if (len(self._calls) >= self._maxPending or self._writePaused
@@ -446,7 +199,7 @@ class ServerProtocol(ThriftMessageProtocol):
             return
         if len(message) < self._largeFrom:
             try:
-                reply = self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
+                reply = self.dispatcher.dispatch(codec, iprot, name, mtype, seqid)
             except Exception:  # pragma: no cover - dispatchers do not raise
                 reply = self._dispatchFailed(codec, name, mtype, seqid)
         else:
@@ -455,6 +208,11 @@ class ServerProtocol(ThriftMessageProtocol):
             self.sendMessage(reply)
         elif isinstance(reply, Deferred):
             self._await(reply, codec, name, mtype, seqid)
+
+    #: L{messageReceived} as defined here, without what a subclass's override
+    #: does on arrival: how queued requests are processed, and how such an
+    #: override hands a request on.
+    _processRequest = messageReceived
 
     def _refuse(self, reason: str) -> None:
         # What is queued came after this message: none of it is answered.
@@ -473,13 +231,13 @@ class ServerProtocol(ThriftMessageProtocol):
     def _dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                   seqid: int) -> Reply:
         try:
-            return self._dispatcher.dispatch(codec, iprot, name, mtype, seqid)
+            return self.dispatcher.dispatch(codec, iprot, name, mtype, seqid)
         except Exception:  # pragma: no cover - dispatchers do not raise
             return self._dispatchFailed(codec, name, mtype, seqid)
 
     def _dispatchFailed(self, codec: Codec, name: str, mtype: int, seqid: int) -> Reply:
         log.failure("dispatching {name} failed", name=shortName(name))
-        return _exceptionReply(codec, shortName(name), mtype, seqid,
+        return exceptionReply(codec, shortName(name), mtype, seqid,
                                TApplicationException.INTERNAL_ERROR, "Internal error")
 
     def _dispatchLarge(self, message: bytes, codec: Codec, iprot: TProtocolBase, name: str,
@@ -494,7 +252,7 @@ class ServerProtocol(ThriftMessageProtocol):
             except DepthError as error:
                 shown = shortName(name)
                 log.warn("bad arguments for {name}: {error}", name=shown, error=error)
-                return _exceptionReply(codec, shown, mtype, seqid,
+                return exceptionReply(codec, shown, mtype, seqid,
                                        TApplicationException.PROTOCOL_ERROR,
                                        f"cannot decode the arguments of {shown}: {error}")
         if len(message) < BIG_MESSAGE:
@@ -523,10 +281,11 @@ class ServerProtocol(ThriftMessageProtocol):
         self._lingering.add(reply)
         log.warn("{name} got no answer from its handler within {timeout}s; cancelled",
                  name=shortName(name), timeout=timeout)
-        self._send(_exceptionReply(
+        self._send(exceptionReply(
             codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
             f"{name} did not finish within {timeout} seconds on the server"))
-        _Cancelling.cancel(reply)
+        Cancelling.cancel(reply)
+        self._maybeIdle()
 
     def _unanswered(self, failure: Failure, reply: Deferred[bytes | None], codec: Codec,
                     name: str, mtype: int, seqid: int) -> None:
@@ -535,10 +294,10 @@ class ServerProtocol(ThriftMessageProtocol):
         if reply not in self._calls:
             self._workEnded(reply)  # Answered already (timed out), or the connection went.
             return
-        if not _Cancelling.active:
+        if not Cancelling.active:
             log.failure("replying to {name} failed", failure, name=shortName(name))
         try:
-            answer = _exceptionReply(codec, name, mtype, seqid,
+            answer = exceptionReply(codec, name, mtype, seqid,
                                      TApplicationException.INTERNAL_ERROR,
                                      f"Internal error processing {name}")
         except Exception:  # pragma: no cover - a name and a string always encode
@@ -556,6 +315,16 @@ class ServerProtocol(ThriftMessageProtocol):
         if timer is not None and timer.active():
             timer.cancel()
         self._send(answer)
+        if not self._calls and self._idleWatch is not None and self._idleWatch._idleWaiters:
+            self._maybeIdle()
+
+    def _maybeIdle(self) -> None:
+        """
+        Tell the factory if no call of this connection awaits its answer.
+        """
+        watch = self._idleWatch
+        if watch is not None and watch._idleWaiters and not self._calls:
+            watch._connectionIdle()
 
     def _workEnded(self, reply: Deferred[bytes | None]) -> None:
         """
@@ -595,12 +364,12 @@ class ServerProtocol(ThriftMessageProtocol):
             while (self._queue and len(self._calls) < self._maxPending
                    and len(self._lingering) <= self._maxPending
                    and not self._writePaused and self.connected):
-                self.messageReceived(self._queue.popleft())
+                self._processRequest(self._queue.popleft())
         finally:
             self._draining = False
         self._updateReading()
         if self._readClosed and not self._calls and not self._queue:
-            self._close()
+            self.close()
 
     def _updateReading(self) -> None:
         if not self.connected or self._readClosed:
@@ -642,7 +411,7 @@ class ServerProtocol(ThriftMessageProtocol):
     def readConnectionLost(self) -> None:
         self._readClosed = True
         if not self._calls and not self._queue:
-            self._close()
+            self.close()
         else:
             self._peerEnded()
 
@@ -697,7 +466,7 @@ class ServerProtocol(ThriftMessageProtocol):
         else:
             self._armProbe()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """
         Close once what is written has been sent; a peer that does not take
         it is cut off after a grace period.
@@ -753,7 +522,7 @@ class ServerProtocol(ThriftMessageProtocol):
         transport: Any = self.transport
         log.info("closing idle Thrift connection from {peer} after {timeout}s",
                  peer=transport.getPeer(), timeout=self._idleTimeout)
-        self._close()
+        self.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
@@ -769,10 +538,14 @@ class ServerProtocol(ThriftMessageProtocol):
         for reply, timer in calls.items():
             if timer is not None and timer.active():
                 timer.cancel()
-            _Cancelling.cancel(reply)
+            Cancelling.cancel(reply)
         connections = self._connections()
         if connections is not None:
             connections.discard(self)
+            gone = getattr(self.factory, "_goneWaiters", None)
+            if gone and not connections:
+                gone.fire()
+        self._maybeIdle()
 
     def _connections(self) -> set[ServerProtocol] | None:
         # Factories other than ours (Apache-style ones) need not track them.
@@ -798,19 +571,36 @@ def _streamEnd(transport: Any) -> int:
     was reset; 0 for nothing (or no socket to ask).
     """
     assert _PEER_HUNG_UP is not None
-    # Through any wrapping (TLS) to the TCP or UNIX transport beneath.
-    for _ in range(4):
-        if isinstance(getattr(transport, "socket", None), socket.socket):
-            break
-        transport = getattr(transport, "transport", None)
-    else:
+    sock = _socketOf(transport)
+    if sock is None:
         return 0
     try:
         poller = select.poll()
-        poller.register(transport.socket.fileno(), _PEER_HUNG_UP)
+        poller.register(sock.fileno(), _PEER_HUNG_UP)
         return sum(events for _, events in poller.poll(0))
     except (OSError, ValueError):
         return 0
+
+
+def _socketOf(transport: Any) -> socket.socket | None:
+    """
+    The socket beneath C{transport}, as its L{ISystemHandle} gives it: the
+    TCP or UNIX transport's own, or, through wrappers whose handle is not a
+    socket (TLS: an C{OpenSSL.SSL.Connection}), the one of the transport
+    they wrap.
+    """
+    for _ in range(4):
+        if ISystemHandle.providedBy(transport):
+            try:
+                handle = transport.getHandle()
+            except AttributeError:  # closed: its socket is gone
+                return None
+            if isinstance(handle, socket.socket):
+                return handle
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
 
 
 class ServerFactory(Factory):
@@ -833,7 +623,47 @@ class ServerFactory(Factory):
         self.limits = limits or Limits()
         self.clock: IReactorTime = clock or defaultReactor()
         self.connections: set[ServerProtocol] = set()
+        #: What the connections' partial messages may hold together.
+        self.partialBudget = budgetFor(self.limits)
         self._codecs: dict[str, Codec] = {}
+        self._idleWaiters = Waiters()
+        self._goneWaiters = Waiters()
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Wait until every call on this factory's connections has its answer,
+        as a graceful stop must before closing them.  A handler that carries
+        on past its C{call_timeout} has been answered (with the timeout) and
+        does not count; nor do requests queued for room, not begun yet; a
+        connection that goes takes its calls with it.
+
+        @return: a Deferred of its own for each caller, firing with C{None}
+            then (at once if no call awaits its answer now); cancelling it
+            stops only that wait.
+        """
+        return self._idleWaiters.wait(self._idle())
+
+    def whenDisconnected(self) -> Deferred[None]:
+        """
+        Wait until this factory has no connection left, as a graceful stop
+        must after closing them.
+
+        @return: a Deferred of its own for each caller, firing with C{None}
+            then (at once if none is open now); cancelling it stops only
+            that wait.
+        """
+        return self._goneWaiters.wait(not self.connections)
+
+    def _idle(self) -> bool:
+        return not any(c._calls for c in self.connections)
+
+    def _connectionIdle(self) -> None:
+        """
+        One connection has no call left awaiting its answer: fire the
+        waiters if no other has either.
+        """
+        if self._idleWaiters and self._idle():
+            self._idleWaiters.fire()
 
     def codec(self, protocol: str) -> Codec:
         """

@@ -1,29 +1,33 @@
 """
 What a generated service module declares, read once and shared by the
-client and the server.
+client and the server; and what a handler argument is (L{resolve}): a
+handler object of some service, a processor, or several of either by name.
 
 Both flavours of generated code (C{thrift --gen py} and C{--gen
 py:twisted}) define, per method C{m}, a struct C{m_args} whose constructor
 takes the arguments in declaration order and, unless C{m} is oneway, a
 struct C{m_result} whose field 0 is C{success} and whose other fields are
 the declared exceptions.  Nothing else of the generated code is needed.
+
+This module knows nothing of bytes, connections, threads or hosting.
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from zope.interface import providedBy
 from zope.interface.interface import InterfaceClass
 
-__all__ = ["Method", "ServiceSpec", "describe", "serviceOf", "shortName"]
+__all__ = ["Method", "Served", "ServiceSpec", "UnknownService", "describe", "isProcessor",
+           "resolve", "serviceOf", "shortName"]
 
 
 def _noValues(args: object) -> tuple[()]:
@@ -161,6 +165,103 @@ def serviceOf(handler: object) -> ModuleType | None:
 
 def _ifaceOf(module: ModuleType | None) -> Any:
     return module.Iface if module is not None and _isServiceModule(module) else None
+
+
+def isProcessor(handler: object) -> bool:
+    """
+    Whether C{handler} is a processor: anything with C{process(iprot, oprot)}.
+    """
+    return callable(getattr(handler, "process", None))
+
+
+#: What a handler argument is: see L{Served}.
+Kind = Literal["handler", "processor", "multiplexed"]
+
+_SERVICE_ARGUMENT = ("pass service= (the generated module), subclass its Iface,"
+                     " or declare @implementer(Iface)")
+
+
+class UnknownService(TypeError):
+    """
+    No generated service module can be found for a handler object.
+    """
+
+    def __init__(self, handler: object, shown: str | None = None,
+                 remedy: str = _SERVICE_ARGUMENT) -> None:
+        """
+        @param shown: how to name the handler (its C{repr} by default).
+        @param remedy: what the user can do about it, in their terms.
+        """
+        self.handler = handler
+        super().__init__(
+            f"cannot tell which Thrift service {shown or repr(handler)} implements (it neither"
+            f" subclasses nor declares a generated Iface, nor has process()); {remedy}")
+
+
+@dataclass(frozen=True, eq=False)
+class Served:
+    """
+    What a handler argument (of C{serve}, C{thriftService}, C{--handler}) is,
+    told once by L{resolve}.
+
+    @ivar kind: C{"handler"}: C{target} is a handler object of the service
+        C{module}; C{"processor"}: C{target} answers whole requests with
+        C{process(iprot, oprot)}; C{"multiplexed"}: C{services} are served
+        by name on one port.
+    @ivar services: the name and the L{Served} of each service, in order,
+        when multiplexed.
+    """
+
+    kind: Kind
+    target: object = None
+    module: ModuleType | None = None
+    services: tuple[tuple[str, Served], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """
+        What is served, for a log line.
+        """
+        if self.kind == "multiplexed":
+            return "multiplexed " + ", ".join(f"{name}={inner.name}"
+                                              for name, inner in self.services)
+        if self.kind == "processor":
+            kind = type(self.target)
+            return f"processor {kind.__module__}.{kind.__qualname__}"
+        assert self.module is not None
+        return describe(self.module).name
+
+
+def resolve(handler: object, service: ModuleType | None = None) -> Served:
+    """
+    Tell what a handler argument is.
+
+    @param handler: a handler object, a processor, a mapping of service
+        names to either (or to a C{(handler, service)} pair), or a L{Served}
+        already told (returned as it is).
+    @param service: the generated service module of a handler object; found
+        from the handler's C{Iface} when omitted.  Given, it makes even an
+        object with C{process} a handler object.
+    @raise UnknownService: for a handler object whose service cannot be found.
+    @raise TypeError: for C{service} beside a mapping (or a L{Served}), or a
+        C{service} that is not a generated service module.
+    """
+    if isinstance(handler, (Served, Mapping)) and service is not None:
+        raise TypeError("service= goes with one handler; a mapping names each service")
+    if isinstance(handler, Served):
+        return handler
+    if isinstance(handler, Mapping):
+        return Served("multiplexed", services=tuple(
+            (name, resolve(*value) if isinstance(value, tuple) else resolve(value))
+            for name, value in handler.items()))
+    if service is None:
+        if isProcessor(handler):
+            return Served("processor", handler)
+        service = serviceOf(handler)
+        if service is None:
+            raise UnknownService(handler)
+    describe(service)
+    return Served("handler", handler, service)
 
 
 #: The most characters of a name the peer chose (a method or service) that

@@ -3,15 +3,16 @@
  *
  * An unframed ("buffered") Thrift message has no length prefix, so its end is
  * found by walking its encoding.  Most of it is walked a value at a time in
- * Python (txthrift/_framing.py), which is fine for structs; a container of a
+ * Python (txthrift/_scanning.py), which is fine for structs; a container of a
  * million strings is not fine.  skipFlat walks the elements of one container
  * whose elements are all "flat" (fixed width, varints or strings), and stops
  * at the first element that is not whole in the buffer, or that is not a
  * valid one: the Python scanner then looks at that element itself, to wait
  * for more bytes or to say what is wrong with it.
  *
- * This module is optional: txthrift/_framing.py has the same loop in Python
- * for when it was not compiled.
+ * This module is optional: txthrift/_scanning.py has the same loop in Python
+ * (_skipFlatInPython) for when it was not compiled; the kinds below are its
+ * _I32_STRING, _VARINT and _VARINT_STRING.
  */
 
 #define PY_SSIZE_T_CLEAN

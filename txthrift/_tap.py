@@ -4,100 +4,33 @@ The C{twistd thrift} plugin: its options, and the service they make.
     twistd -n thrift --handler tutorial_handler.CalculatorHandler --port 9090
 
 Everything the service does is in L{txthrift._appservice} (one process) and
-L{txthrift._workers} (C{--workers N}); this module turns command lines into
-them, each mistake into one clear line.
+L{txthrift._workers} (C{--workers N}); handlers and services are loaded by
+L{txthrift._loading}.  This module turns command lines into them, each
+mistake into one clear line, and knows nothing of how serving is done.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib
 import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
 
-from ._appservice import (
-    DEFAULT_PORT,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    ThriftService,
-    oneLine,
-    parseEndpoint,
-    servedName,
-    thriftService,
-)
+from ._appservice import DEFAULT_PORT, DEFAULT_SHUTDOWN_TIMEOUT, ThriftService, thriftService
 from ._framing import PROTOCOLS, TRANSPORTS
+from ._hosting import parseEndpoint
 from ._limits import Limits, defaultReactor
-from ._server import makeDispatcher
-from ._service import describe, serviceOf
-
-if TYPE_CHECKING:
-    from ._workers import WorkersService
+from ._loading import loadHandlers
+from ._service import resolve
+from ._workers import WorkersService
 
 __all__ = ["Options", "makeService"]
-
-def _resolve(option: str, path: str) -> object:
-    """
-    The object a dotted name names, importing what it takes.
-
-    @raise usage.UsageError: naming C{option}, for a name that names nothing
-        or a module that fails to import.
-    """
-    parts = path.split(".")
-    if not path or not all(part.isidentifier() for part in parts):
-        raise usage.UsageError(f"--{option}: {path!r} is not a dotted Python name"
-                               " (package.module.Name)")
-
-    def load(name: str) -> ModuleType | None:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name is not None and (name + ".").startswith(error.name + "."):
-                return None
-            raise usage.UsageError(f"--{option}: importing {name} failed: {oneLine(error)}")
-        except Exception as error:
-            raise usage.UsageError(f"--{option}: importing {name} failed: {oneLine(error)}")
-
-    found: object = load(parts[0])
-    if found is None:
-        raise usage.UsageError(f"--{option}: no module named {parts[0]!r}"
-                               " (is its folder on PYTHONPATH?)")
-    for index, part in enumerate(parts[1:], 2):
-        if isinstance(found, ModuleType) and hasattr(found, "__path__") \
-                and not hasattr(found, part):
-            module = load(".".join(parts[:index]))
-            if module is not None:
-                found = module
-                continue
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            owner = ".".join(parts[:index - 1])
-            raise usage.UsageError(f"--{option}: {owner} has no attribute {part!r}") from None
-        except Exception as error:
-            raise usage.UsageError(f"--{option}: {path}: {oneLine(error)}") from None
-    return found
-
-
-def _named(option: str, value: str) -> tuple[str | None, str]:
-    """
-    Split C{Name=dotted.path} (or a bare path) as C{--handler} and
-    C{--service} take it.
-    """
-    name, equals, path = value.partition("=")
-    if not equals:
-        return None, value.strip()
-    name = name.strip()
-    if not name or ":" in name or any(char.isspace() for char in name):
-        raise usage.UsageError(f"--{option}: {name!r} in {value!r} is not a service name")
-    return name, path.strip()
 
 
 def _number(option: str, value: str, kind: type, minimum: float, inclusive: bool = True,
@@ -242,7 +175,7 @@ class Options(usage.Options):
         self._checkChoices()
         self._checkNumbers()
         self._checkPorts()
-        self._loadHandlers()
+        self["handler"], self["service"] = loadHandlers(self["handlers"], self["services"])
 
     def _checkChoices(self) -> None:
         for option, choices in (("transport", TRANSPORTS), ("protocol", PROTOCOLS)):
@@ -300,78 +233,6 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--port: {port!r}: --workers takes TCP ports only"
                                        " (tcp:PORT or tcp6:PORT)")
 
-    def _loadHandlers(self) -> None:
-        handlers = [_named("handler", value) for value in self["handlers"]]
-        if not handlers:
-            raise usage.UsageError("--handler is required: the handler to serve, as"
-                                   " module.Handler")
-        names = [name for name, _ in handlers]
-        multiplexed = len(handlers) > 1 or names[0] is not None
-        if multiplexed and None in names:
-            raise usage.UsageError("--handler: with several handlers, name each one:"
-                                   " --handler Name=module.Handler")
-        duplicate = next((name for name in names if names.count(name) > 1), None)
-        if duplicate is not None:
-            raise usage.UsageError(f"--handler: service name {duplicate!r} used twice")
-        services: dict[str | None, ModuleType] = {}
-        for value in self["services"]:
-            name, path = _named("service", value)
-            if multiplexed and name is None:
-                raise usage.UsageError("--service: with named handlers, name the service too:"
-                                       " --service Name=package.Module")
-            if name not in names:
-                raise usage.UsageError(f"--service: no --handler is named {name!r}" if name
-                                       else "--service: name it as the handler: Name=module")
-            if name in services:
-                raise usage.UsageError(f"--service: given twice for {name or 'the handler'}")
-            services[name] = self._loadService(path)
-        served: dict[str, tuple[object, ModuleType | None]] = {}
-        for name, path in handlers:
-            handler, module = self._loadHandler(name, path, services.get(name))
-            if name is None:
-                self["handler"], self["service"] = handler, module
-                return
-            served[name] = (handler, module)
-        self["handler"], self["service"] = served, None
-
-    @staticmethod
-    def _loadService(path: str) -> ModuleType:
-        module = _resolve("service", path)
-        try:
-            if not isinstance(module, ModuleType):
-                raise TypeError("not a module")
-            describe(module)
-        except TypeError:
-            raise usage.UsageError(
-                f"--service: {path} is not a generated Thrift service module (one with Iface,"
-                " Client and Processor, made by thrift --gen py)") from None
-        return module
-
-    @staticmethod
-    def _loadHandler(name: str | None, path: str,
-                     service: ModuleType | None) -> tuple[object, ModuleType | None]:
-        found = _resolve("handler", path)
-        handler = found
-        if isinstance(found, type) or (callable(found) and not isinstance(found, ModuleType)
-                                       and not callable(getattr(found, "process", None))):
-            try:
-                handler = found()
-            except Exception as error:
-                raise usage.UsageError(f"--handler: calling {path}() failed: {oneLine(error)}")
-        if service is None and not callable(getattr(handler, "process", None)):
-            service = serviceOf(handler)
-            if service is None:
-                example = f"{name}=package.Module" if name else "package.Module"
-                raise usage.UsageError(
-                    f"--handler: cannot tell which Thrift service {path} implements (it neither"
-                    " subclasses nor declares a generated Iface, nor has process());"
-                    f" name the generated module with --service {example}")
-        try:
-            makeDispatcher(handler, service)
-        except (TypeError, ValueError) as error:
-            raise usage.UsageError(f"--handler: {path}: {oneLine(error)}") from None
-        return handler, service
-
 
 def makeService(options: Options) -> Service:
     """
@@ -395,9 +256,18 @@ def makeService(options: Options) -> Service:
 
 def _exitStatus(service: ThriftService | WorkersService) -> None:
     """
-    twistd exits 0 whenever its reactor stops without a signal; a service
-    that gave up (a port lost after start-up, workers dying too often) makes
-    the process exit 1 instead, so that whatever supervises it knows.
+    At exit, end the process with status 1 if C{service} gave up (a port
+    lost after start-up, workers dying too often), so that whatever
+    supervises it knows; twistd exits 0 whenever its reactor stops without
+    a signal.
+
+    twistd has no way to hear of a failure once its reactor runs: its
+    runner only reads the reactor's exit signal after C{run()} returns, an
+    exception (C{SystemExit} included) raised in the reactor is logged and
+    dropped, and C{sys.exit} in an C{atexit} hook leaves the status as it
+    was (bpo-27035).  C{os._exit} from the last C{atexit} hook is the one
+    way left; it runs after twistd's own clean-up (pidfile, log), and only
+    flushing stdout and stderr is skipped, so it does that first.
     """
     if service.gaveUp:
         sys.stdout.flush()
@@ -406,20 +276,11 @@ def _exitStatus(service: ThriftService | WorkersService) -> None:
 
 
 def _workersService(options: Options) -> WorkersService:
-    from ._workers import WorkersService, listenerOf
-
     reactor = defaultReactor()
-    listeners = [listenerOf(*parseEndpoint(reactor, port)) for port in options["ports"]]
-    limits = asdict(Limits.from_keywords(**options["limits"]))
-    details = (f"transport={options['transport']} protocol={options['protocol']}"
-               f" max_frame_size={limits['max_frame_size']} max_pending={limits['max_pending']}"
-               f" idle_timeout={limits['idle_timeout']} call_timeout={limits['call_timeout']}"
-               f" threads={options['threads']} shutdown_timeout={options['shutdown-timeout']}")
     config = {"handlers": options["handlers"], "services": options["services"],
               "transport": options["transport"], "protocol": options["protocol"],
               "limits": options["limits"], "threads": options["threads"],
               "shutdown_timeout": options["shutdown-timeout"]}
-    return WorkersService(reactor, listeners, options["workers"], config,
-                          shutdownTimeout=options["shutdown-timeout"],
-                          served=servedName(options["handler"], options["service"]),
-                          details=details)
+    return WorkersService(reactor, [parseEndpoint(reactor, port) for port in options["ports"]],
+                          options["workers"], config,
+                          served=resolve(options["handler"], options["service"]).name)

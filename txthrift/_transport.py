@@ -5,6 +5,10 @@ Generated C{py:twisted} clients write a call into a transport and then
 C{flush()} it; here the flush hands the whole message to a function, such
 as L{ThriftMessageProtocol.sendMessage}, which frames and writes it on the
 reactor's connection.
+
+Owned here: only the C{TTransport} surface generated code writes into.  It
+knows nothing of framing, connections or the reactor: where a message goes
+is the function's business.
 """
 
 from __future__ import annotations

@@ -2,17 +2,21 @@
 C{twistd thrift --workers N}: N processes serving one set of listening
 sockets.
 
-The twistd process (the parent) binds every TCP port itself, logs where it
-serves, and starts N worker processes (C{python -m txthrift._workers}),
-each of which adopts the listening sockets and serves them as the
-single-process plugin does; the kernel spreads the connections among the
-workers' C{accept()}s.  The parent restarts a worker that dies (a bounded
-number of times), and on SIGTERM or SIGINT tells every worker to stop,
-which lets its calls in flight finish for up to C{--shutdown-timeout}
-seconds.  A worker whose parent goes away (its stdin, a pipe from the
-parent, reaches its end) stops too.  Workers send their log events to the
-parent (as JSON, on a pipe), which logs them wherever twistd logs; their
-stdout and stderr are twistd's.
+The twistd process (the parent) listens on every TCP port itself, without
+ever accepting on them, logs where it serves, and starts N worker processes
+(C{python -m txthrift._workers}), each of which adopts the listening
+sockets and serves them as the single-process plugin does; the kernel
+spreads the connections among the workers' C{accept()}s.  The parent
+restarts a worker that dies (a bounded number of times), and on SIGTERM or
+SIGINT tells every worker to stop, which lets its calls in flight finish
+for up to C{--shutdown-timeout} seconds.  A worker whose parent goes away
+(its stdin, a pipe from the parent, reaches its end) stops too.  Workers
+send their log events to the parent (as JSON, on a pipe), which logs them
+wherever twistd logs; their stdout and stderr are twistd's.
+
+This module knows processes, inherited sockets and the handlers' dotted
+names (loaded by L{txthrift._loading}), not command-line options: those
+are L{txthrift._tap}'s.
 """
 
 from __future__ import annotations
@@ -27,21 +31,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP6ServerEndpoint
+from twisted.internet.address import IPv6Address
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._appservice import CannotListen, stoppedCleanly, thriftService
+from ._appservice import announce, listenOn, stoppedCleanly, thriftService, within
+from ._hosting import addressOf
+from ._limits import Limits
+from ._loading import loadHandlers
+from ._waiters import Waiters
 
 __all__ = ["WorkersService", "main"]
 
@@ -64,59 +70,17 @@ LOG_FD = 3
 FIRST_FD = 4
 
 
-@dataclass
-class _Listener:
+class _Unread(Factory):
     """
-    A TCP port the parent listens on for its workers.
+    The factory of the parent's ports, which never accept: the workers
+    accept on their copies of the sockets.
     """
 
-    description: str
-    family: int
-    interface: str
-    port: int
-    backlog: int
-    sock: socket.socket | None = None
+    noisy = False
+    protocol = Protocol
 
-    def bind(self) -> None:
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.family == socket.AF_INET6:
-                # Like Twisted's TCP6 ports: "::" means IPv6 only.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((self.interface or ("::" if self.family == socket.AF_INET6 else ""),
-                       self.port))
-            sock.listen(self.backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-    @property
-    def address(self) -> str:
-        """
-        Where it really listens, in endpoint syntax.
-        """
-        assert self.sock is not None
-        host, port = self.sock.getsockname()[:2]
-        if self.family == socket.AF_INET6:
-            return f"tcp6:[{host}]:{port}"
-        return f"tcp:{host}:{port}"
-
-    def close(self) -> None:
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            sock.close()
-
-
-def listenerOf(description: str, endpoint: IStreamServerEndpoint) -> _Listener:
-    """
-    The socket to bind for a TCP endpoint (as C{serverFromString} makes them).
-    """
-    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
-    return _Listener(description, family, getattr(endpoint, "_interface", ""),
-                     int(getattr(endpoint, "_port", 0)), int(getattr(endpoint, "_backlog", 50)))
+    def logPrefix(self) -> str:
+        return "WorkersService"
 
 
 def _why(reason: Failure) -> str:
@@ -128,6 +92,10 @@ def _why(reason: Failure) -> str:
 
 
 class _Worker(ProcessProtocol):
+    """
+    One worker process as the parent sees it: its log events, and its end.
+    """
+
     def __init__(self, owner: WorkersService, index: int) -> None:
         self.owner = owner
         self.index = index
@@ -161,60 +129,75 @@ class _Worker(ProcessProtocol):
 
 class WorkersService(Service):
     """
-    Binds the listening sockets and supervises the worker processes that
-    serve them.
+    Listens on the ports and supervises the worker processes that serve
+    them.
+
+    @ivar gaveUp: whether this service stopped the reactor because workers
+        kept dying.
     """
 
-    def __init__(self, reactor: Any, listeners: Sequence[_Listener], workers: int,
-                 config: dict[str, Any], *, shutdownTimeout: float, served: str,
-                 details: str) -> None:
+    def __init__(self, reactor: Any, endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+                 workers: int, config: dict[str, Any], *, served: str) -> None:
+        """
+        @param endpoints: (description, TCP endpoint) pairs to listen on.
+        @param config: what each worker is told: the C{handlers} and
+            C{services} values, C{transport}, C{protocol}, C{limits}
+            keywords, C{threads} and C{shutdown_timeout}.
+        @param served: what is served, for the log.
+        """
         self._reactor = reactor
-        self.listeners = list(listeners)
+        self._endpoints = list(endpoints)
+        self.ports: list[Any] = []
         self.workers = workers
         self.config = config
-        self.shutdownTimeout = shutdownTimeout
+        self.shutdownTimeout: float = config["shutdown_timeout"]
         self._served = served
-        self._details = details
         self.children: dict[int, _Worker] = {}
+        self._endedWaiters = Waiters()
         self._restarts: deque[float] = deque()
         self._stopping = False
-        self._bound = False
-        #: Whether this service stopped the reactor because workers kept dying.
         self.gaveUp = False
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._bind()
+        self._listen()
 
     def startService(self) -> None:
         super().startService()
-        if not self._bound:
-            self._bind()
+        if not self.ports:
+            self._listen()
         self._stopping = False
         for index in range(self.workers):
             self._spawn(index)
 
-    def _bind(self) -> None:
-        for listener in self.listeners:
-            try:
-                listener.bind()
-            except OSError as error:
-                for other in self.listeners:
-                    other.close()
-                raise CannotListen(f"cannot listen on {listener.description}: {error}") from None
-        self._bound = True
-        addresses = [listener.address for listener in self.listeners]
-        log.info("Serving {served} on {where} ({details} workers={workers})",
-                 served=self._served, where=", ".join(addresses), addresses=addresses,
-                 details=self._details, workers=self.workers)
+    def _listen(self) -> None:
+        """
+        Listen on every port (TCP endpoints do at once), never accepting.
+
+        @raise CannotListen: when a port cannot listen.
+        """
+        ports: list[IListeningPort] = []
+        failed: list[Failure] = []
+        listenOn(self._endpoints, _Unread()).addCallbacks(ports.extend, failed.append)
+        if failed:
+            failed[0].raiseException()
+        for port in ports:
+            # TCP ports, which are file descriptors the reactor reads.
+            port.stopReading()  # type: ignore[attr-defined]
+        self.ports = ports
+        config = self.config
+        announce(self._served, [addressOf(port.getHost()) for port in ports],
+                 transport=config["transport"], protocol=config["protocol"],
+                 limits=Limits.from_keywords(**config["limits"]), threads=config["threads"],
+                 shutdownTimeout=self.shutdownTimeout, workers=self.workers)
 
     def _spawn(self, index: int) -> None:
         fds: dict[int, Any] = {0: "w", 1: 1, 2: 2, LOG_FD: "r"}
         sockets = []
-        for number, listener in enumerate(self.listeners, FIRST_FD):
-            assert listener.sock is not None
-            fds[number] = listener.sock.fileno()
-            sockets.append([number, listener.family])
+        for number, port in enumerate(self.ports, FIRST_FD):
+            fds[number] = port.fileno()
+            family = socket.AF_INET6 if isinstance(port.getHost(), IPv6Address) else socket.AF_INET
+            sockets.append([number, family])
         config = dict(self.config, sockets=sockets, index=index, path=sys.path)
         worker = _Worker(self, index)
         self.children[index] = worker
@@ -228,6 +211,8 @@ class WorkersService(Service):
         if self._stopping:
             log.info("Worker {index} (pid {pid}) exited: {why}", index=worker.index,
                      pid=worker.pid, why=_why(reason))
+            if not self.children:
+                self._endedWaiters.fire()
             return
         now = time.monotonic()
         while self._restarts and now - self._restarts[0] > RESTART_WINDOW:
@@ -245,6 +230,12 @@ class WorkersService(Service):
         log.emit(LogLevel.warn, "Worker {index} (pid {pid}) exited: {why}; restarting it",
                  index=worker.index, pid=worker.pid, why=_why(reason))
         self._spawn(worker.index)
+
+    def _whenEnded(self) -> Deferred[None]:
+        """
+        Wait until every worker has exited (at once if none runs).
+        """
+        return self._endedWaiters.wait(not self.children)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -270,22 +261,19 @@ class WorkersService(Service):
         workers = self._signal("TERM")
         # The workers hold their own copies: closing ours now means that the
         # ports refuse connections once every worker has stopped listening.
-        for listener in self.listeners:
-            listener.close()
-        self._bound = False
+        ports, self.ports = self.ports, []
+        await DeferredList([maybeDeferred(port.stopListening) for port in ports],
+                           consumeErrors=True)
+        timeout = self.shutdownTimeout + STOP_MARGIN
         if workers:
             log.info("Stopping {count} worker(s); waiting up to {timeout:g}s",
-                     count=len(workers), timeout=self.shutdownTimeout + STOP_MARGIN)
-        deadline = self._reactor.seconds() + self.shutdownTimeout + STOP_MARGIN
-        while self.children and self._reactor.seconds() < deadline:
-            await deferLater(self._reactor, 0.05)
-        killed = self._signal("KILL")
+                     count=len(workers), timeout=timeout)
+        killed = [] if await within(self._reactor, timeout, self._whenEnded()) \
+            else self._signal("KILL")
         if killed:
             log.emit(LogLevel.warn, "killed {count} worker(s) still running after {timeout:g}s",
-                     count=len(killed), timeout=self.shutdownTimeout + STOP_MARGIN)
-            deadline = self._reactor.seconds() + STOP_MARGIN
-            while self.children and self._reactor.seconds() < deadline:
-                await deferLater(self._reactor, 0.05)
+                     count=len(killed), timeout=timeout)
+            await within(self._reactor, STOP_MARGIN, self._whenEnded())
         if not killed and not self.gaveUp:
             stoppedCleanly(self._reactor)
         log.info("Stopped serving {served} with {workers} workers", served=self._served,
@@ -310,44 +298,64 @@ class _Adopted:
         return f"<inherited socket {self._fd}>"
 
     def listen(self, factory: Any) -> Deferred[IListeningPort]:
-        port = self._reactor.adoptStreamPort(self._fd, self._family, factory)
-        _acceptOneAtATime(port)
+        sharing = _OneAtATime(self._reactor, factory)
+        port = self._reactor.adoptStreamPort(self._fd, self._family, sharing)
+        sharing.adopted(port)
         # Twisted's port works on a duplicate: the inherited one is not needed.
         os.close(self._fd)
         return succeed(port)
 
 
-def _acceptOneAtATime(port: Any) -> None:
+class _OneAtATime(Factory):
     """
-    Make a port take its share of the connections the workers wait for.
+    Makes a port take its share of the connections the workers wait for.
 
     Twisted's ports accept as many connections as are waiting (up to a
     hundred) whenever the reactor says there is one: with the workers
     sharing a socket, whichever wakes first would take a whole burst (a
     client pool opening 32 connections at once went 31 to 1).  Here a port
-    accepts one connection at a time, and when more are waiting it stops
-    listening for a moment (L{_PAUSE}) so that another worker takes the
-    next: the same burst goes 16 to 16.  Connections arriving one by one
-    are accepted at once, as before.
+    accepts one connection at a time (its C{numberAccepts}), then stops
+    reading until the reactor's next turn, or, when more connections are
+    waiting, for a moment (L{_PAUSE}) so that another worker takes the
+    next: the same burst goes 16 to 16.
     """
-    doRead = getattr(port, "doRead", None)
-    if doRead is None or not hasattr(port, "numberAccepts"):
-        return
 
-    def acceptOne() -> Any:
+    noisy = False
+
+    def __init__(self, reactor: Any, factory: Factory) -> None:
+        self._reactor = reactor
+        self._factory = factory
+        self._port: Any = None
+
+    def adopted(self, port: Any) -> None:
+        """
+        Share C{port}, listening for this factory already.
+        """
+        self._port = port
         port.numberAccepts = 1
-        connections = port.sessionno
-        result = doRead()
-        if port.sessionno != connections and port.connected and _readable(port):
+
+    def logPrefix(self) -> str:
+        return self._factory.logPrefix()
+
+    def doStart(self) -> None:
+        self._factory.doStart()
+
+    def doStop(self) -> None:
+        self._factory.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        port = self._port
+        if port is not None:
             port.stopReading()
-            port.reactor.callLater(_PAUSE, resume)
-        return result
+            self._reactor.callLater(_PAUSE if _readable(port) else 0, self._resume)
+        return self._factory.buildProtocol(addr)
 
-    def resume() -> None:
-        if port.connected:
+    def _resume(self) -> None:
+        port = self._port
+        if port.connected and not port.disconnecting:
+            # The port raised it after accepting one at its last turn.
+            port.numberAccepts = 1
             port.startReading()
-
-    port.doRead = acceptOne
 
 
 def _readable(port: Any) -> bool:
@@ -380,18 +388,13 @@ def main(argv: Sequence[str]) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-    from ._tap import Options
-
     # Log events go to the parent, which logs them where twistd logs.
     events = open(LOG_FD, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(events)], redirectStandardIO=False)
-    options = Options()
-    options["handlers"] = list(config["handlers"])
-    options["services"] = list(config["services"])
-    options._loadHandlers()
+    handler, module = loadHandlers(config["handlers"], config["services"])
     endpoints = [_Adopted(reactor, fd, family) for fd, family in config["sockets"]]
     service = thriftService(
-        options["handler"], port=endpoints, service=options["service"],
+        handler, port=endpoints, service=module,
         transport=config["transport"], protocol=config["protocol"],
         threads=config["threads"], shutdown_timeout=config["shutdown_timeout"],
         reactor=reactor, **config["limits"])

@@ -13,57 +13,25 @@ goes out together, so that peers get whole batches), and goes straight onto
 the socket when the transport has nothing of its own still buffered.  Only
 what the kernel does not take goes through the transport's buffer, with its
 flow control.
+
+Owned here: the turn.  Sending on a socket beside its transport reaches into
+Twisted (L{txthrift._twistedinternals}, where L{send} and
+L{canSendDirectly} live).  Knows nothing of messages, framing or Thrift.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from weakref import WeakKeyDictionary
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+
+from ._twistedinternals import canSendDirectly, send
 
 __all__ = ["atNextTurn", "canSendDirectly", "send"]
 
 log = Logger(namespace="txthrift.writing")
-
-#: The most L{send} writes on a socket itself: what a Twisted TCP transport
-#: sends in one go.
-_DIRECT_LIMIT = getattr(tcp.Connection, "SEND_LIMIT", 128 * 1024)
-
-
-def canSendDirectly(transport: object) -> bool:
-    """
-    Whether L{send} can write on C{transport}'s socket itself: a TCP (or
-    UNIX) connection of Twisted's own reactors.  TLS and anything else goes
-    through C{write}.
-    """
-    return isinstance(transport, tcp.Connection)
-
-
-def send(transport: Any, data: bytes) -> None:
-    """
-    Write C{data} on C{transport}, straight onto its socket if nothing is
-    waiting in the transport's buffer.
-    """
-    # Twisted keeps what write() buffered in dataBuffer and _tempDataBuffer
-    # (counted in _tempDataLen); when both are empty, nothing of ours can be
-    # overtaken.  An attribute missing (another Twisted) means write().
-    # Past what the transport sends at once (SEND_LIMIT), its own buffer
-    # slices without copying, which beats sending the head here and copying
-    # the rest into it.
-    if (len(data) <= _DIRECT_LIMIT and getattr(transport, "_tempDataLen", None) == 0
-            and not transport.dataBuffer and transport.connected
-            and not transport.disconnecting and not transport.TLS):
-        sent = transport.writeSomeData(data)
-        if type(sent) is int and sent >= 0:
-            if sent < len(data):
-                transport.write(data[sent:])
-            return
-        # An error: write() lets the transport find it, and close.
-    transport.write(data)
 
 
 class _Turn:

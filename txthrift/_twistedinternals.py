@@ -1,0 +1,101 @@
+"""
+What txthrift takes from inside Twisted that its interfaces do not give,
+all of it here, each guarded by C{tests/test_internals.py}.  Knows nothing
+of txthrift.
+
+Tested with Twisted 26.10.0 (C{setup.cfg} allows up to the next major
+release, and says why no older one); its guards also passed with 23.10.0.
+What is relied on, why, and what happens without it:
+
+  - C{FileDescriptor._tempDataLen} and C{FileDescriptor.dataBuffer}: how
+    many bytes C{write()} left in a transport's buffers, which no interface
+    tells.  L{send} writes on the socket itself only when both are empty, so
+    that nothing it sends can overtake what waits there; that saves the
+    reactor a poller update and a writable event per reply (see
+    L{txthrift._writing}).  Should a Twisted lack them, L{canSendDirectly}
+    is false and every reply goes through C{transport.write()}.
+
+  - C{tcp.Connection.TLS}, documented as the flag saying a connection's
+    C{write()} goes through TLS (its C{getHandle()} is then the TLS
+    connection, not the socket).  L{send} writes through C{write()} then.
+
+  - C{FileDescriptor.SEND_LIMIT}: the most the transport sends in one go;
+    128 KiB where it is missing.
+
+  - C{ReactorBase._exitSignal}: the signal that stopped the reactor, which
+    twistd raises again once the reactor has stopped, so that the process
+    dies of it.  L{forgetStopSignal} clears it after a graceful stop, which
+    is a success (exit status 0).  No interface says it, and taking over
+    SIGTERM and SIGINT instead would change them for the whole process (a
+    test runner's Ctrl-C included) from a mere service.  Should a Twisted
+    lack it, the process dies of the signal, as it would without us.
+
+The socket itself comes from C{getHandle()} (L{ITCPTransport}).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Final, cast
+
+from twisted.internet import abstract, tcp
+
+__all__ = ["canSendDirectly", "forgetStopSignal", "send"]
+
+#: The most L{send} writes on a socket itself: what a Twisted TCP transport
+#: sends in one go.
+_DIRECT_LIMIT: Final[int] = getattr(abstract.FileDescriptor, "SEND_LIMIT", 128 * 1024)
+
+
+def _buffersAsExpected() -> bool:
+    """
+    Whether a new transport counts its buffered bytes where L{send} looks.
+    """
+    probe = abstract.FileDescriptor(reactor=cast(Any, object()))
+    return getattr(probe, "_tempDataLen", None) == 0 and getattr(probe, "dataBuffer", None) == b""
+
+
+_buffersKnown: bool = _buffersAsExpected()
+
+
+def canSendDirectly(transport: object) -> bool:
+    """
+    Whether L{send} can write on C{transport}'s socket itself: a TCP (or
+    UNIX) connection of Twisted's own reactors, whose buffers it can see.
+    """
+    return _buffersKnown and isinstance(transport, tcp.Connection)
+
+
+def send(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} on C{transport}, straight onto its socket if nothing is
+    waiting in the transport's buffer.
+    """
+    # Twisted keeps what write() buffered in dataBuffer and _tempDataBuffer
+    # (counted in _tempDataLen); when both are empty, nothing of ours can be
+    # overtaken.  An attribute missing (not a TCP transport) means write().
+    # Past what the transport sends at once (SEND_LIMIT), its own buffer
+    # slices without copying, which beats sending the head here and copying
+    # the rest into it.
+    if (len(data) <= _DIRECT_LIMIT and getattr(transport, "_tempDataLen", None) == 0
+            and not transport.dataBuffer and transport.connected
+            and not transport.disconnecting and not transport.TLS):
+        try:
+            sent = transport.getHandle().send(data)
+        except OSError:
+            # Would block, or broken: write() buffers it, and the transport
+            # finds out which when it next writes.
+            sent = 0
+        if sent < len(data):
+            transport.write(data[sent:])
+        return
+    transport.write(data)
+
+
+def forgetStopSignal(reactor: object) -> None:
+    """
+    Let twistd exit 0 after a graceful stop that SIGTERM or SIGINT asked
+    for, instead of raising the signal again.
+    """
+    if getattr(reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
+        reactor._exitSignal = None  # type: ignore[attr-defined]
