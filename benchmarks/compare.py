@@ -56,7 +56,8 @@ from run import (
 # (payload bytes, connections, in flight per connection)
 POINTS = [(SMALL, 4, 16), (SMALL, 1, 1), (MEDIUM, 4, 16), (MEDIUM, 1, 1), (LARGE, 4, 2)]
 TARGET_NAMES = ("txthrift", "txthrift-fixed", "txthrift-unframed")  # in run.TARGETS' order
-SKIPPED = ["compact and JSON protocols: the load generator speaks strict binary only"]
+# With --protocols: txthrift (auto) with framed compact and JSON load.
+PROTOCOL_TARGETS = {"compact": "txthrift-compact", "json": "txthrift-json"}
 WORKTREES = os.path.join(tempfile.gettempdir(), "txthrift-compare")
 
 # Run in each side's environment: which txthrift it imports, and its C extension.
@@ -187,7 +188,7 @@ def serverImportsOwnTree(side: Side, server: Server) -> bool | None:
 
 
 def runServers(sides: list[Side], args: argparse.Namespace) -> list[dict]:
-    targets = [t for t in TARGETS if t.name in TARGET_NAMES]
+    targets = [t for t in TARGETS if t.name in args.targets]
     kinds = sorted({t.server for t in targets})
     print(f"\n== servers: {', '.join(kinds)} for each side, pinned as run.py pins them",
           flush=True)
@@ -281,25 +282,26 @@ def median(values: list[float]) -> float | None:
 
 def tableRows(sides: list[Side], measurements: list[dict], client: dict[str, list] | None,
               intake: dict[str, list] | None, tolerance: float,
-              maxNoise: float) -> list[dict[str, Any]]:
+              maxNoise: float, targets: tuple[str, ...] = TARGET_NAMES) -> list[dict[str, Any]]:
     names = [side.name for side in sides]
     rows: list[dict[str, Any]] = []
 
     def row(point: str, unit: str, values: dict[str, float | None], errors: int = 0,
-            failed: str = "", noisy: bool = False) -> None:
+            failed: str = "", noisy: bool = False, lowerIsBetter: bool = False) -> None:
         base, current = values.get(names[0]), values.get(names[1])
         ratio = current / base if base and current is not None else None
         mark = failed or ("errors" if errors else "noisy" if noisy else "")
         if ratio is not None and not mark:
-            mark = ("slower?" if ratio < 1 - tolerance else
-                    "faster" if ratio > 1 + tolerance else "")
+            gain = 1 / ratio if lowerIsBetter and ratio else ratio
+            mark = ("slower?" if gain < 1 - tolerance else
+                    "faster" if gain > 1 + tolerance else "")
         rows.append({"point": point, "unit": unit, "base": base, "current": current,
                      "ratio": ratio, "errors": errors, "mark": mark})
 
     med = {name: medians([m for m in measurements if m["side"] == name]) for name in names}
     for point in POINTS:
         key = pointKey(point)
-        for target in TARGET_NAMES:
+        for target in targets:
             entries = {name: med[name].get(target, {}).get(key) for name in names}
             if not any(entries.values()):
                 continue
@@ -309,6 +311,12 @@ def tableRows(sides: list[Side], measurements: list[dict], client: dict[str, lis
                 {name: e.get("calls_per_s") if e else None for name, e in entries.items()},
                 sum(e.get("errors", 0) for e in entries.values() if e), failed,
                 any(e.get("foreign_cpu", 0) > maxNoise for e in entries.values() if e))
+            # CPU time is hardly touched by other processes: the figure to
+            # trust on a busy machine.
+            row(f"{target} {key}", "srv µs/call",
+                {name: e.get("server_us_per_call") if e else None for name, e in entries.items()},
+                sum(e.get("errors", 0) for e in entries.values() if e), failed,
+                lowerIsBetter=True)
     if client:
         good = {name: [r for r in client[name] if "failed" not in r] for name in names}
         row("client txthrift pipelined", "calls/s",
@@ -328,14 +336,14 @@ def tableRows(sides: list[Side], measurements: list[dict], client: dict[str, lis
 
 def printTable(sides: list[Side], rows: list[dict[str, Any]]) -> None:
     base, current = sides
-    print("\n" + "=" * 92)
+    print("\n" + "=" * 96)
     print(f"base    = {base.label}\ncurrent = {current.label}")
-    print(f"{'point':<40}{'unit':>8}{'base':>12}{'current':>12}{'current/base':>14}")
+    print(f"{'point':<40}{'unit':>12}{'base':>12}{'current':>12}{'current/base':>14}")
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(f"{r['point']:<40}{r['unit']:>8}{fmtRate(r['base']):>12}"
+        print(f"{r['point']:<40}{r['unit']:>12}{fmtRate(r['base']):>12}"
               f"{fmtRate(r['current']):>12}{ratio:>14}  {r['mark']}".rstrip())
-    print("=" * 92)
+    print("=" * 96)
 
 
 def parseArgs(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:
@@ -346,6 +354,9 @@ def parseArgs(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Name
     run.timingOptions(p)
     p.add_argument("--skip", default="", help="comma-separated sections to leave out: "
                    "servers, client, intake")
+    p.add_argument("--protocols", default="binary",
+                   help="comma-separated protocols of the load on txthrift (auto): binary, "
+                        "compact, json (default binary: compact and JSON add a target each)")
     p.add_argument("--tolerance", type=float, default=0.10,
                    help="mark a row 'slower?' below 1 - this ratio, 'faster' above 1 + it "
                         "(default 0.10)")
@@ -365,6 +376,13 @@ def parseArgs(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Name
     args.skip = {x.strip() for x in args.skip.split(",") if x.strip()}
     if not args.skip <= {"servers", "client", "intake"}:
         p.error("--skip takes servers, client and/or intake")
+    protocols = {x.strip() for x in args.protocols.split(",") if x.strip()}
+    if not protocols <= {"binary", *PROTOCOL_TARGETS}:
+        p.error("--protocols takes binary, compact and/or json")
+    args.targets = TARGET_NAMES + tuple(name for protocol, name in PROTOCOL_TARGETS.items()
+                                        if protocol in protocols)
+    args.skipped = [] if protocols >= {"compact", "json"} else [
+        "compact and JSON protocols, unless named by --protocols"]
     return args, hargs
 
 
@@ -402,17 +420,18 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_start": os.getloadavg(),
             "config": {"mode": "quick" if args.quick else "full", "reps": args.reps,
                        "warmup": hargs.warmup, "duration": hargs.duration,
-                       "points": [pointKey(p) for p in POINTS], "targets": TARGET_NAMES,
+                       "points": [pointKey(p) for p in POINTS], "targets": args.targets,
                        "pinning": {"server": h0.pinServer, "load": h0.pinLoad},
                        "order": "base, current alternated per repetition of each point"},
-            "skipped": SKIPPED + sorted(args.skip),
+            "skipped": args.skipped + sorted(args.skip),
         }
-        for note in SKIPPED:
+        for note in args.skipped:
             print(f"skipped: {note}", flush=True)
         measurements = runServers(sides, args) if "servers" not in args.skip else []
         client = runClient(h0, sides, args) if "client" not in args.skip else None
         intake = runIntakes(sides, args) if "intake" not in args.skip else None
-        rows = tableRows(sides, measurements, client, intake, args.tolerance, hargs.max_noise)
+        rows = tableRows(sides, measurements, client, intake, args.tolerance, hargs.max_noise,
+                         args.targets)
         report.update({side.name: side.info for side in sides})
         report.update(notes=notes, measurements=measurements, client=client, intake=intake,
                       rows=rows, loadavg_end=os.getloadavg(),

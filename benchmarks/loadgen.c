@@ -1,6 +1,7 @@
 /*
  * loadgen: a closed-loop load generator for HelloService.getData over
- * strict binary Thrift, framed or unframed (buffered).
+ * Thrift's strict binary, compact or JSON protocol, framed or unframed
+ * (buffered).
  *
  * It opens C connections to 127.0.0.1:PORT and keeps D calls in flight on
  * each: every reply is validated and immediately replaced by a new call.
@@ -10,16 +11,25 @@
  *
  *   cc -O2 -o loadgen loadgen.c
  *   ./loadgen --port 9090 --conns 4 --depth 16 --payload 13 --framed \
- *             --warmup 1 --duration 3
+ *             --protocol compact --warmup 1 --duration 3
  *
  * The request input is the string "client access" repeated and cut to the
  * payload size (13 bytes is exactly the seed's "client access"); the reply
  * must carry that input + " from server 1024".
  *
- * Wire facts used (strict binary protocol):
- *   message = i32 version|type (0x8001000T), i32 name length, name,
- *             i32 seqid, struct
- *   struct  = { i8 type, i16 id, value }* , i8 STOP (0)
+ * Each request is a head that holds the seqid, written per call, and a body
+ * (the argument struct) built once.  Wire facts used:
+ *   binary  message = i32 version|type (0x8001000T), i32 name length, name,
+ *                     i32 seqid, struct; struct = { i8 type, i16 id, value }*,
+ *                     i8 STOP (0)
+ *   compact message = 0x82, type << 5 | 1, varint seqid, varint name length,
+ *                     name, struct; a field header is delta << 4 | type, with
+ *                     a zigzag varint id after it when the delta is 0;
+ *                     integers are zigzag varints, doubles 8 bytes
+ *   JSON    message = [1,"name",type,seqid,{"id":{"typename":value},...}]
+ *                     as Apache's TJSONProtocol writes it (no whitespace);
+ *                     unframed, its end is found by matching brackets
+ *                     outside strings
  *   framed  = i32 length, message
  */
 #define _GNU_SOURCE
@@ -42,10 +52,13 @@
 
 #define SUFFIX " from server 1024"
 #define METHOD "getData"
-#define SEQID_OFFSET 15 /* within a message: 4 version + 4 length + 7 name */
+#define HEAD_MAX 64 /* the longest head of any protocol, seqid included */
+
+enum { P_BINARY, P_COMPACT, P_JSON };
+static const char *protocol_names[] = {"binary", "compact", "json"};
 
 enum {
-    E_MALFORMED,     /* bytes that are no strict binary message */
+    E_MALFORMED,     /* bytes that are no message of the protocol */
     E_BAD_TYPE,      /* a message that is neither REPLY nor EXCEPTION */
     E_EXCEPTION,     /* an EXCEPTION message (TApplicationException) */
     E_UNKNOWN_SEQID, /* a reply whose seqid is not in flight on its connection */
@@ -75,8 +88,16 @@ static void error(int kind, const char *detail) {
 typedef struct {
     int32_t seqid;
     int used;
+    size_t request_len; /* bytes sent for this call, frame prefix included */
     double issued;
 } slot_t;
+
+/* Where an unframed JSON message's bracket matching stopped. */
+typedef struct {
+    size_t pos;
+    int depth;
+    int in_string;
+} jscan_t;
 
 typedef struct {
     int fd;
@@ -87,6 +108,7 @@ typedef struct {
     unsigned char *in;
     size_t ilen, ioff, icap;
     size_t need; /* do not parse again before this many bytes are buffered */
+    jscan_t scan;
     slot_t *slots;
     int inflight;
     int32_t next_seqid;
@@ -95,15 +117,17 @@ typedef struct {
 
 /* ---- settings and shared state ---- */
 static int opt_port = 0, opt_conns = 1, opt_depth = 1, opt_framed = 1;
+static int opt_protocol = P_BINARY;
 static long opt_payload = 13;
 static double opt_warmup = 1.0, opt_duration = 3.0, opt_connect_timeout = 5.0;
 static const char *opt_host = "127.0.0.1";
 
-static unsigned char *request;     /* the whole request, framed if framed */
-static size_t request_len;
-static size_t request_seqid_at;    /* where the seqid sits in `request` */
+static unsigned char *body;        /* the request after its head: the argument struct */
+static size_t body_len;
 static unsigned char *expected;    /* the reply's string value */
 static size_t expected_len;
+static unsigned char *json_result; /* JSON: the whole expected result struct and "]" */
+static size_t json_result_len;
 
 static int epfd;
 static conn_t *conns;
@@ -143,33 +167,73 @@ static void put32(unsigned char *p, uint32_t v) {
 static uint32_t get32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
+static size_t put_varint(unsigned char *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) { p[n++] = (unsigned char)(v | 0x80); v >>= 7; }
+    p[n++] = (unsigned char)v;
+    return n;
+}
+
+/* The head of a CALL with `seqid` at p; returns its length (<= HEAD_MAX). */
+static size_t put_head(unsigned char *p, int32_t seqid) {
+    size_t n = 0;
+    switch (opt_protocol) {
+    case P_BINARY:
+        put32(p, 0x80010001u);
+        put32(p + 4, 7);
+        memcpy(p + 8, METHOD, 7);
+        put32(p + 15, (uint32_t)seqid);
+        return 19;
+    case P_COMPACT:
+        p[n++] = 0x82;
+        p[n++] = (1 << 5) | 1; /* CALL, version 1 */
+        n += put_varint(p + n, (uint32_t)seqid);
+        n += put_varint(p + n, 7);
+        memcpy(p + n, METHOD, 7);
+        return n + 7;
+    default:
+        return (size_t)snprintf((char *)p, HEAD_MAX, "[1,\"" METHOD "\",1,%d,", (int)seqid);
+    }
+}
 
 static void build_messages(void) {
     static const char pattern[] = "client access";
-    size_t plen = sizeof(pattern) - 1, n = (size_t)opt_payload;
+    size_t plen = sizeof(pattern) - 1, n = (size_t)opt_payload, sl = strlen(SUFFIX);
     unsigned char *input = xrealloc(NULL, n);
     for (size_t i = 0; i < n; i++) input[i] = pattern[i % plen];
 
-    size_t mlen = 4 + 4 + 7 + 4 + 1 + 2 + 4 + n + 1;
-    size_t head = opt_framed ? 4 : 0;
-    request_len = head + mlen;
-    request = xrealloc(NULL, request_len);
-    unsigned char *p = request;
-    if (opt_framed) { put32(p, (uint32_t)mlen); p += 4; }
-    put32(p, 0x80010001u); p += 4;            /* CALL */
-    put32(p, 7); p += 4;
-    memcpy(p, METHOD, 7); p += 7;
-    put32(p, 0); p += 4;                      /* seqid, patched per call */
-    *p++ = 11; *p++ = 0; *p++ = 1;            /* field 1: STRING */
-    put32(p, (uint32_t)n); p += 4;
+    body = xrealloc(NULL, n + 32);
+    unsigned char *p = body;
+    if (opt_protocol == P_BINARY) {
+        *p++ = 11; *p++ = 0; *p++ = 1;        /* field 1: STRING */
+        put32(p, (uint32_t)n); p += 4;
+    } else if (opt_protocol == P_COMPACT) {
+        *p++ = (1 << 4) | 8;                  /* field 1 (delta 1): BINARY */
+        p += put_varint(p, n);
+    } else {
+        static const char open[] = "{\"1\":{\"str\":\"";
+        memcpy(p, open, sizeof open - 1); p += sizeof open - 1;
+    }
     memcpy(p, input, n); p += n;
-    *p++ = 0;                                 /* STOP */
-    request_seqid_at = head + SEQID_OFFSET;
+    if (opt_protocol == P_JSON) {
+        memcpy(p, "\"}}]", 4); p += 4;
+    } else {
+        *p++ = 0;                             /* STOP */
+    }
+    body_len = (size_t)(p - body);
 
-    expected_len = n + strlen(SUFFIX);
+    expected_len = n + sl;
     expected = xrealloc(NULL, expected_len);
     memcpy(expected, input, n);
-    memcpy(expected + n, SUFFIX, strlen(SUFFIX));
+    memcpy(expected + n, SUFFIX, sl);
+    if (opt_protocol == P_JSON) {
+        static const char open[] = "{\"0\":{\"str\":\"";
+        json_result_len = sizeof open - 1 + expected_len + 4;
+        json_result = xrealloc(NULL, json_result_len);
+        memcpy(json_result, open, sizeof open - 1);
+        memcpy(json_result + sizeof open - 1, expected, expected_len);
+        memcpy(json_result + sizeof open - 1 + expected_len, "\"}}]", 4);
+    }
     free(input);
 }
 
@@ -179,7 +243,7 @@ static void build_messages(void) {
 #define BAD (-2)
 static size_t need_hint; /* set when a parse returns NEED: bytes required */
 
-/* Skip one value of `type` at buf[pos]; returns the position after it. */
+/* Binary: skip one value of `type` at buf[pos]; returns the position after it. */
 static long skip(const unsigned char *buf, size_t len, size_t pos, int type, int depth) {
     static const int fixed[17] = {0, 0, 1, 1, 8, 0, 2, 0, 4, 0, 8, 0, 0, 0, 0, 0, 16};
     if (depth > 64) return BAD;
@@ -238,8 +302,133 @@ static long skip(const unsigned char *buf, size_t len, size_t pos, int type, int
     }
 }
 
-/* Length of the strict binary message at buf[0..len), or NEED / BAD. */
-static long message_length(const unsigned char *buf, size_t len) {
+/* Compact: read a varint of at most `most` bytes at buf[pos] into *v. */
+static long varint(const unsigned char *buf, size_t len, size_t pos, uint64_t *v, int most) {
+    uint64_t x = 0;
+    for (int i = 0; i < most; i++) {
+        if (pos + i >= len) { need_hint = pos + i + 1; return NEED; }
+        x |= (uint64_t)(buf[pos + i] & 0x7f) << (7 * i);
+        if (!(buf[pos + i] & 0x80)) { *v = x; return (long)(pos + i + 1); }
+    }
+    return BAD;
+}
+
+/* Compact: skip one value of compact `type` at buf[pos]; in a container a
+ * bool takes a byte, in a field its value is in the field header. */
+static long cskip(const unsigned char *buf, size_t len, size_t pos, int type, int element,
+                  int depth) {
+    uint64_t n;
+    long r;
+    if (depth > 64) return BAD;
+    switch (type) {
+    case 1: case 2: /* bool */
+        if (!element) return (long)pos;
+        /* fall through */
+    case 3: /* byte */
+        if (pos + 1 > len) { need_hint = pos + 1; return NEED; }
+        return (long)(pos + 1);
+    case 4: case 5: case 6: /* i16, i32, i64 */
+        return varint(buf, len, pos, &n, 10);
+    case 7: /* double */
+        if (pos + 8 > len) { need_hint = pos + 8; return NEED; }
+        return (long)(pos + 8);
+    case 13: /* uuid */
+        if (pos + 16 > len) { need_hint = pos + 16; return NEED; }
+        return (long)(pos + 16);
+    case 8: /* binary */
+        if ((r = varint(buf, len, pos, &n, 5)) < 0) return r;
+        if (n > 0x7fffffffu) return BAD;
+        if ((size_t)r + n > len) { need_hint = (size_t)r + n; return NEED; }
+        return (long)((size_t)r + n);
+    case 9: case 10: { /* list, set */
+        if (pos + 1 > len) { need_hint = pos + 1; return NEED; }
+        int et = buf[pos] & 0x0f;
+        n = buf[pos] >> 4;
+        r = (long)(pos + 1);
+        if (n == 15 && (r = varint(buf, len, pos + 1, &n, 5)) < 0) return r;
+        if (n > 0x7fffffffu) return BAD;
+        for (uint64_t i = 0; i < n; i++)
+            if ((r = cskip(buf, len, (size_t)r, et, 1, depth + 1)) < 0) return r;
+        return r;
+    }
+    case 11: { /* map */
+        if ((r = varint(buf, len, pos, &n, 5)) < 0) return r;
+        if (n == 0) return r;
+        if (n > 0x7fffffffu) return BAD;
+        if ((size_t)r + 1 > len) { need_hint = (size_t)r + 1; return NEED; }
+        int kt = buf[r] >> 4, vt = buf[r] & 0x0f;
+        r++;
+        for (uint64_t i = 0; i < n; i++) {
+            if ((r = cskip(buf, len, (size_t)r, kt, 1, depth + 1)) < 0) return r;
+            if ((r = cskip(buf, len, (size_t)r, vt, 1, depth + 1)) < 0) return r;
+        }
+        return r;
+    }
+    case 12: /* struct */
+        for (;;) {
+            if (pos + 1 > len) { need_hint = pos + 1; return NEED; }
+            int h = buf[pos++];
+            if (h == 0) return (long)pos;
+            if (!(h >> 4)) { /* a long-form header: the field id follows */
+                if ((r = varint(buf, len, pos, &n, 3)) < 0) return r;
+                pos = (size_t)r;
+            }
+            if ((r = cskip(buf, len, pos, h & 0x0f, 0, depth + 1)) < 0) return r;
+            pos = (size_t)r;
+        }
+    default:
+        return BAD;
+    }
+}
+
+/* JSON: match brackets from s->pos on; the message's length once whole. */
+static long json_scan(const unsigned char *buf, size_t len, jscan_t *s) {
+    size_t pos = s->pos;
+    if (pos == 0) {
+        if (len < 1) { need_hint = 1; return NEED; }
+        if (buf[0] != '[') return BAD;
+    }
+    while (pos < len) {
+        if (s->in_string) {
+            /* Jump to the next quote; it ends the string unless escaped. */
+            const unsigned char *q = memchr(buf + pos, '"', len - pos);
+            if (!q) { pos = len; break; }
+            size_t at = (size_t)(q - buf), back = 0;
+            while (at - back > 0 && buf[at - back - 1] == '\\') back++;
+            pos = at + 1;
+            if (!(back & 1)) s->in_string = 0;
+            continue;
+        }
+        unsigned char ch = buf[pos++];
+        if (ch == '"') s->in_string = 1;
+        else if (ch == '[' || ch == '{') {
+            if (++s->depth > 128) return BAD;
+        } else if (ch == ']' || ch == '}') {
+            if (--s->depth == 0) { s->pos = 0; return (long)pos; }
+            if (s->depth < 0) return BAD;
+        }
+    }
+    /* A quote's escaping backslashes are counted back from the quote over
+     * the whole message, so they may come in an earlier read. */
+    s->pos = pos;
+    need_hint = len + 1;
+    return NEED;
+}
+
+/* Length of the message at buf[0..len), or NEED / BAD. */
+static long message_length(const unsigned char *buf, size_t len, jscan_t *scan) {
+    uint64_t v;
+    long r;
+    if (opt_protocol == P_JSON) return json_scan(buf, len, scan);
+    if (opt_protocol == P_COMPACT) {
+        if (len < 2) { need_hint = 2; return NEED; }
+        if (buf[0] != 0x82 || (buf[1] & 0x1f) != 1) return BAD;
+        if ((r = varint(buf, len, 2, &v, 5)) < 0) return r;       /* seqid */
+        if ((r = varint(buf, len, (size_t)r, &v, 5)) < 0) return r; /* name length */
+        if (v > 0x7fffffffu) return BAD;
+        if ((size_t)r + v > len) { need_hint = (size_t)r + v; return NEED; }
+        return cskip(buf, len, (size_t)r + v, 12, 0, 0);
+    }
     if (len < 8) { need_hint = 8; return NEED; }
     uint32_t version = get32(buf);
     if ((version & 0xffff0000u) != 0x80010000u) return BAD;
@@ -250,75 +439,189 @@ static long message_length(const unsigned char *buf, size_t len) {
     return skip(buf, len, pos, 12, 0);
 }
 
+/* What a whole message's head says; body: where its struct starts. */
+typedef struct {
+    int type;
+    int32_t seqid;
+    int name_ok;
+    size_t body;
+} head_t;
+
+static int json_int(const unsigned char *m, size_t len, size_t *pos, long *out) {
+    char *end;
+    char tmp[24];
+    size_t n = len - *pos < sizeof tmp - 1 ? len - *pos : sizeof tmp - 1;
+    memcpy(tmp, m + *pos, n);
+    tmp[n] = 0;
+    errno = 0;
+    *out = strtol(tmp, &end, 10);
+    if (end == tmp || errno || (size_t)(end - tmp) >= n || *end != ',') return -1;
+    *pos += (size_t)(end - tmp) + 1;
+    return 0;
+}
+
+/* Read the head of the whole message m[0..len); 0, or -1 if malformed. */
+static int parse_head(const unsigned char *m, size_t len, head_t *h) {
+    if (opt_protocol == P_BINARY) {
+        uint32_t nlen = get32(m + 4);
+        h->type = get32(m) & 0xff;
+        h->name_ok = nlen == 7 && memcmp(m + 8, METHOD, 7) == 0;
+        h->seqid = (int32_t)get32(m + 8 + nlen);
+        h->body = 8 + nlen + 4;
+        return 0;
+    }
+    if (opt_protocol == P_COMPACT) {
+        uint64_t seqid = 0, nlen = 0;
+        long r = varint(m, len, 2, &seqid, 5);
+        r = varint(m, len, (size_t)r, &nlen, 5);
+        h->type = m[1] >> 5;
+        h->seqid = (int32_t)(uint32_t)seqid;
+        h->name_ok = nlen == 7 && memcmp(m + r, METHOD, 7) == 0;
+        h->body = (size_t)r + nlen;
+        return 0;
+    }
+    /* [1,"name",type,seqid, */
+    static const char start[] = "[1,\"";
+    size_t pos = sizeof start - 1;
+    long type, seqid;
+    if (len < pos || memcmp(m, start, pos) != 0) return -1;
+    const unsigned char *q = memchr(m + pos, '"', len - pos);
+    if (!q || (size_t)(q - m) + 2 > len || q[1] != ',') return -1;
+    h->name_ok = q - (m + pos) == 7 && memcmp(m + pos, METHOD, 7) == 0;
+    pos = (size_t)(q - m) + 2;
+    if (json_int(m, len, &pos, &type) || json_int(m, len, &pos, &seqid)) return -1;
+    h->type = (int)type;
+    h->seqid = (int32_t)seqid;
+    h->body = pos;
+    return 0;
+}
+
+/* Check a REPLY's result struct at m[pos..len): 0 if it is input + SUFFIX
+ * in field 0 and nothing else, else the error kind (already counted). */
+static int check_result(const unsigned char *m, size_t len, size_t pos) {
+    int found = 0, last = 0;
+    if (opt_protocol == P_JSON) {
+        static const char open[] = "{\"0\":{\"str\":\"";
+        if (len - pos == json_result_len && memcmp(m + pos, json_result, len - pos) == 0)
+            return 0;
+        int kind = len - pos >= sizeof open - 1 && memcmp(m + pos, open, sizeof open - 1) == 0
+                       ? E_BAD_PAYLOAD : E_BAD_RESULT;
+        error(kind, kind == E_BAD_RESULT ? "not {\"0\":{\"str\":...}}" : NULL);
+        return kind;
+    }
+    for (;;) { /* the whole message is here, so no skip can need more */
+        int ft, fid;
+        size_t value;
+        if (opt_protocol == P_BINARY) {
+            ft = m[pos];
+            if (ft == 0) break;
+            fid = (int16_t)((m[pos + 1] << 8) | m[pos + 2]);
+            value = pos + 3;
+        } else {
+            int h = m[pos];
+            if (h == 0) break;
+            ft = h & 0x0f;
+            value = pos + 1;
+            if (h >> 4) {
+                fid = last + (h >> 4);
+            } else {
+                uint64_t z = 0;
+                value = (size_t)varint(m, len, value, &z, 3);
+                fid = (int)(z >> 1) ^ -(int)(z & 1);
+            }
+            last = fid;
+        }
+        if (fid == 0 && ft == (opt_protocol == P_BINARY ? 11 : 8) && !found) {
+            uint64_t n = 0;
+            size_t at;
+            if (opt_protocol == P_BINARY) { n = get32(m + value); at = value + 4; }
+            else at = (size_t)varint(m, len, value, &n, 5);
+            if (n != expected_len || memcmp(m + at, expected, n) != 0) {
+                error(E_BAD_PAYLOAD, NULL);
+                return E_BAD_PAYLOAD;
+            }
+            found = 1;
+        } else {
+            error(E_BAD_RESULT, "unexpected field in the result struct");
+            return E_BAD_RESULT;
+        }
+        pos = opt_protocol == P_BINARY ? (size_t)skip(m, len, value, ft, 1)
+                                       : (size_t)cskip(m, len, value, ft, 0, 1);
+    }
+    if (!found) {
+        error(E_BAD_RESULT, "no result field");
+        return E_BAD_RESULT;
+    }
+    return 0;
+}
+
+/* A TApplicationException's message (field 1), cut to fit d[dn]. */
+static void exception_text(const unsigned char *m, size_t len, size_t pos, char *d, size_t dn) {
+    size_t n = 0, at = 0;
+    d[0] = 0;
+    if (opt_protocol == P_BINARY && pos + 7 <= len && m[pos] == 11 && m[pos + 2] == 1) {
+        n = get32(m + pos + 3);
+        at = pos + 7;
+    } else if (opt_protocol == P_COMPACT && pos + 2 <= len && m[pos] == 0x18) {
+        uint64_t v;
+        long r = varint(m, len, pos + 1, &v, 5);
+        if (r > 0) { n = v; at = (size_t)r; }
+    } else if (opt_protocol == P_JSON) {
+        static const char open[] = "{\"1\":{\"str\":\"";
+        if (len - pos > sizeof open && memcmp(m + pos, open, sizeof open - 1) == 0) {
+            at = pos + sizeof open - 1;
+            const unsigned char *q = memchr(m + at, '"', len - at);
+            n = q ? (size_t)(q - (m + at)) : 0;
+        }
+    }
+    if (at + n > len) n = len - at;
+    if (n > dn - 1) n = dn - 1;
+    memcpy(d, m + at, n);
+    d[n] = 0;
+}
+
 static void send_call(conn_t *c, double t);
 
 /* Check one whole message of `len` bytes and retire its call. */
 static void handle_reply(conn_t *c, const unsigned char *m, size_t len, double t) {
-    uint32_t version = get32(m);
-    uint32_t nlen = get32(m + 4);
-    size_t pos = 8 + nlen;
-    int32_t seqid = (int32_t)get32(m + pos);
-    pos += 4;
-    int type = version & 0xff;
-
+    head_t h;
+    if (parse_head(m, len, &h) != 0) {
+        error(E_MALFORMED, "message head");
+        return;
+    }
     slot_t *slot = NULL;
     for (int i = 0; i < opt_depth; i++)
-        if (c->slots[i].used && c->slots[i].seqid == seqid) { slot = &c->slots[i]; break; }
+        if (c->slots[i].used && c->slots[i].seqid == h.seqid) { slot = &c->slots[i]; break; }
     if (!slot) {
         char d[64];
-        snprintf(d, sizeof d, "seqid %d", seqid);
+        snprintf(d, sizeof d, "seqid %d", h.seqid);
         error(E_UNKNOWN_SEQID, d);
         return; /* the call it answers, if any, stays in flight */
     }
 
-    if (type == 2) {
-        int ok = 1, found = 0;
-        if (nlen != 7 || memcmp(m + 8, METHOD, 7) != 0) { error(E_BAD_NAME, NULL); ok = 0; }
-        while (ok) { /* the whole message is here, so skip() cannot need more */
-            int ft = m[pos];
-            if (ft == 0) break;
-            int fid = (int16_t)((m[pos + 1] << 8) | m[pos + 2]);
-            if (fid == 0 && ft == 11 && !found) {
-                uint32_t n = get32(m + pos + 3);
-                if (n != expected_len || memcmp(m + pos + 7, expected, n) != 0) {
-                    error(E_BAD_PAYLOAD, NULL);
-                    ok = 0;
+    if (h.type == 2) {
+        if (!h.name_ok) error(E_BAD_NAME, NULL);
+        else if (check_result(m, len, h.body) == 0) {
+            /* A good reply. */
+            if (t >= t_window && t < t_end) {
+                done_window++;
+                c->done_window++;
+                bytes_in_window += slot->request_len + len + (opt_framed ? 4 : 0);
+                if (lat_n == lat_cap) {
+                    lat_cap = lat_cap ? 2 * lat_cap : 65536;
+                    lat = xrealloc(lat, lat_cap * sizeof *lat);
                 }
-                found = 1;
-            } else {
-                error(E_BAD_RESULT, "unexpected field in the result struct");
-                ok = 0;
+                lat[lat_n++] = (t - slot->issued) * 1e6;
             }
-            pos = (size_t)skip(m, len, pos + 3, ft, 1);
+            done_total++;
         }
-        if (ok && !found) error(E_BAD_RESULT, "no result field");
-        if (!(ok && found)) goto retire;
-        /* A good reply. */
-        if (t >= t_window && t < t_end) {
-            done_window++;
-            c->done_window++;
-            bytes_in_window += request_len + len;
-            if (lat_n == lat_cap) {
-                lat_cap = lat_cap ? 2 * lat_cap : 65536;
-                lat = xrealloc(lat, lat_cap * sizeof *lat);
-            }
-            lat[lat_n++] = (t - slot->issued) * 1e6;
-        }
-        done_total++;
-    } else if (type == 3) {
-        char d[200] = "";
-        /* TApplicationException: field 1 message, field 2 type. */
-        if (m[pos] == 11 && m[pos + 2] == 1) {
-            uint32_t n = get32(m + pos + 3);
-            if (n > 150) n = 150;
-            memcpy(d, m + pos + 7, n);
-            d[n] = 0;
-        }
+    } else if (h.type == 3) {
+        char d[151];
+        exception_text(m, len, h.body, d, sizeof d);
         error(E_EXCEPTION, d);
     } else {
         error(E_BAD_TYPE, NULL);
     }
-retire:
     slot->used = 0;
     c->inflight--;
     if (!stopping) send_call(c, t);
@@ -338,28 +641,28 @@ static void parse_input(conn_t *c, double t) {
         unsigned char *b = c->in + c->ioff;
         size_t avail = c->ilen - c->ioff;
         if (avail < c->need) return;
-        size_t mlen, total;
+        size_t total;
         if (opt_framed) {
             if (avail < 4) { c->need = 4; return; }
             uint32_t flen = get32(b);
             if (flen == 0 || flen > 0x7fffffffu) { kill_conn(c, E_MALFORMED, "frame length"); return; }
             if (avail < 4 + (size_t)flen) { c->need = 4 + (size_t)flen; return; }
-            long r = message_length(b + 4, flen);
+            jscan_t scan = {0, 0, 0};
+            long r = message_length(b + 4, flen, &scan);
             if (r == BAD) { kill_conn(c, E_MALFORMED, "framed message"); return; }
             if (r == NEED || (size_t)r != flen) {
                 /* The frame holds a different amount than its message. */
                 kill_conn(c, E_FRAME_SIZE, NULL);
                 return;
             }
-            mlen = flen;
             total = 4 + (size_t)flen;
-            handle_reply(c, b + 4, mlen, t);
+            handle_reply(c, b + 4, flen, t);
         } else {
-            long r = message_length(b, avail);
+            long r = message_length(b, avail, &c->scan);
             if (r == NEED) { c->need = need_hint; return; }
             if (r == BAD) { kill_conn(c, E_MALFORMED, "unframed message"); return; }
-            mlen = total = (size_t)r;
-            handle_reply(c, b, mlen, t);
+            total = (size_t)r;
+            handle_reply(c, b, total, t);
         }
         c->ioff += total;
         c->need = 0;
@@ -401,17 +704,21 @@ static void send_call(conn_t *c, double t) {
     if (!slot) return;
     int32_t seqid = c->next_seqid;
     c->next_seqid = seqid == INT32_MAX ? 1 : seqid + 1;
+    size_t most = 4 + HEAD_MAX + body_len;
+    if (c->olen + most > c->ocap) {
+        c->ocap = (c->olen + most) * 2;
+        c->out = xrealloc(c->out, c->ocap);
+    }
+    unsigned char *p = c->out + c->olen, *head = p + (opt_framed ? 4 : 0);
+    size_t mlen = put_head(head, seqid) + body_len;
+    memcpy(head + (mlen - body_len), body, body_len);
+    if (opt_framed) put32(p, (uint32_t)mlen);
     slot->used = 1;
     slot->seqid = seqid;
     slot->issued = t;
+    slot->request_len = mlen + (opt_framed ? 4 : 0);
     c->inflight++;
-    if (c->olen + request_len > c->ocap) {
-        c->ocap = (c->olen + request_len) * 2;
-        c->out = xrealloc(c->out, c->ocap);
-    }
-    memcpy(c->out + c->olen, request, request_len);
-    put32(c->out + c->olen + request_seqid_at, (uint32_t)seqid);
-    c->olen += request_len;
+    c->olen += slot->request_len;
 }
 
 static void read_conn(conn_t *c) {
@@ -478,6 +785,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port N [--host 127.0.0.1] [--conns C] [--depth D]\n"
             "               [--payload BYTES] [--framed | --unframed]\n"
+            "               [--protocol binary|compact|json]\n"
             "               [--warmup S] [--duration S] [--connect-timeout S]\n");
     exit(2);
 }
@@ -489,6 +797,7 @@ int main(int argc, char **argv) {
         {"payload", required_argument, 0, 's'},  {"framed", no_argument, 0, 'f'},
         {"unframed", no_argument, 0, 'u'},       {"warmup", required_argument, 0, 'w'},
         {"duration", required_argument, 0, 't'}, {"connect-timeout", required_argument, 0, 'T'},
+        {"protocol", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -503,6 +812,12 @@ int main(int argc, char **argv) {
         case 'w': opt_warmup = atof(optarg); break;
         case 't': opt_duration = atof(optarg); break;
         case 'T': opt_connect_timeout = atof(optarg); break;
+        case 'P':
+            opt_protocol = -1;
+            for (int k = 0; k < 3; k++)
+                if (strcmp(optarg, protocol_names[k]) == 0) opt_protocol = k;
+            if (opt_protocol < 0) usage();
+            break;
         default: usage();
         }
     }
@@ -581,8 +896,9 @@ int main(int argc, char **argv) {
     uint64_t total_errors = 0;
     for (int k = 0; k < E_COUNT; k++) total_errors += errors[k];
 
-    printf("{\"conns\": %d, \"depth\": %d, \"payload\": %ld, \"framed\": %s, ", opt_conns,
-           opt_depth, opt_payload, opt_framed ? "true" : "false");
+    printf("{\"conns\": %d, \"depth\": %d, \"payload\": %ld, \"framed\": %s, "
+           "\"protocol\": \"%s\", ", opt_conns, opt_depth, opt_payload,
+           opt_framed ? "true" : "false", protocol_names[opt_protocol]);
     printf("\"warmup_s\": %.3f, \"duration_s\": %.3f, ", opt_warmup, window);
     printf("\"calls\": %llu, \"calls_per_s\": %.1f, ", (unsigned long long)done_window,
            done_window / window);

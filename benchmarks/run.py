@@ -2,8 +2,8 @@
 """
 txthrift benchmark harness: servers side by side, client, intake, memory, workers, profile.
 
-    python benchmarks/run.py            # full run (~15 minutes)
-    python benchmarks/run.py --quick    # smoke run (~2 minutes)
+    python benchmarks/run.py            # full run (~20 minutes)
+    python benchmarks/run.py --quick    # smoke run (~3 minutes)
     python benchmarks/run.py --only 'txthrift*,raw-twisted,memory'
 
 See benchmarks/README.md for what is measured and how to read the output.
@@ -52,12 +52,16 @@ class Target:
     server: str    # the server process (a servers.py kind) it loads
     framed: bool   # how the load generator frames requests
     label: str
+    protocol: str = "binary"  # what the load generator speaks: binary, compact or json
 
 
 TARGETS = [
     Target("txthrift", "txthrift", True, "txthrift, auto transport/protocol (twistd thrift)"),
     Target("txthrift-fixed", "txthrift-fixed", True, "txthrift.serve(transport='framed', protocol='binary')"),
     Target("txthrift-unframed", "txthrift", False, "txthrift auto, the load sent unframed"),
+    Target("txthrift-compact", "txthrift", True, "txthrift auto, the load in compact, framed",
+           "compact"),
+    Target("txthrift-json", "txthrift", True, "txthrift auto, the load in JSON, framed", "json"),
     Target("apache-twisted", "apache-twisted", True, "Apache TTwisted, py:twisted, TBinaryProtocol"),
     Target("apache-twisted-accel", "apache-twisted-accel", True, "Apache TTwisted, TBinaryProtocolAccelerated"),
     Target("apache-threadpool", "apache-threadpool", False, "Apache TThreadPoolServer, buffered (seed setup)"),
@@ -75,6 +79,14 @@ POINTS = [
     (MEDIUM, 1, 1), (MEDIUM, 4, 16), (MEDIUM, 32, 8),
     (LARGE, 1, 1), (LARGE, 4, 2),
 ]
+
+# Server CPU per call is compared across protocols at these points: each
+# payload at a shape that keeps the server's core busy.
+CPU_POINTS = [(SMALL, 4, 16), (MEDIUM, 4, 16), (LARGE, 4, 2)]
+# The target measuring txthrift (auto) with each protocol, framed.
+PROTOCOL_TARGETS = {"binary": "txthrift", "compact": "txthrift-compact", "json": "txthrift-json"}
+# The client section's shape: one connection, 100 calls in flight.
+CLIENT_POINT = (SMALL, 1, 100)
 
 # Measured before on this kind of machine (the team's anchors), small framed calls.
 ANCHORS = {
@@ -178,6 +190,19 @@ def cpuTicks(pid: int) -> float | None:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def minorFaults(pid: int) -> int | None:
+    """
+    Minor page faults of a process so far, all its threads: memory it had
+    mapped in afresh (for big messages: memory the allocator gave back to
+    the system after the last one).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -340,25 +365,50 @@ class Harness:
     # ---- one load measurement ----
 
     def runLoadgen(self, port: int, point: tuple[int, int, int], framed: bool,
-                   warmup: float, duration: float, pinned: bool = True) -> dict[str, Any]:
+                   warmup: float, duration: float, pinned: bool = True,
+                   protocol: str = "binary", serverPid: int | None = None) -> dict[str, Any]:
+        """
+        One load generator run.  With C{serverPid}, that process's CPU time
+        over the measured window (read when the warm-up ends and when the
+        load generator exits) is C{server_cpu_window_s}, and per call
+        C{server_us_per_call}.
+        """
         payload, conns, depth = point
         argv = (self.pinLoad if pinned else []) + [
             self.loadgen, "--port", str(port), "--conns", str(conns), "--depth", str(depth),
             "--payload", str(payload), "--framed" if framed else "--unframed",
-            "--warmup", str(warmup), "--duration", str(duration)]
+            "--protocol", protocol, "--warmup", str(warmup), "--duration", str(duration)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  timeout=warmup + duration + 30)
-        except subprocess.TimeoutExpired:
-            return {"failed": "load generator timed out"}
+            cpuStart = faultsStart = None
+            if serverPid is not None:
+                time.sleep(warmup)
+                cpuStart, faultsStart = cpuTicks(serverPid), minorFaults(serverPid)
+            try:
+                stdout, stderr = proc.communicate(timeout=duration + 30)
+            except subprocess.TimeoutExpired:
+                return {"failed": "load generator timed out"}
+            cpuEnd = cpuTicks(serverPid) if serverPid is not None else None
+            faultsEnd = minorFaults(serverPid) if serverPid is not None else None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         try:
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result = json.loads(stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
-            return {"failed": f"status {done.returncode}: {done.stderr.strip()[-300:]}"}
-        if done.stderr.strip():
-            result["stderr"] = done.stderr.strip()[-500:]
+            return {"failed": f"status {proc.returncode}: {stderr.strip()[-300:]}"}
+        if stderr.strip():
+            result["stderr"] = stderr.strip()[-500:]
         if "error" in result:
             result["failed"] = result.pop("error")
+        if cpuStart is not None and cpuEnd is not None:
+            result["server_cpu_window_s"] = cpuEnd - cpuStart
+            if result.get("calls"):
+                result["server_us_per_call"] = (cpuEnd - cpuStart) / result["calls"] * 1e6
+                if faultsStart is not None and faultsEnd is not None:
+                    result["server_faults_per_call"] = (faultsEnd - faultsStart) / result["calls"]
         return result
 
     def measure(self, server: Server, target: Target, point: tuple[int, int, int]) -> dict[str, Any]:
@@ -391,7 +441,7 @@ class Harness:
         coreBefore = coreTimes(core) if core is not None else None
         start = time.monotonic()
         result = self.runLoadgen(server.port, point, target.framed, self.args.warmup,
-                                 self.args.duration)
+                                 self.args.duration, protocol=target.protocol, serverPid=pid)
         elapsed = time.monotonic() - start
         after = cpuTicks(pid)
         coreAfter = coreTimes(core) if core is not None else None
@@ -493,7 +543,8 @@ def medians(measurements: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
         entry: dict[str, Any] = {"runs": len(runs), "failed_runs": len(runs) - len(good)}
         if good:
             for metric in ("calls_per_s", "mb_per_s", "p50_us", "p99_us", "cpu_util",
-                           "server_cpu_util", "foreign_cpu"):
+                           "server_cpu_util", "foreign_cpu", "server_us_per_call",
+                           "server_faults_per_call"):
                 values = [r[metric] for r in good if metric in r]
                 if values:
                     entry[metric] = statistics.median(values)
@@ -535,27 +586,41 @@ def clientOnce(h: Harness, kind: str, port: int) -> dict[str, Any]:
 
 
 def runClientBench(h: Harness) -> dict[str, Any]:
+    """
+    txthrift's pipelined client and Apache's sync client against raw-twisted,
+    and the C load generator at the pipelined client's shape as the
+    reference: what the raw server gives one connection with 100 in flight.
+    """
     args = h.args
-    print("\n== client: txthrift pipelined vs Apache sync, against raw-twisted", flush=True)
+    shape = pointKey(CLIENT_POINT)
+    print("\n== client: txthrift pipelined vs Apache sync, against raw-twisted; the C load "
+          f"generator at {shape} as the reference", flush=True)
     server = h.startServer("raw-twisted")
-    results: dict[str, list[dict]] = {"txthrift": [], "apache-sync": []}
+    results: dict[str, list[dict]] = {"txthrift": [], "apache-sync": [], "loadgen": []}
     try:
         for rep in range(args.reps):
-            for kind in ("txthrift", "apache-sync"):
-                r = clientOnce(h, kind, server.port)
-                results[kind].append(r)
+            for kind, runs in results.items():
+                if kind == "loadgen":
+                    r = h.runLoadgen(server.port, CLIENT_POINT, True, args.warmup, args.duration)
+                    if "failed" not in r and r.get("errors"):
+                        r["failed"] = f"{r['errors']} reply errors"
+                else:
+                    r = clientOnce(h, kind, server.port)
+                runs.append(r)
                 print(f"  rep {rep + 1} {kind:<12} "
                       f"{r.get('failed') or format(r['calls_per_s'], ',.0f') + ' calls/s'}"
                       f"{'' if r.get('failed') else '  errors ' + str(r['errors'])}", flush=True)
     finally:
         PROCS.stop(server.proc)
-    out: dict[str, Any] = {"server": "raw-twisted", "runs": results}
+    out: dict[str, Any] = {"server": "raw-twisted", "loadgen_point": shape, "runs": results}
     for kind, runs in results.items():
         good = [r["calls_per_s"] for r in runs if "failed" not in r]
         out[kind] = statistics.median(good) if good else None
         out[kind + "_errors"] = sum(r.get("errors", 0) for r in runs if "failed" not in r)
     if out["txthrift"] and out["apache-sync"]:
         out["ratio"] = out["txthrift"] / out["apache-sync"]
+    if out["txthrift"] and out["loadgen"]:
+        out["vs_loadgen"] = out["txthrift"] / out["loadgen"]
     return out
 
 
@@ -837,14 +902,15 @@ def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict |
     goals: list[dict] = []
 
     def goal(name: str, value: float | None, op: str, threshold: float, unit: str = "x",
-             key: str | None = None) -> None:
+             key: str | None = None, targets: tuple[str, ...] = ("txthrift",)) -> None:
         met = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
         entry = {"goal": name, "value": value, "op": op, "threshold": threshold,
                  "unit": unit, "met": met}
-        if key is not None and med.get("txthrift", {}).get(key, {}).get("errors"):
+        wrong = [t for t in targets if key is not None and med.get(t, {}).get(key, {}).get("errors")]
+        if wrong:
             # A fast wrong answer is no answer.
             entry["met"] = False
-            entry["goal"] += " [txthrift replied with errors]"
+            entry["goal"] += f" [{', '.join(wrong)} replied with errors]"
         goals.append(entry)
 
     for point in POINTS:
@@ -879,8 +945,11 @@ def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict |
             key = pointKey(point)
             goal(f"{key}: txthrift >= 0.70x raw Twisted MB/s",
                  ratio(med, "txthrift", "raw-twisted", key, "mb_per_s"), ">=", 0.70, key=key)
+    protocolGoals(med, ratios, goal)
     if client is not None:
         goal("client: txthrift pipelined >= 3x Apache sync client", client.get("ratio"), ">=", 3.0)
+        goal(f"client: txthrift pipelined >= 0.8x the C load generator, {pointKey(CLIENT_POINT)} "
+             "against raw-twisted", client.get("vs_loadgen"), ">=", 0.8)
     if intake is not None and "messages" in intake:
         for kind, m in intake["messages"].items():
             goal(f"intake 16 MiB {kind}: unframed <= 2x framed", m["buffered_over_framed"],
@@ -894,6 +963,48 @@ def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict |
         goal(f"workers: --workers 2 >= 1.5x --workers 1 ({workers.get('point')})",
              workers.get("ratio"), ">=", 1.5)
     return ratios, goals
+
+
+def cpuPerCall(med: dict, protocol: str, key: str) -> float | None:
+    """
+    Median server CPU µs per call of txthrift (auto) at KEY with PROTOCOL.
+    """
+    return med.get(PROTOCOL_TARGETS[protocol], {}).get(key, {}).get("server_us_per_call")
+
+
+def protocolGoals(med: dict, ratios: list[dict], goal: Any) -> None:
+    """
+    Issue 12's goals: CPU per call of compact and JSON against binary,
+    1 MiB against the faster of raw Twisted and thriftpy2, unframed against
+    framed.
+    """
+    for point in CPU_POINTS:
+        key = pointKey(point)
+        binary = cpuPerCall(med, "binary", key)
+        for protocol in ("compact", "json"):
+            other = cpuPerCall(med, protocol, key)
+            if binary and other is not None:
+                ratios.append({"point": key, "vs": f"server CPU per call, {protocol} / binary",
+                               "ratio": other / binary, "metric": "server_us_per_call"})
+    for protocol, point, most in (("compact", (SMALL, 4, 16), 1.3), ("json", (SMALL, 4, 16), 3.0),
+                                  ("json", (MEDIUM, 4, 16), 4.0)):
+        key = pointKey(point)
+        binary, other = cpuPerCall(med, "binary", key), cpuPerCall(med, protocol, key)
+        goal(f"server CPU per call, {key}: {protocol} / binary <= {most:g}x",
+             other / binary if binary and other is not None else None, "<=", most, key=key,
+             targets=("txthrift", PROTOCOL_TARGETS[protocol]))
+    key = pointKey((LARGE, 4, 2))
+    rivals = {name: med.get(name, {}).get(key, {}).get("mb_per_s")
+              for name in ("raw-twisted", "thriftpy2-threaded")}
+    rivals = {name: v for name, v in rivals.items() if v}
+    fastest = max(rivals, key=lambda name: rivals[name]) if rivals else None
+    goal(f"{key}: txthrift >= 1.0x max(raw Twisted, thriftpy2 threaded) MB/s"
+         + (f" (here {fastest})" if fastest else ""),
+         ratio(med, "txthrift", fastest, key, "mb_per_s") if fastest else None, ">=", 1.0, key=key)
+    key = pointKey((SMALL, 4, 16))
+    goal(f"small {key}: txthrift unframed / framed >= 0.90",
+         ratio(med, "txthrift-unframed", "txthrift", key), ">=", 0.90, key=key,
+         targets=("txthrift", "txthrift-unframed"))
 
 
 def machineInfo() -> dict[str, Any]:
@@ -973,7 +1084,8 @@ def printReport(report: dict[str, Any]) -> None:
             key = pointKey(point)
             print(f"\n-- {key}")
             print(f"   {'server':<22}{'calls/s':>11}{'MB/s':>9}{'p50 µs':>10}{'p99 µs':>10}"
-                  f"{'x raw':>7}{'srv cpu':>8}{'lg cpu':>7}{'noise':>6}{'fair':>6}"
+                  f"{'x raw':>7}{'srv cpu':>8}{'µs/call':>9}{'flt/call':>9}{'lg cpu':>7}"
+                  f"{'noise':>6}{'fair':>6}"
                   f"{'errors':>8}{'anchor':>11}")
             raw = med.get("raw-twisted", {}).get(key, {}).get("calls_per_s")
             for t in targets:
@@ -987,10 +1099,13 @@ def printReport(report: dict[str, Any]) -> None:
                 print(f"   {t.name:<22}{fmtRate(e['calls_per_s']):>11}{e['mb_per_s']:>9.1f}"
                       f"{e['p50_us']:>10,.0f}{e['p99_us']:>10,.0f}"
                       f"{(e['calls_per_s'] / raw if raw else 0):>7.2f}"
-                      f"{e.get('server_cpu_util', 0):>8.0%}{e.get('cpu_util', 0):>7.0%}"
+                      f"{e.get('server_cpu_util', 0):>8.0%}"
+                      f"{fmtRate(e.get('server_us_per_call')):>9}"
+                      f"{fmtRate(e.get('server_faults_per_call')):>9}{e.get('cpu_util', 0):>7.0%}"
                       f"{e.get('foreign_cpu', 0):>6.0%}"
                       f"{e.get('fairness', 0):>6.2f}{e['errors']:>8}{anchor or '':>11}")
 
+    printCpuTable(med)
     client = report.get("client")
     if client:
         print("\n-- client (against raw-twisted, framed binary)")
@@ -998,6 +1113,10 @@ def printReport(report: dict[str, Any]) -> None:
               f" (errors {client.get('txthrift_errors')})")
         print(f"   Apache sync client, one at a time: {fmtRate(client.get('apache-sync'))} calls/s"
               f" (errors {client.get('apache-sync_errors')})")
+        if "loadgen" in client:
+            print(f"   C load generator, {client.get('loadgen_point')}: "
+                  f"{fmtRate(client.get('loadgen'))} calls/s (the raw server's rate at that shape;"
+                  f" txthrift {client.get('vs_loadgen') or 0:.2f}x)")
     intake = report.get("intake")
     if intake and "messages" in intake:
         print("\n-- intake of one 16 MiB message in 4 KiB dataReceived calls")
@@ -1032,6 +1151,38 @@ def printReport(report: dict[str, Any]) -> None:
     print("=" * 100)
 
 
+def cpuTable(med: dict) -> list[tuple[str, dict[str, float | None]]]:
+    """
+    Server CPU µs per call of txthrift (auto) by protocol, at each CPU_POINTS
+    point measured.
+    """
+    rows = []
+    for point in CPU_POINTS:
+        key = pointKey(point)
+        row = {protocol: cpuPerCall(med, protocol, key) for protocol in PROTOCOL_TARGETS}
+        if any(v is not None for v in row.values()):
+            rows.append((key, row))
+    return rows
+
+
+def printCpuTable(med: dict) -> None:
+    rows = cpuTable(med)
+    if not rows:
+        return
+    print("\n-- server CPU per call, txthrift (auto), framed: µs of server CPU over the measured"
+          " window / calls")
+    print(f"   {'point':<18}{'binary':>10}{'compact':>10}{'json':>10}{'compact/bin':>13}"
+          f"{'json/bin':>10}")
+    for key, row in rows:
+        binary = row["binary"]
+        over = {}
+        for protocol in ("compact", "json"):
+            value = row[protocol]
+            over[protocol] = f"{value / binary:.2f}x" if value is not None and binary else "-"
+        print(f"   {key:<18}{fmtRate(binary):>10}{fmtRate(row['compact']):>10}"
+              f"{fmtRate(row['json']):>10}{over['compact']:>13}{over['json']:>10}")
+
+
 def chart(report: dict[str, Any], path: str) -> str | None:
     try:
         import matplotlib
@@ -1046,7 +1197,7 @@ def chart(report: dict[str, Any], path: str) -> str | None:
     grid = fig.add_gridspec(2, 3, height_ratios=[1, 1.1])
     panels = [(SMALL, "calls_per_s", "calls/s"), (MEDIUM, "calls_per_s", "calls/s"),
               (LARGE, "mb_per_s", "MB/s")]
-    colours = plt.get_cmap("tab10")
+    colours = plt.get_cmap("tab20")
     for i, (payload, metric, unit) in enumerate(panels):
         ax = fig.add_subplot(grid[0, i])
         points = [p for p in POINTS if p[0] == payload]
@@ -1054,7 +1205,7 @@ def chart(report: dict[str, Any], path: str) -> str | None:
         for j, name in enumerate(targets):
             values = [med[name].get(pointKey(p), {}).get(metric, 0) for p in points]
             xs = [k + j * width for k in range(len(points))]
-            ax.bar(xs, values, width, label=name, color=colours(j % 10))
+            ax.bar(xs, values, width, label=name, color=colours(j % 20))
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(points))])
         ax.set_xticklabels([f"C={p[1]} D={p[2]}" for p in points])
         ax.set_title(f"{sizeName(payload)} payload: {unit} (median)")
@@ -1099,12 +1250,22 @@ def chart(report: dict[str, Any], path: str) -> str | None:
     if client and client.get("txthrift"):
         text.append(f"client: txthrift {client['txthrift']:,.0f}/s vs Apache sync "
                     f"{client.get('apache-sync') or 0:,.0f}/s")
+        if client.get("loadgen"):
+            text.append(f"  C load generator {client.get('loadgen_point')}: "
+                        f"{client['loadgen']:,.0f}/s")
     memory = report.get("memory")
     if memory and "per_conn_used_kib" in memory:
         text.append(f"memory: {memory['per_conn_used_kib']:.1f} KiB per idle connection")
+    rows = cpuTable(med)
+    if rows:
+        text.append("server CPU µs/call (txthrift, framed):")
+        text.append(f"  {'':<15}{'binary':>9}{'compact':>9}{'json':>9}")
+        for key, row in rows:
+            text.append(f"  {key:<15}" + "".join(f"{fmtRate(row[p]):>9}" for p in PROTOCOL_TARGETS))
     ax.text(0, 1, "\n".join(text), va="top", family="monospace", fontsize=8)
-    fig.suptitle("txthrift vs incumbents: HelloService.getData, strict binary, "
-                 "servers on one core, C load generator on another")
+    fig.suptitle("txthrift vs incumbents: HelloService.getData, strict binary (txthrift-compact,"
+                 " txthrift-json: those protocols), servers on one core, C load generator on "
+                 "another")
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return None

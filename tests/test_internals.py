@@ -40,6 +40,7 @@ from zope.interface import implementer
 import twisted
 import txthrift
 from tests.gen.py.txthrift_test import Echo
+from tests.gen.py.txthrift_test.ttypes import Item
 from tests.gen.pytwisted.txthrift_test import Echo as TwistedEcho
 from txthrift import CallbackTransport, Codec, _thriftinternals, _twistedinternals
 from txthrift._codec import acceleration
@@ -49,7 +50,9 @@ from txthrift._thriftinternals import (
     WholeStructProtocol,
     awaitingReplies,
     decodeBinary,
+    decodeCompact,
     encodeBinary,
+    encodeCompact,
     lastSeqid,
     processorParts,
     restartingEachMessage,
@@ -241,6 +244,46 @@ def test_theCoderWritesAndReadsWhatTheProtocolDoes() -> None:
     limited = TBinaryProtocolAccelerated(TMemoryBuffer(plain.getvalue()), string_length_limit=10)
     with pytest.raises(Exception, match="limit"):
         decodeBinary(cls(), limited, typeArgs)
+
+
+@needsExtension
+def test_acceleratedCompactProtocolsUseTheCoderWeCall() -> None:
+    protocol = TCompactProtocolAccelerated(TMemoryBuffer())
+    same = protocol._fast_decode is decodeCompact and protocol._fast_encode is encodeCompact
+    assert same, (f"{THRIFT}'s TCompactProtocolAccelerated no longer codes with fastbinary's"
+                  f" decode_compact and encode_compact: {UPDATE_THRIFT}")
+
+
+@needsExtension
+def test_theCompactCoderWritesAndReadsWhatTheProtocolDoes() -> None:
+    """
+    C{encode_compact} writes what Apache's pure Python compact protocol
+    does; C{decode_compact} reads it back, within the string and container
+    limits of the protocol it is given.
+    """
+    assert encodeCompact is not None and decodeCompact is not None
+    cls: Any = Echo.getData_args
+    args = cls("x" * 300)
+    typeArgs = [cls, cls.thrift_spec]
+    plain = TMemoryBuffer()
+    args.write(TCompactProtocol(plain))
+    assert encodeCompact(args, typeArgs) == plain.getvalue(), (
+        f"{THRIFT}'s encode_compact(struct, [cls, spec]) writes other bytes: {UPDATE_THRIFT}")
+    read = cls()
+    decodeCompact(read, TCompactProtocolAccelerated(TMemoryBuffer(plain.getvalue())), typeArgs)
+    assert read == args, (
+        f"{THRIFT}'s decode_compact(struct, iprot, [cls, spec]) reads otherwise: {UPDATE_THRIFT}")
+    limited = TCompactProtocolAccelerated(TMemoryBuffer(plain.getvalue()),
+                                          string_length_limit=10)
+    with pytest.raises(Exception, match="limit"):
+        decodeCompact(cls(), limited, typeArgs)
+    itemCls: Any = Item
+    listed = TMemoryBuffer()
+    itemCls(id=1, values=[1, 2, 3]).write(TCompactProtocol(listed))
+    limited = TCompactProtocolAccelerated(TMemoryBuffer(listed.getvalue()),
+                                          container_length_limit=2)
+    with pytest.raises(Exception, match="limit"):
+        decodeCompact(itemCls(), limited, [itemCls, itemCls.thrift_spec])
 
 
 def test_accelerationIsReportedTruthfully() -> None:

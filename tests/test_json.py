@@ -201,6 +201,10 @@ def test_randomStructuresMatchApache(value: Any) -> None:
         assert same(got, value), (path, C.mismatch(value, got))
     _, back = decode(TJSONProtocol, data, type(value))
     assert same(back, value), C.mismatch(value, back)
+    codec = Codec("json")
+    assert codec.encode("m", TMessageType.CALL, 7, value) == apache
+    _, got = codecRead(codec, apache, type(value)())
+    assert same(got, value), C.mismatch(value, got)
 
 
 def test_messageTypesAndExceptions(codePath: str) -> None:
@@ -823,3 +827,211 @@ def test_depthAgreesWithTheScanner(value: Any, codePath: str) -> None:
                 assert e.type == TProtocolException.DEPTH_LIMIT
                 read = False
             assert read == scanned, (limit, message is skipped)
+
+
+# -- whole messages: the codec's shortcut ----------------------------------------------
+
+
+def codecRead(codec: Codec, data: bytes, body: Any) -> tuple[tuple[str, int, int], Any]:
+    """
+    Read C{data} as a server or client does through C{codec}.
+    """
+    iprot, name, mtype, seqid = codec.readHeader(data)
+    codec.readBody(iprot, body)
+    return (name, mtype, seqid), body
+
+
+def sharedReader(codec: Codec) -> TProtocolBase:
+    """
+    The protocol a JSON codec reads ordinary messages into, one for all.
+    """
+    iprot, *_ = codec.readHeader(encode(ApacheJSON, Base.add_args(1, 2), "add"))
+    codec.readBody(iprot, Base.add_args())
+    return iprot
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_codecWritesAndReadsWholeMessagesAsApache(value: Any) -> None:
+    """
+    A JSON codec writes a message in one piece, byte for byte as Apache's
+    writer, and reads one with a single parse into the one reader it keeps
+    for every message (not a protocol object per message).
+    """
+    codec = Codec("json")
+    data = codec.encode("m", TMessageType.CALL, 7, value)
+    assert data == encode(ApacheJSON, value)
+    reader = sharedReader(codec)
+    iprot, *_ = codec.readHeader(data)
+    assert iprot is reader
+    got = type(value)()
+    codec.readBody(iprot, got)
+    assert same(got, value), C.mismatch(value, got)
+
+
+@pytest.mark.parametrize("text", [
+    "", "plain", 'a "quoted" \\ word', "\b\f\n\r\t", "\x00\x01\x1f\x7f", "\\u0041",
+    "na\u00efve \u20ac \U0001f600", "x" * 5000, "x" * 5000 + "\n",
+])
+def test_codecQuotesStringsAsApache(text: str) -> None:
+    """
+    Strings, with every character Apache's writer escapes or leaves as it
+    is, are written as Apache writes them.
+    """
+    args = Conformance.echoString_args(text)
+    data = Codec("json").encode("echoString", TMessageType.CALL, 1, args)
+    assert data == encode(ApacheJSON, args, "echoString", TMessageType.CALL, 1)
+    _, got = codecRead(Codec("json"), data, Conformance.echoString_args())
+    assert got.v == text
+
+
+@pytest.mark.parametrize("data,shared", [
+    (b' [1,"echoPrimitives",1,5,{"1":{"rec":{"4":{"i32":1}}}}] ', False),
+    ('[1,"\u00e9cho",1,5,{"1":{"rec":{"4":{"i32":1}}}}]'.encode(), False),
+    (b'[1,"echoPrimitives",1,5,{"1":{"rec":{"6":{"dbl":-0}}}}]', True),
+    (b'[1,"echoPrimitives",1,5,{"1":{"rec":{"7":{"str":"\\ud83d\\ude00"}}}}]', True),
+], ids=["whitespace", "name not ASCII", "minus zero", "surrogate pair"])
+def test_codecReadsUnusualMessagesAsTheProtocolDoes(data: bytes, shared: bool) -> None:
+    """
+    A message out of the common way is read with the same outcome as the
+    protocol's own reading: by the protocol itself (whitespace around the
+    message, a name that is not ASCII), or by the shared reader.
+    """
+    codec = Codec("json")
+    reader = sharedReader(codec)
+    iprot, name, mtype, seqid = codec.readHeader(data)
+    assert (iprot is reader) is shared
+    got = Conformance.echoPrimitives_args()
+    codec.readBody(iprot, got)
+    protocol = ours(TMemoryBuffer(data))
+    assert (name, mtype, seqid) == protocol.readMessageBegin()
+    expected = Conformance.echoPrimitives_args()
+    expected.read(protocol)
+    assert same(got.v, expected.v)
+    if b"dbl" in data:
+        assert math.copysign(1, got.v.aDouble) == -1
+    if b"ud83d" in data:
+        assert got.v.aString == "\U0001f600"
+
+
+@pytest.mark.parametrize("name", sorted(HEADER_ERRORS))
+def test_codecRefusesMalformedHeaders(name: str) -> None:
+    """
+    A JSON codec fails a bad header as the protocol does (so that the
+    connection, out of step, is closed).
+    """
+    data, message = HEADER_ERRORS[name]
+    with pytest.raises(TProtocolException) as caught:
+        Codec("json").readHeader(data)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(BODY_ERRORS) + sorted(VALUE_ERRORS))
+def test_codecFailsMalformedBodiesWhenReadingThem(name: str) -> None:
+    """
+    A bad body does not fail the header, which a JSON codec reads as the
+    protocol does (so that the server can answer the call), but the body.
+    """
+    if name in BODY_ERRORS:
+        data, message = BODY_ERRORS[name]
+        data, method = GOOD_HEAD + data, "echoPrimitives"
+    else:
+        struct, message = VALUE_ERRORS[name]
+        method = "echoContainers" if b"lst" in struct or b"map" in struct \
+            or b"set" in struct else "echoPrimitives"
+        data = b'[1,"' + method.encode() + b'",1,5,{"1":{"rec":' + struct + b"}}]"
+    codec = Codec("json")
+    iprot, *header = codec.readHeader(data)
+    assert header == [method, 1, 5]
+    with pytest.raises(TProtocolException) as caught:
+        codec.readBody(iprot, structOf(Conformance, f"{method}_args")())
+    assert message in str(caught.value)
+    # And the next message is read as if nothing had happened.
+    assert codecRead(codec, argsOf("echoString", "ok"), Conformance.echoString_args())[1].v \
+        == "ok"
+
+
+def test_codecReadsWithinItsLimits() -> None:
+    """
+    A JSON codec holds whole messages to its limits: a message name (read
+    again by the protocol, which says what is wrong), strings, containers
+    and depth.
+    """
+    codec = Codec("json", Limits(max_string_length=5, max_container_length=2, max_depth=3))
+    with pytest.raises(TProtocolException) as caught:
+        codec.readHeader(argsOf("echoString", "x"))
+    assert caught.value.type == TProtocolException.SIZE_LIMIT
+    ping = argsOf("echoString", "x").replace(b"echoString", b"ping")
+    assert codecRead(codec, ping, Conformance.echoString_args())[1].v == "x"
+    cases = [(argsOf("echoString", "x" * 6).replace(b"echoString", b"ping"),
+              Conformance.echoString_args(), "max_string_length"),
+             (argsOf("echoNames", ["a", "b", "c"]).replace(b"echoNames", b"ping"),
+              Conformance.echoNames_args(), "max_container_length"),
+             (argsOf("echoNode", chain(2)).replace(b"echoNode", b"ping"),
+              Conformance.echoNode_args(), "max_depth")]
+    for data, body, limit in cases:
+        iprot, *_ = codec.readHeader(data)
+        with pytest.raises(TProtocolException) as caught:
+            codec.readBody(iprot, body)
+        assert limit in str(caught.value)
+
+
+def test_codecDetachedReaderOutlivesTheNextMessage() -> None:
+    """
+    A reader detached from a JSON codec reads its own message's body after
+    the codec has read the next one, and a processor reads through it.
+    """
+    codec = Codec("json")
+    first, second = argsOf("echoString", "first"), argsOf("echoString", "second")
+    iprot, *_ = codec.readHeader(first)
+    own = withStoredHeader(codec.detach(iprot), ("echoString", 1, 7))
+    assert own is not iprot
+    assert codecRead(codec, second, Conformance.echoString_args())[1].v == "second"
+    assert own.readMessageBegin() == ("echoString", 1, 7)
+    args = Conformance.echoString_args()
+    args.read(own)
+    own.readMessageEnd()
+    assert args.v == "first"
+    assert own.trans.getvalue() == first
+
+
+def test_codecWritesAndReadsApplicationExceptions() -> None:
+    """
+    Bodies without a C{thrift_spec} (Apache's L{TApplicationException}) are
+    written and read through their own methods, as Apache writes them.
+    """
+    codec = Codec("json")
+    data = codec.encodeException("na\u00efve", 9, TApplicationException.INTERNAL_ERROR,
+                                 'bad "thing"\n')
+    error = TApplicationException(TApplicationException.INTERNAL_ERROR, 'bad "thing"\n')
+    assert data == encode(ApacheJSON, error, "na\u00efve", TMessageType.EXCEPTION, 9)
+    data = encode(ApacheJSON, error, "m", TMessageType.EXCEPTION, 9)
+    reader = sharedReader(codec)
+    header, got = codecRead(codec, data, TApplicationException())
+    assert header == ("m", TMessageType.EXCEPTION, 9)
+    assert (got.type, got.message) == (error.type, error.message)
+    assert codec.readHeader(data)[0] is reader
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_codecLeavesGarbageCollectionAsItWas(enabled: bool) -> None:
+    """
+    Collection, paused while a big message is parsed and read whole, is as
+    it was after reads that succeed and reads that fail.
+    """
+    import gc
+
+    big = Conformance.echoNames_args(["x" * 100] * 1000)
+    data = encode(ApacheJSON, big, "echoNames")
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        codec = Codec("json")
+        assert codecRead(codec, data, Conformance.echoNames_args())[1].v == big.v
+        assert gc.isenabled() is enabled
+        codec = Codec("json", Limits(max_container_length=10))
+        iprot, *_ = codec.readHeader(data)
+        with pytest.raises(TProtocolException):
+            codec.readBody(iprot, Conformance.echoNames_args())
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

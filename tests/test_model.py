@@ -735,9 +735,10 @@ async def test_modelOverRealSockets() -> None:
     observer = cast(ILogObserver, events.append)
     globalLogPublisher.addObserver(observer)
     # A closed client looks half-closed to a server, which gives its calls
-    # the idle timeout to be answered: kept short here.
+    # half_closed_timeout to be answered (and idle_timeout to be sent): both
+    # kept short here, well within the WAIT the test gives the server.
     port: Any = await txthrift.serve(reactor, "tcp:0:interface=127.0.0.1", handler, service=Echo,
-                                idle_timeout=1.0)
+                                idle_timeout=1.0, half_closed_timeout=1.0)
     factory: ServerFactory = port.factory
     address = f"tcp:host=127.0.0.1:port={port.getHost().port}"
     clients: list[Any] = [

@@ -24,7 +24,7 @@ from tests._hardening import bounded, frameFor, until
 from tests.gen.py.txthrift_test import Echo
 from txthrift import Codec, Limits, ServerFactory, _framing
 from txthrift._framing import makeFramer
-from txthrift._writing import atNextTurn, canSendDirectly, send
+from txthrift._writing import atNextTurn, canSendDirectly, send, sendParts
 
 WAIT = 20.0
 
@@ -141,6 +141,70 @@ async def test_whatTheSocketDoesNotTakeWaitsInTheTransport() -> None:
     finally:
         transport.loseConnection()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sendPartsGathersThemOntoTheSocket() -> None:
+    """
+    Parts go onto the socket as they are, in order, without being joined
+    first, however big.
+    """
+    transport, client, port = await connectedPair()
+    try:
+        parts = [b"head", bytes(range(256)) * 1024, b"tail"]
+        sendParts(transport, parts)
+        # The kernel took at least some of it straight from the parts.
+        assert transport._tempDataLen < sum(map(len, parts))
+        await until(lambda: len(client.data) == sum(map(len, parts)), WAIT)
+        assert client.data == b"".join(parts)
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_whatTheSocketDoesNotTakeOfThePartsWaitsInTheTransport() -> None:
+    transport, client, port = await connectedPair()
+    peer: Any = client.transport
+    try:
+        peer.pauseProducing()  # the peer does not read for now
+        parts = [b"head", bytes(range(256)) * (64 * 1024), b"tail"]  # 16 MiB
+        sendParts(transport, parts)
+        assert transport._tempDataLen > 0
+        sendParts(transport, [b"and then ", b"this"])  # behind what waits
+        peer.resumeProducing()
+        data = b"".join(parts) + b"and then this"
+        await until(lambda: len(client.data) == len(data), WAIT)
+        assert hashlib.sha256(client.data).digest() == hashlib.sha256(data).digest()
+    finally:
+        transport.loseConnection()
+        await port.stopListening()
+
+
+def test_sendPartsWritesOnTransportsItCannotSendOnItself() -> None:
+    transport = StringTransport()
+    sendParts(transport, [b"a", b"bc"] * 20)
+    assert transport.value() == b"abc" * 20
+
+
+def test_aBigReplyGoesOutAsItsPrefixAndItself(monkeypatch: pytest.MonkeyPatch,
+                                              sent: list[bytes]) -> None:
+    """
+    A reply past the batch size is handed over at once, as its length
+    prefix and the message itself: not joined into one more copy.
+    """
+    gathered: list[list[bytes]] = []
+    monkeypatch.setattr(_framing, "sendParts", lambda transport, parts: gathered.append(parts))
+    clock = Clock()
+    proto = ServerFactory(Deferring(), clock=clock).buildProtocol(None)
+    proto.makeConnection(onReactor(clock))
+    proto.framer = makeFramer("framed", "binary", Limits())
+    message = b"\x80\x01" + bytes(1024 * 1024)
+    proto.sendMessage(message)
+    [[prefix, itself]] = gathered
+    assert prefix == len(message).to_bytes(4, "big") and itself is message
+    clock.advance(0)
+    assert sent == []
 
 
 class Deferring(EchoBasics):

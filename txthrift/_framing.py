@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from ._budget import PartialBudget
 from ._limits import Limits
 from ._scanning import FrameError, Scanner, scannerFor
-from ._writing import atNextTurn, canSendDirectly, send
+from ._writing import atNextTurn, canSendDirectly, send, sendParts
 
 __all__ = [
     "PROTOCOLS",
@@ -47,6 +47,13 @@ PROTOCOLS: Final = ("auto", "binary", "compact", "json")
 
 #: Bytes of replies gathered in one read before they are written out.
 _BATCH_LIMIT = 65536
+
+#: The most pieces (prefixes and messages) of a batch sent without joining
+#: them first, when they come to _BATCH_LIMIT: big messages, not many small.
+_GATHER_MOST = 8
+
+#: Pieces of a frame smaller than this are kept together (see _Framed._hold).
+_PIECE = 4096
 
 #: Seconds a connection closed for a message too slow to come may take to
 #: send what it was sent before it is cut off.
@@ -87,7 +94,12 @@ class _Framed:
     def __init__(self, protocol: str, limits: Limits) -> None:
         self.protocol = protocol
         self._max = limits.max_frame_size
-        self._buffer = bytearray()
+        # The pieces of a frame begun, its prefix first, as they came (and
+        # what came after it in the last): joined once, when it is whole.
+        self._parts: list[bytes | bytearray] = []
+        self._partsSize = 0
+        # 4 + the frame's length, once its prefix is there; else 0.
+        self._frameEnd = 0
 
     #: Bytes of a frame being skipped (see L{_oversized}) still to come.
     _skipping = 0
@@ -101,28 +113,24 @@ class _Framed:
         The bytes of the frame begun but not yet whole, its prefix included;
         assigning replaces them (L{txthrift.TTwisted}'s C{recvd}).
         """
-        return bytes(self._buffer)
+        return b"".join(self._parts)
 
     @held.setter
     def held(self, data: bytes) -> None:
-        self._buffer[:] = data
+        self._parts, self._partsSize, self._frameEnd = [], 0, 0
+        if data:
+            self._hold(bytes(data))
 
     def feed(self, data: bytes) -> list[bytes]:
         messages: list[bytes] = []
         if self._skipping:
             data = self._skip(data, messages)
-        buffer = self._buffer
-        if buffer:
-            # The rest of a frame begun earlier: gather until it is whole,
-            # then cut from one copy of it.
-            buffer += data
-            if len(buffer) < 4:
+        if self._parts:
+            # The rest of a frame begun earlier: gather its pieces until it
+            # is whole, then go on with what follows it.
+            data = self._gather(data, messages)
+            if not data:
                 return messages
-            (length,) = _I32.unpack_from(buffer)
-            if 0 < length <= self._max and len(buffer) < 4 + length:
-                return messages
-            data = bytes(buffer)
-            buffer.clear()
         size = len(data)
         offset = 0
         limit = self._max
@@ -134,12 +142,66 @@ class _Framed:
                 continue
             end = offset + 4 + length
             if end > size:
+                self._frameEnd = 4 + length
                 break
             messages.append(data[offset + 4 : end])
             offset = end
         if offset < size:
-            buffer += memoryview(data)[offset:]
+            self._hold(data[offset:] if offset else data)
         return messages
+
+    def _hold(self, piece: bytes) -> None:
+        """
+        Keep C{piece} of the frame begun.  Small pieces are kept together,
+        so that a frame sent a few bytes at a time takes no more memory than
+        its bytes (a piece of its own costs some 40 bytes more).
+        """
+        parts = self._parts
+        if len(piece) >= _PIECE:
+            parts.append(piece)
+        elif parts and type(parts[-1]) is bytearray:
+            parts[-1] += piece
+        else:
+            parts.append(bytearray(piece))
+        self._partsSize += len(piece)
+
+    def _gather(self, data: bytes, messages: list[bytes]) -> bytes:
+        """
+        Add C{data} to the frame begun; once it is whole, add it to
+        C{messages} and return what follows it (C{b""} until then).
+        """
+        self._hold(data)
+        parts = self._parts
+        if not self._frameEnd:
+            if self._partsSize < 4:
+                return b""
+            if len(parts[0]) < 4:
+                parts[:] = [b"".join(parts)]
+            (length,) = _I32.unpack_from(parts[0])
+            if not 0 < length <= self._max:
+                # Refused (or skipped) as feed finds it.
+                return self._takeParts()
+            self._frameEnd = 4 + length
+        over = self._partsSize - self._frameEnd
+        if over < 0:
+            return b""
+        if len(parts) == 1:
+            return self._takeParts()
+        # One copy of the frame, without its prefix, from its pieces.
+        last = parts[-1]
+        cut = len(last) - over
+        messages.append(b"".join([memoryview(parts[0])[4:], *parts[1:-1],
+                                  memoryview(last)[:cut]]))
+        self._parts, self._partsSize, self._frameEnd = [], 0, 0
+        return bytes(last[cut:]) if over else b""
+
+    def _takeParts(self) -> bytes:
+        """
+        Forget the frame begun; return its pieces joined.
+        """
+        data = b"".join(self._parts)
+        self._parts, self._partsSize, self._frameEnd = [], 0, 0
+        return data
 
     def _oversized(self, length: int, rest: bytes, messages: list[bytes]) -> bytes:
         """
@@ -168,7 +230,7 @@ class _Framed:
         """
         Bytes held of a message not yet whole.
         """
-        return len(self._buffer)
+        return self._partsSize
 
 
 class _Unframed:
@@ -199,8 +261,17 @@ class _Unframed:
                 return []
             data = b"".join(self._held)
             self._held, self._heldSize = [], 0
-        buffer += data
         messages: list[bytes] = []
+        if buffer:
+            buffer += data
+        else:
+            # Nothing begun: the messages whole in this read are cut from it
+            # at once (in C), not copied through the buffer and scanned one
+            # by one; the rest, if any, goes the way of a partial message.
+            taken = scanner.cut(data, messages)
+            if taken == len(data):
+                return messages
+            buffer += memoryview(data)[taken:]
         try:
             while buffer:
                 if len(buffer) < scanner.need:
@@ -217,6 +288,8 @@ class _Unframed:
                     messages.append(bytes(view[:end]))
                 del buffer[:end]
                 scanner.reset()
+                # The messages whole after it, cut at once as above.
+                del buffer[:scanner.cut(buffer, messages)]
         except FrameError as error:
             error.messages = messages
             raise
@@ -405,15 +478,23 @@ class ThriftMessageProtocol(Protocol):
         Hand what is gathered to the transport now; for subclasses, before
         anything that must not overtake it (a close, a write of their own).
         """
-        if not self._out:
+        out = self._out
+        if not out:
             return
-        # One string: the transport's writeSequence walks its items in
-        # Python, twice.
-        data = b"".join(self._out)
+        big = self._outSize >= _BATCH_LIMIT and len(out) <= _GATHER_MOST
         self._out, self._outSize = [], 0
         transport = self.transport
         if transport is None:
             return
+        if big and self._nextTurn is not None:
+            # Big messages go onto the socket as they are: joining them would
+            # copy every byte once more, and the transport would send only
+            # SEND_LIMIT (128 KiB) of them per turn of the reactor.
+            sendParts(transport, out)
+            return
+        # One string: the transport's writeSequence walks its items in
+        # Python, twice.
+        data = b"".join(out)
         if self._nextTurn is not None:
             send(transport, data)
         else:

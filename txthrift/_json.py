@@ -4,18 +4,19 @@ Thrift's JSON protocol, read with the standard library's C JSON scanner.
 Apache's C{TJSONProtocol} reads one byte at a time in Python: an 8 MiB
 string takes it about 5 s, all of it on the reactor, while every other
 connection waits.  Here the C scanner of L{json} parses a message's header
-as four values and its body as one.  Generated structs are then read and
-written whole (handed over as Apache's C codec gets them for binary: see
+as four values and its body as one.  Generated structs are then read whole
+(handed over as Apache's C codec gets them for binary: see
 L{txthrift._thriftinternals.WholeStructProtocol}), walking the
 C{thrift_spec} over the parsed values, with lists of numbers and strings
-checked and formatted in C; the read and write API serves everything else
-(processors' headers, C{skip}, hand-written code).  The bytes written are those Apache's writer writes for
-the same calls, but for non-finite doubles, written as the quoted C{"NaN"},
-C{"Infinity"} and C{"-Infinity"} the protocol defines.
+checked in C; the read API serves everything else (processors' headers,
+C{skip}, hand-written code).  L{JSONProtocol} writes with
+L{txthrift._jsonwriting}'s writer, byte for byte as Apache's.  A codec goes
+further (L{JSONMessages}): a message parsed with one scan, header and body
+together, into one reader kept for all, and written with one join.
 
 Measured by C{benchmarks/json_stall.py --codec}, decoding costs at most
-about 0.2 us a byte (a list of empty structs; deep trees 0.17), strings and
-binary 0.004-0.007, against Apache's 0.6 for a string.
+about 0.2 us a byte (a list of empty structs; deep trees 0.17), strings
+0.0015-0.003, binary 0.004-0.008, against Apache's 0.6 for a string.
 
 What it reads that Apache's reader does not: whitespace between tokens,
 bare C{NaN}/C{Infinity} tokens and quoted numbers anywhere.  What Apache's
@@ -27,10 +28,8 @@ Knows nothing of framing, sockets, the reactor or the codec that uses it.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
-import math
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,37 +39,36 @@ from operator import itemgetter
 from typing import Any, Final, cast
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException, TProtocolFactory
-from thrift.Thrift import TFrozenDict, TType
+from thrift.Thrift import TFrozenDict, TMessageType, TType
+from thrift.transport.TTransport import TMemoryBuffer
 
-from ._nogc import noCollections
+from ._jsonwriting import (
+    _BOUNDS,
+    _FLOATS,
+    _I8,
+    _I16,
+    _I32,
+    _I64,
+    _INTS,
+    _MAX_HEADS,
+    _NAMES,
+    _UUID,
+    JSONWriter,
+    _fields,
+    _invalid,
+    _quoteJSON,
+    _structParts,
+)
+from ._nogc import BIG_MESSAGE, noCollections
 from ._thriftinternals import WholeStructProtocol
 
-__all__ = ["JSONProtocol", "JSONProtocolFactory"]
+__all__ = ["JSONMessages", "JSONProtocol", "JSONProtocolFactory"]
 
 VERSION: Final = 1
-#: The uuid type code, which thrift releases before 0.20 do not name.
-_UUID: Final[int] = getattr(TType, "UUID", 16)
 #: The nesting Apache's protocols allow, which thrift 0.20 does not name.
 _DEPTH: Final[int] = getattr(TProtocolBase, "DEFAULT_RECURSION_DEPTH", 64)
 
-#: Type names on the wire, as Apache's TJSONProtocol.cpp names them.
-_NAMES: Final = {
-    TType.BOOL: "tf",
-    TType.BYTE: "i8",
-    TType.I16: "i16",
-    TType.I32: "i32",
-    TType.I64: "i64",
-    TType.DOUBLE: "dbl",
-    TType.STRING: "str",
-    TType.STRUCT: "rec",
-    TType.LIST: "lst",
-    TType.SET: "set",
-    TType.MAP: "map",
-    _UUID: "uid",
-}
 _TYPES: Final = {name: ttype for ttype, name in _NAMES.items()}
-#: Each type name as written: quoted, for the writer.
-_QUOTED: Final = {ttype: f'"{name}"' for ttype, name in _NAMES.items()}
 
 # Objects parse to tuples of (key, value) pairs, arrays to lists: the two
 # stay apart, keys keep their order, and nothing is hashed.  Control
@@ -108,23 +106,17 @@ _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 #: What a whole list of map keys of an integer type may hold.
 _DIGITS: Final = re.compile(r"[-0-9]*")
-#: The type sets of lists that need no checks element by element.
-_INTS: Final = {int}
+#: The type set of lists of strings that need no checks string by string.
 _STRS: Final = {str}
-_FLOATS: Final = {float}
 _first: Final = itemgetter(0)
 _second: Final = itemgetter(1)
 #: No value: not None, which JSON's null parses to.
 _NOTHING: Final[Any] = object()
+#: Values all read: an iterator that is over.
+_DONE: Final[Iterator[Any]] = iter(())
 #: Field ids (object keys) as parsed, for the common small ones.
 _FIELD_IDS: Final = {str(fid): fid for fid in range(-8, 1024)}
 
-# Integer ranges by type.
-_I8: Final = (-(2**7), 2**7 - 1)
-_I16: Final = (-(2**15), 2**15 - 1)
-_I32: Final = (-(2**31), 2**31 - 1)
-_I64: Final = (-(2**63), 2**63 - 1)
-_BOUNDS: Final = {TType.BYTE: _I8, TType.I16: _I16, TType.I32: _I32, TType.I64: _I64}
 #: Whether a struct class is immutable (its read() a classmethod), by class.
 _immutables: dict[type, bool] = {}
 
@@ -154,22 +146,20 @@ _SHAPES: Final[dict[int, tuple[type, ...]]] = {
     _UUID: (str,),
 }
 
-# Writer contexts: where the next value goes, which decides what precedes it.
-_TOP, _ELEMENT, _FIELD, _FIRST_KEY, _KEY, _VALUE, _FIRST_FIELD, _NEXT_FIELD = range(8)
-#: Apache's writer escapes these five control characters and no others;
-#: L{json} escapes the rest as \\u00XX, which then has to be undone.
-_ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n",
-                   "\r": "\\r", "\t": "\\t"}
-_encodeString: Final[Callable[[str], str]] = json.encoder.encode_basestring
-#: Field headers as written, by (first, field id, type).
-_heads: dict[tuple[bool, int, int], str] = {}
-_MAX_HEADS: Final = 4096
+def _negativeZero(text: str) -> bool:
+    """
+    Whether C{text} may hold the number -0 (a one-character search first:
+    memchr, 50 times faster for 4 KiB than one of two characters).
+    """
+    return "-" in text and any(token in text for token in _NEGATIVE_ZERO_TOKENS)
 
 
-
-
-def _invalid(message: str) -> TProtocolException:
-    return TProtocolException(TProtocolException.INVALID_DATA, message)
+def _surrogateEscape(text: str) -> bool:
+    """
+    Whether C{text} holds an escaped UTF-16 surrogate, which may parse to a
+    lone one.
+    """
+    return "\\" in text and "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
 
 
 def _describe(value: Any) -> str:
@@ -186,141 +176,7 @@ def _describe(value: Any) -> str:
     return f"{value!r}"[:40]
 
 
-def _quoteJSON(text: str) -> str:
-    """
-    C{text} as Apache's writer quotes it.
-    """
-    quoted = _encodeString(text)
-    if "\\u00" in quoted:
-        # A control character L{json} escaped and Apache would not (or a
-        # backslash before "u00" in the text): escape the way Apache does.
-        quoted = '"' + "".join([_ESCAPES.get(c, c) for c in text]) + '"'
-    return quoted
-
-
-# Whole structs written at once (the generated code's fast path), walking
-# their thrift_spec: a function call per struct and container, none per
-# field or element of a list of numbers or strings.
-
-#: Field heads as written, by (field id, type).
-_fieldHeads: dict[tuple[int, int], str] = {}
-_formatDouble: Final = "{:.17g}".format
-
-
-def _fieldHead(fid: int, ttype: int) -> str:
-    head = _fieldHeads.get((fid, ttype))
-    if head is None:
-        head = f'"{fid}":{{{_QUOTED[ttype]}:'
-        if len(_fieldHeads) < _MAX_HEADS:
-            _fieldHeads[fid, ttype] = head
-    return head
-
-
-def _outOfRange(ttype: int) -> TProtocolException:
-    low, high = _BOUNDS[ttype]
-    return _invalid(f"{_NAMES[ttype]} requires {low} <= number <= {high}")
-
-
-def _encodeDouble(value: float) -> str:
-    if math.isfinite(value):
-        return _formatDouble(value)
-    if math.isnan(value):
-        return '"NaN"'
-    return '"Infinity"' if value > 0 else '"-Infinity"'
-
-
-def _encodeBinary(value: bytes) -> str:
-    return '"' + base64.b64encode(value).decode("ascii") + '"'
-
-
-def _encodeStruct(obj: Any, spec: Any) -> str:
-    members = []
-    for field in spec:
-        if field is None:
-            continue
-        value = getattr(obj, field[2])
-        if value is not None:
-            members.append(_fieldHead(field[0], field[1])
-                           + _encodeValue(field[1], field[3], value) + "}")
-    return "{" + ",".join(members) + "}"
-
-
-def _encodeValue(ttype: int, spec: Any, value: Any) -> str:
-    if ttype == TType.STRING:
-        return _encodeBinary(value) if spec == "BINARY" else _quoteJSON(value)
-    bounds = _BOUNDS.get(ttype)
-    if bounds is not None:
-        if not bounds[0] <= value <= bounds[1]:
-            raise _outOfRange(ttype)
-        return str(value) if type(value) is int else f"{value}"
-    if ttype == TType.STRUCT:
-        return _encodeStruct(value, spec[1])
-    if ttype == TType.LIST or ttype == TType.SET:
-        head = f"[{_QUOTED[spec[0]]},{len(value)}"
-        if not value:
-            return head + "]"
-        return head + "," + ",".join(_encodeElements(spec[0], spec[1], value)) + "]"
-    if ttype == TType.MAP:
-        ktype, kspec, vtype, vspec, _ = spec
-        head = f"[{_QUOTED[ktype]},{_QUOTED[vtype]},{len(value)},{{"
-        if not value:
-            return head + "}]"
-        keys = _encodeKeys(ktype, kspec, list(value))
-        values = _encodeElements(vtype, vspec, list(value.values()))
-        return head + ",".join([k + ":" + v for k, v in zip(keys, values)]) + "}]"
-    if ttype == TType.BOOL:
-        return "1" if value else "0"
-    if ttype == TType.DOUBLE:
-        return _encodeDouble(value)
-    if ttype == _UUID:
-        return _quoteJSON(str(value))
-    raise _invalid(f"cannot write a value of type {ttype}")
-
-
-def _encodeElements(etype: int, espec: Any, values: Any) -> list[str]:
-    """
-    Elements of type C{etype}: whole lists of numbers and strings are
-    checked and formatted in C where they can be.
-    """
-    bounds = _BOUNDS.get(etype)
-    if bounds is not None:
-        if set(map(type, values)) == _INTS and bounds[0] <= min(values) \
-                and max(values) <= bounds[1]:
-            return list(map(str, values))
-    elif etype == TType.STRING:
-        if espec == "BINARY":
-            return list(map(_encodeBinary, values))
-        quoted = list(map(_encodeString, values))
-        if "\\u00" not in "".join(quoted):
-            return quoted
-        return list(map(_quoteJSON, values))
-    elif etype == TType.DOUBLE:
-        if set(map(type, values)) == _FLOATS and all(map(math.isfinite, values)):
-            return list(map(_formatDouble, values))
-        return list(map(_encodeDouble, values))
-    elif etype == TType.STRUCT:
-        fields = espec[1]
-        return [_encodeStruct(v, fields) for v in values]
-    elif etype == TType.BOOL:
-        return ["1" if v else "0" for v in values]
-    return [_encodeValue(etype, espec, v) for v in values]
-
-
-def _encodeKeys(ktype: int, kspec: Any, keys: list[Any]) -> list[str]:
-    """
-    Map keys of type C{ktype}: numbers among them quoted, as JSON keys are.
-    """
-    if ktype == TType.STRING or ktype == _UUID:
-        return _encodeElements(ktype, kspec, keys)
-    if ktype == TType.DOUBLE:
-        return [k if k[0] == '"' else '"' + k + '"' for k in map(_encodeDouble, keys)]
-    if ktype in _BOUNDS or ktype == TType.BOOL:
-        return ['"' + k + '"' for k in _encodeElements(ktype, kspec, keys)]
-    # Structs and containers, unquoted as Apache writes them (not JSON).
-    return _encodeElements(ktype, kspec, keys)
-
-
-class JSONProtocol(WholeStructProtocol):
+class JSONProtocol(JSONWriter, WholeStructProtocol):
     """
     Thrift's JSON protocol over a transport holding whole messages (a
     C{TMemoryBuffer}, or any transport with a C{cstringio_buf}).
@@ -465,10 +321,10 @@ class JSONProtocol(WholeStructProtocol):
         """
         if self._badUTF8 is not None:
             raise _invalid(self._badUTF8)
-        signed = any(token in text for token in _NEGATIVE_ZERO_TOKENS)
+        signed = _negativeZero(text)
         with noCollections:
             value, at = self._scanAt(text, at, what, _scanSigned if signed else _scan)
-        self._surrogates = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+        self._surrogates = _surrogateEscape(text)
         return value, at
 
     def _body(self) -> Iterator[Any]:
@@ -492,6 +348,18 @@ class JSONProtocol(WholeStructProtocol):
 
     def readMessageEnd(self) -> None:
         self._resetRead()
+
+    def _bodyParsed(self, values: Iterator[Any], surrogates: bool) -> None:
+        """
+        Be as after L{readMessageBegin}, with the body parsed already (as
+        L{JSONMessages} parses whole messages): C{values} yields it.
+        """
+        self._values = values
+        self._outer = []
+        self._pending = _NOTHING
+        self._depth = 0
+        self._surrogates = surrogates
+        self._badUTF8 = None
 
     def _take(self, what: str) -> Any:
         value = self._pending
@@ -802,8 +670,15 @@ class JSONProtocol(WholeStructProtocol):
             raise self._tooDeep()
         fields: dict[str, Any] | None = None if obj is not None else {}
         size = len(spec)
-        for pair in pairs:
-            fid, ttype, value = self._field(pair)
+        for key, wrapper in pairs:  # An object's pairs: two each.
+            # What _field does, without the call, for the common field.
+            fid = _FIELD_IDS.get(key)
+            ttype = None
+            if fid is not None and type(wrapper) is tuple and len(wrapper) == 1:
+                name, value = wrapper[0]
+                ttype = _TYPES.get(name)
+            if fid is None or ttype is None:
+                fid, ttype, value = self._field((key, wrapper))
             field = spec[fid] if 0 <= fid < size else None
             if field is None or field[1] != ttype:
                 self._skipped(ttype, value, depth)
@@ -929,176 +804,6 @@ class JSONProtocol(WholeStructProtocol):
             return [self._uuid(k) for k in keys]
         raise _invalid(f"map keys of type {_NAMES.get(ktype, ktype)} cannot be read from JSON")
 
-    # -- writing ---------------------------------------------------------
-
-    def _resetWrite(self) -> None:
-        self._parts: list[str] = []
-        self._context = _TOP
-        self._contexts: list[int] = []
-
-    def _flush(self) -> None:
-        parts, self._parts = self._parts, []
-        self.trans.write("".join(parts).encode("utf-8"))
-
-    def _number(self, text: str) -> None:
-        """
-        Write a number; as a map key it is quoted.
-        """
-        context = self._context
-        if context == _ELEMENT:
-            self._parts += (",", text)
-        elif context == _FIELD:
-            self._parts.append(text)
-        elif context == _VALUE:
-            self._parts += (":", text)
-            self._context = _KEY
-        elif context == _KEY:
-            self._parts += (',"', text, '"')
-            self._context = _VALUE
-        elif context == _FIRST_KEY:
-            self._parts += ('"', text, '"')
-            self._context = _VALUE
-        else:
-            self._parts.append(text)
-            self._flush()
-
-    def _token(self, text: str) -> None:
-        """
-        Write a string, or open a struct or container.
-        """
-        context = self._context
-        if context == _ELEMENT:
-            self._parts += (",", text)
-        elif context == _FIELD:
-            self._parts.append(text)
-        elif context == _VALUE:
-            self._parts += (":", text)
-            self._context = _KEY
-        elif context == _KEY:
-            self._parts += (",", text)
-            self._context = _VALUE
-        elif context == _FIRST_KEY:
-            self._parts.append(text)
-            self._context = _VALUE
-        else:
-            self._parts.append(text)
-            if not self._contexts:
-                self._flush()
-
-    def _open(self, text: str, context: int) -> None:
-        outer = self._context
-        if outer == _TOP:
-            self._parts.append(text)
-        else:
-            self._token(text)
-            # Moved on by _token, as from a map key to its value.
-            outer = self._context
-        self._contexts.append(outer)
-        self._context = context
-
-    def _close(self, text: str) -> None:
-        self._parts.append(text)
-        self._context = self._contexts.pop()
-        if self._context == _TOP:
-            self._flush()
-
-    def encodeStruct(self, obj: Any, typeArgs: list[Any]) -> bytes:
-        text = _encodeStruct(obj, typeArgs[1])
-        if self._context == _TOP:
-            return text.encode("utf-8")  # A struct alone: the caller writes it.
-        self._token(text)
-        return b""
-
-    def writeMessageBegin(self, name: str, ttype: int, seqid: int) -> None:
-        self._resetWrite()
-        self._parts += ("[1,", _quoteJSON(name), ",", str(ttype), ",", str(seqid))
-        self._contexts.append(_TOP)
-        self._context = _ELEMENT
-
-    def writeMessageEnd(self) -> None:
-        self._close("]")
-
-    def writeStructBegin(self, name: str) -> None:
-        self._open("{", _FIRST_FIELD)
-
-    def writeStructEnd(self) -> None:
-        self._close("}")
-
-    def writeFieldBegin(self, name: str, ttype: int, fid: int) -> None:
-        first = self._context == _FIRST_FIELD
-        head = _heads.get((first, fid, ttype))
-        if head is None:
-            head = ('"' if first else ',"') + f'{fid}":{{{_QUOTED[ttype]}:'
-            if len(_heads) < _MAX_HEADS:
-                _heads[first, fid, ttype] = head
-        self._parts.append(head)
-        self._contexts.append(_NEXT_FIELD)
-        self._context = _FIELD
-
-    def writeFieldEnd(self) -> None:
-        self._parts.append("}")
-        self._context = self._contexts.pop()
-
-    def writeFieldStop(self) -> None:
-        pass
-
-    def writeListBegin(self, etype: int, size: int) -> None:
-        self._open(f"[{_QUOTED[etype]},{size}", _ELEMENT)
-
-    writeSetBegin = writeListBegin
-
-    def writeListEnd(self) -> None:
-        self._close("]")
-
-    writeSetEnd = writeListEnd
-
-    def writeMapBegin(self, ktype: int, vtype: int, size: int) -> None:
-        self._open(f"[{_QUOTED[ktype]},{_QUOTED[vtype]},{size},{{", _FIRST_KEY)
-
-    def writeMapEnd(self) -> None:
-        self._close("}]")
-
-    def writeBool(self, bool_val: bool) -> None:
-        self._number("1" if bool_val else "0")
-
-    def _integer_(self, value: int, bounds: tuple[int, int], what: str) -> None:
-        if not bounds[0] <= value <= bounds[1]:
-            raise _invalid(f"{what} requires {bounds[0]} <= number <= {bounds[1]}")
-        self._number(str(value) if type(value) is int else f"{value}")
-
-    def writeByte(self, byte: int) -> None:
-        self._integer_(byte, _I8, "i8")
-
-    def writeI16(self, i16: int) -> None:
-        self._integer_(i16, _I16, "i16")
-
-    def writeI32(self, i32: int) -> None:
-        if type(i32) is int and -2147483648 <= i32 <= 2147483647:
-            self._number(str(i32))
-        else:
-            self._integer_(i32, _I32, "i32")
-
-    def writeI64(self, i64: int) -> None:
-        self._integer_(i64, _I64, "i64")
-
-    def writeDouble(self, dbl: float) -> None:
-        if math.isfinite(dbl):
-            # 17 significant digits, as Apache writes them: enough for any double.
-            self._number(f"{dbl:.17g}")
-        elif math.isnan(dbl):
-            self._token('"NaN"')
-        else:
-            self._token('"Infinity"' if dbl > 0 else '"-Infinity"')
-
-    def writeString(self, str_val: str) -> None:
-        self._token(_quoteJSON(str_val))
-
-    def writeBinary(self, str_val: bytes) -> None:
-        self._token('"' + base64.b64encode(str_val).decode("ascii") + '"')
-
-    def writeUuid(self, uuid: uuid.UUID) -> None:
-        self._token(_quoteJSON(str(uuid)))
-
 
 class JSONProtocolFactory(TProtocolFactory):
     """
@@ -1115,3 +820,141 @@ class JSONProtocolFactory(TProtocolFactory):
     def getProtocol(self, trans: Any) -> JSONProtocol:
         return JSONProtocol(trans, self.string_length_limit, self.container_length_limit,
                             self.depth_limit)
+
+
+class JSONMessages:
+    """
+    Whole messages of Thrift's JSON protocol, each read with one scan of
+    header and body together and written with one join: what a codec that
+    chooses its own protocol uses for JSON, instead of a protocol object
+    and a buffer each way per message.
+
+    A message read goes into one reader kept for all of them, as the binary
+    codec's: good until the next L{readHeader}, unless L{detach}ed.  One out
+    of the common way (whitespace around it, a C{-0}, a name that is not
+    ASCII or too long, anything malformed) is read again by a protocol of
+    its own, which says what is wrong where it always does: a bad header
+    fails L{readHeader}, a bad body L{readBody}.
+    """
+
+    def __init__(self, factory: JSONProtocolFactory) -> None:
+        self._factory = factory
+        self._reader = factory.getProtocol(TMemoryBuffer())
+        #: The message the reader holds, for L{detach}.
+        self._message = b""
+        #: Message heads as written, up to the seqid, by name and type.
+        self._heads: dict[tuple[str, int], str] = {}
+        #: The C{thrift_spec} of each body class read whole (C{None}: read
+        #: through its C{read}).
+        self._specs: dict[type, Any] = {}
+
+    def readHeader(self, message: bytes) -> tuple[JSONProtocol, str, int, int]:
+        """
+        Read C{message}'s header (and parse its body).
+
+        @return: a protocol positioned at the body (the shared reader when
+            the message is an ordinary one), the name, the message type and
+            the sequence id.
+        @raise TProtocolException: for a bad header.
+        """
+        header = self._parseWhole(message)
+        if header is not None:
+            self._message = message
+            return header
+        iprot = self._factory.getProtocol(TMemoryBuffer(message))
+        name, mtype, seqid = iprot.readMessageBegin()
+        return iprot, name, mtype, seqid
+
+    def _parseWhole(self, message: bytes) -> tuple[JSONProtocol, str, int, int] | None:
+        """
+        An ordinary message, parsed at once into the shared reader; C{None}
+        for any other.
+        """
+        try:
+            text = message.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        scan = _scanSigned if _negativeZero(text) else _scan
+        try:
+            if len(message) < BIG_MESSAGE:
+                parsed, end = scan(text, 0)
+            else:
+                with noCollections:
+                    parsed, end = scan(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            return None
+        if end != len(text) or type(parsed) is not list or len(parsed) != 5:
+            return None
+        version, name, mtype, seqid, body = parsed
+        reader = self._reader
+        limit = reader.string_length_limit
+        if (version != VERSION or type(version) is not int or type(name) is not str
+                or not name.isascii() or (limit is not None and len(name) > limit)
+                or type(mtype) is not int or not 0 <= mtype <= 0xFF
+                or type(seqid) is not int or not _I32[0] <= seqid <= _I32[1]):
+            return None
+        reader._bodyParsed(iter((body,)), _surrogateEscape(text))
+        return reader, name, mtype, seqid
+
+    def detach(self, iprot: TProtocolBase) -> TProtocolBase:
+        """
+        C{iprot}, from L{readHeader}, as a protocol of its own at the same
+        place: one that stays good after the next message is read.
+        """
+        reader = self._reader
+        if iprot is not reader:
+            return iprot
+        own = self._factory.getProtocol(TMemoryBuffer(self._message))
+        own._bodyParsed(reader._values, reader._surrogates)
+        reader._values = _DONE
+        return own
+
+    def readBody(self, iprot: TProtocolBase, body: Any) -> None:
+        """
+        Read the body of the message whose header L{readHeader} read into
+        C{body} (a generated struct, or an exception with a C{read} method).
+        """
+        reader = self._reader
+        if iprot is reader:
+            cls = type(body)
+            spec = self._specs.get(cls, _NOTHING)
+            if spec is _NOTHING:
+                spec = getattr(cls, "thrift_spec", None)
+                if spec is not None and _immutable(cls):
+                    spec = None  # Its read() makes a new one.
+                self._specs[cls] = spec
+            if spec is not None:
+                # What the generated read() and the protocol do, without them.
+                value = reader._take("struct")
+                reader._values = _DONE
+                if len(self._message) < BIG_MESSAGE:
+                    reader._struct(value, body, cls, spec, 1)
+                else:
+                    with noCollections:
+                        reader._struct(value, body, cls, spec, 1)
+                return
+        body.read(iprot)
+        iprot.readMessageEnd()
+
+    def encode(self, name: str, mtype: int, seqid: int, body: Any) -> bytes:
+        """
+        A whole message around C{body} (an args or result struct or an
+        exception), as Apache's writer writes it.
+        """
+        spec = getattr(type(body), "thrift_spec", None)
+        if spec is None:
+            buffer = TMemoryBuffer()
+            oprot = self._factory.getProtocol(buffer)
+            oprot.writeMessageBegin(name, mtype, seqid)
+            body.write(oprot)
+            oprot.writeMessageEnd()
+            return buffer.getvalue()
+        head = self._heads.get((name, mtype))
+        if head is None:
+            head = "[1," + _quoteJSON(name) + "," + str(mtype) + ","
+            if len(self._heads) < _MAX_HEADS and mtype != TMessageType.EXCEPTION:
+                # Names of calls and replies are the service's own: few.
+                self._heads[name, mtype] = head
+        parts = _structParts(body, _fields(spec), [head, str(seqid), ","])
+        parts.append("]")
+        return "".join(parts).encode("utf-8")

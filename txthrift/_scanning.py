@@ -14,9 +14,17 @@ This module owns the byte layout of the binary, compact and JSON protocols
 as far as finding a message's end needs it, and the errors for bytes that
 are no message we accept (L{FrameError}, L{DepthError}).  It must know
 nothing of Twisted, connections, framing or what a message means: it is
-handed bytes and says where a message ends.  Its one loop that Python makes
-slow has a C twin, C{txthrift._speedups.skipFlat}, kept in step with
-L{_skipFlatInPython}.
+handed bytes and says where a message ends.
+
+What Python makes slow has C twins in C{txthrift._speedups}: the walk of a
+flat container's elements (C{skipFlat}, kept in step with
+L{_skipFlatInPython}), and the walk of a whole binary or compact message
+(C{messageEnd}, C{cutMessages}: a 13-byte getData call takes 0.05 us to be
+cut from a read in C, against 1.9 us walked here, and 0.23 us for a framed
+one's length prefix to be read).  The whole-message walk only ever accepts:
+a message not whole yet, or bad, is left to the Python walk, which resumes
+across reads and says what is wrong.  The C walks are used together or not
+at all (L{_compiled}).
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from __future__ import annotations
 import re
 import struct
 import sys
+from collections.abc import Callable
 from enum import IntEnum
+from functools import partial
 from typing import ClassVar, Final
 
 from ._limits import Limits
@@ -198,9 +208,21 @@ def _skipFlatInPython(buffer: bytes | bytearray, pos: int, remaining: int, evenK
 
 
 try:
-    from ._speedups import skipFlat as _skipFlat
+    from . import _speedups
 except ImportError:  # pragma: no cover - built without a C compiler
-    _skipFlat = _skipFlatInPython
+    _speedups = None  # type: ignore[assignment]
+
+#: The walk of flat containers: C{txthrift._speedups.skipFlat}, unless it was
+#: not built.  Setting it to L{_skipFlatInPython} (as tests do) sets aside all
+#: of C{txthrift._speedups}, so that every walk here is the Python one.
+_skipFlat = _skipFlatInPython if _speedups is None else _speedups.skipFlat
+
+
+def _compiled() -> bool:
+    """
+    Whether the C walks are in use (see L{_skipFlat}).
+    """
+    return _skipFlat is not _skipFlatInPython
 
 
 class Scanner:
@@ -232,6 +254,17 @@ class Scanner:
         @raise FrameError: if it is no message, or breaks a limit.
         """
         raise NotImplementedError
+
+    def cut(self, data: bytes | bytearray, messages: list[bytes]) -> int:
+        """
+        Append to C{messages} the messages whole at the start of C{data} that
+        can be cut from it at once, by a scanner that has begun no message
+        (L{scan} finds the others, and says what is wrong with those that
+        are bad).
+
+        @return: where the last of them ends; 0 if none was cut.
+        """
+        return 0
 
     def _checkEnd(self, end: int) -> None:
         if end > self._maxFrame:
@@ -299,10 +332,22 @@ class _StructScanner(Scanner):
     _FIELD_TYPES: ClassVar[tuple[int, ...]]
     #: The bytes of field id after a field header byte, or -1 for a varint.
     _FIELD_ID_BYTES: ClassVar[tuple[int, ...]]
+    #: C{txthrift._speedups.messageEnd} and C{cutMessages}, given this
+    #: scanner's limits; only where it was built.
+    _messageEnd: Callable[[bytes | bytearray], int]
+    _cutMessages: Callable[[bytes | bytearray, list[bytes]], int]
 
     def __init__(self, limits: Limits) -> None:
         self._stack: list[_Open] = []
         super().__init__(limits)
+        if _speedups is not None:
+            # A string or container over max_frame_size cannot be in a
+            # message within it: the C walk takes the limits as C integers.
+            limitsInC = (self.name == "compact", self._maxFrame,
+                         min(self._maxString, self._maxFrame),
+                         min(self._maxContainer, self._maxFrame), min(self._maxDepth, 2**31))
+            self._messageEnd = partial(_speedups.messageEnd, *limitsInC)
+            self._cutMessages = partial(_speedups.cutMessages, *limitsInC)
 
     def reset(self) -> None:
         # Once per message: no call up to Scanner.reset.
@@ -333,11 +378,19 @@ class _StructScanner(Scanner):
         """
         raise NotImplementedError
 
+    def cut(self, data: bytes | bytearray, messages: list[bytes]) -> int:
+        return self._cutMessages(data, messages) if _compiled() else 0
+
     def scan(self, buffer: bytes | bytearray) -> int | None:
         size = len(buffer)
         stack = self._stack
         self.need = 0
         if not stack:
+            if _skipFlat is not _skipFlatInPython:  # _compiled(), without a call
+                # Whole (the common case): walked in C, in one call.
+                whole = self._messageEnd(buffer)
+                if whole >= 0:
+                    return whole
             end = self._header(buffer, size)
             if end is None:
                 return None

@@ -7,13 +7,18 @@ Tested with thrift 0.25.0, the one minor release C{setup.cfg} allows (it
 says why); its guards also passed with 0.20.0.
 What is relied on, why, and what happens without it:
 
-  - C{thrift.protocol.fastbinary}'s C{encode_binary} and C{decode_binary}:
-    undocumented functions of the optional C extension, the ones
-    C{TBinaryProtocolAccelerated} installs as its C{_fast_encode} and
-    C{_fast_decode}.  The binary codec calls them itself on a whole args or
-    result struct (L{encodeBinary}, L{decodeBinary}), skipping the generated
-    C{read}/C{write} and their per-call checks.  Without the extension both
-    are C{None} and the codec goes through the generated code in Python.
+  - C{thrift.protocol.fastbinary}'s C{encode_binary} and C{decode_binary},
+    C{encode_compact} and C{decode_compact}: undocumented functions of the
+    optional C extension, the ones C{TBinaryProtocolAccelerated} and
+    C{TCompactProtocolAccelerated} install as their C{_fast_encode} and
+    C{_fast_decode}.  The binary and compact codecs call them themselves on
+    a whole args or result struct (L{encodeBinary}, L{decodeBinary},
+    L{encodeCompact}, L{decodeCompact}), skipping the generated
+    C{read}/C{write} and their per-call checks.  Each decoder reads the
+    string and container limits from the protocol it is given (its
+    C{string_length_limit} and C{container_length_limit}).  Without the
+    extension all four are C{None} and the codecs go through the generated
+    code in Python.
 
   - C{_fast_decode} and C{_fast_encode}, the attributes of a protocol that
     C{thrift --gen py} code and C{TBase} hand whole structs to, when set.
@@ -58,7 +63,9 @@ __all__ = [
     "WholeStructProtocol",
     "awaitingReplies",
     "decodeBinary",
+    "decodeCompact",
     "encodeBinary",
+    "encodeCompact",
     "lastSeqid",
     "processorParts",
     "restartingEachMessage",
@@ -70,9 +77,10 @@ __all__ = [
 try:
     from thrift.protocol import fastbinary
 except ImportError:  # pragma: no cover - thrift built without its C extension
-    _decode = _encode = None
+    _decode = _encode = _decodeCompact = _encodeCompact = None
 else:
     _decode, _encode = fastbinary.decode_binary, fastbinary.encode_binary
+    _decodeCompact, _encodeCompact = fastbinary.decode_compact, fastbinary.encode_compact
 
 #: C{decodeBinary(struct, iprot, [cls, thrift_spec])} reads a whole binary
 #: struct from C{iprot.trans.cstringio_buf} into C{struct}, within
@@ -82,6 +90,14 @@ decodeBinary: Final[Callable[[Any, Any, list[Any]], Any] | None] = _decode
 #: C{encodeBinary(struct, [cls, thrift_spec])} is a whole struct's binary
 #: encoding; C{None} without the extension.
 encodeBinary: Final[Callable[[Any, list[Any]], bytes] | None] = _encode
+
+#: C{decodeCompact(struct, iprot, [cls, thrift_spec])}: L{decodeBinary} for
+#: the compact protocol.
+decodeCompact: Final[Callable[[Any, Any, list[Any]], Any] | None] = _decodeCompact
+
+#: C{encodeCompact(struct, [cls, thrift_spec])}: L{encodeBinary} for the
+#: compact protocol.
+encodeCompact: Final[Callable[[Any, list[Any]], bytes] | None] = _encodeCompact
 
 #: The protocol attributes generated code reads and writes whole structs
 #: through: the decoder's name, then the encoder's.

@@ -9,18 +9,20 @@ What is relied on, why, and what happens without it:
 
   - C{FileDescriptor._tempDataLen} and C{FileDescriptor.dataBuffer}: how
     many bytes C{write()} left in a transport's buffers, which no interface
-    tells.  L{send} writes on the socket itself only when both are empty, so
-    that nothing it sends can overtake what waits there; that saves the
-    reactor a poller update and a writable event per reply (see
-    L{txthrift._writing}).  Should a Twisted lack them, L{canSendDirectly}
-    is false and every reply goes through C{transport.write()}.
+    tells.  L{send} and L{sendParts} write on the socket itself only when
+    both are empty, so that nothing they send can overtake what waits there;
+    that saves the reactor a poller update and a writable event per reply,
+    and for a big one a turn of the reactor per C{SEND_LIMIT} bytes and a
+    copy (see L{txthrift._writing}).  Should a Twisted lack them,
+    L{canSendDirectly} is false and every reply goes through
+    C{transport.write()}.
 
   - C{tcp.Connection.TLS}, documented as the flag saying a connection's
     C{write()} goes through TLS (its C{getHandle()} is then the TLS
     connection, not the socket).  L{send} writes through C{write()} then.
 
-  - C{FileDescriptor.SEND_LIMIT}: the most the transport sends in one go;
-    128 KiB where it is missing.
+  - C{FileDescriptor.SEND_LIMIT}: the most the transport sends in one go
+    (128 KiB where it is missing), and so the most L{send} does.
 
   - C{ReactorBase._exitSignal}: the signal that stopped the reactor, which
     twistd raises again once the reactor has stopped, so that the process
@@ -36,15 +38,21 @@ The socket itself comes from C{getHandle()} (L{ITCPTransport}).
 from __future__ import annotations
 
 import signal
+import socket
 from typing import Any, Final, cast
 
 from twisted.internet import abstract, tcp
 
-__all__ = ["canSendDirectly", "forgetStopSignal", "send"]
+__all__ = ["canSendDirectly", "forgetStopSignal", "send", "sendParts"]
 
 #: The most L{send} writes on a socket itself: what a Twisted TCP transport
 #: sends in one go.
 _DIRECT_LIMIT: Final[int] = getattr(abstract.FileDescriptor, "SEND_LIMIT", 128 * 1024)
+
+#: The most pieces L{sendParts} gathers in one system call (POSIX allows no
+#: fewer than 16), and whether this platform's sockets can (not Windows).
+_MOST_PARTS: Final = 16
+_GATHERS: Final = hasattr(socket.socket, "sendmsg")
 
 
 def _buffersAsExpected() -> bool:
@@ -66,22 +74,33 @@ def canSendDirectly(transport: object) -> bool:
     return _buffersKnown and isinstance(transport, tcp.Connection)
 
 
+def _idleSocket(transport: Any) -> Any:
+    """
+    The socket beneath C{transport} if nothing written to the transport
+    still waits in its buffers (so that nothing written on the socket now can
+    overtake it), else C{None}.
+    """
+    # Twisted keeps what write() buffered in dataBuffer and _tempDataBuffer
+    # (counted in _tempDataLen); when both are empty, nothing of ours can be
+    # overtaken.  An attribute missing (not a TCP transport) means write().
+    if (getattr(transport, "_tempDataLen", None) == 0 and not transport.dataBuffer
+            and transport.connected and not transport.disconnecting and not transport.TLS):
+        return transport.getHandle()
+    return None
+
+
 def send(transport: Any, data: bytes) -> None:
     """
     Write C{data} on C{transport}, straight onto its socket if nothing is
     waiting in the transport's buffer.
     """
-    # Twisted keeps what write() buffered in dataBuffer and _tempDataBuffer
-    # (counted in _tempDataLen); when both are empty, nothing of ours can be
-    # overtaken.  An attribute missing (not a TCP transport) means write().
     # Past what the transport sends at once (SEND_LIMIT), its own buffer
     # slices without copying, which beats sending the head here and copying
-    # the rest into it.
-    if (len(data) <= _DIRECT_LIMIT and getattr(transport, "_tempDataLen", None) == 0
-            and not transport.dataBuffer and transport.connected
-            and not transport.disconnecting and not transport.TLS):
+    # the rest into it: L{sendParts} is for big writes.
+    sock = _idleSocket(transport) if len(data) <= _DIRECT_LIMIT else None
+    if sock is not None:
         try:
-            sent = transport.getHandle().send(data)
+            sent = sock.send(data)
         except OSError:
             # Would block, or broken: write() buffers it, and the transport
             # finds out which when it next writes.
@@ -90,6 +109,31 @@ def send(transport: Any, data: bytes) -> None:
             transport.write(data[sent:])
         return
     transport.write(data)
+
+
+def sendParts(transport: Any, parts: list[bytes]) -> None:
+    """
+    Write C{parts} on C{transport}, one after the other, as L{send} does
+    C{b"".join(parts)}, but with no limit on their size: gathered straight
+    onto its socket (as much as it takes) without joining them first, where
+    nothing waits in the transport's buffer; what the socket does not take
+    goes through the transport, which copies only that.
+    """
+    if len(parts) > _MOST_PARTS:
+        parts = [b"".join(parts)]
+    sock = _idleSocket(transport) if _GATHERS else None
+    if sock is None:
+        transport.writeSequence(parts)
+        return
+    try:
+        sent = sock.sendmsg(parts)
+    except OSError:
+        sent = 0  # As for send.
+    for index, part in enumerate(parts):
+        if sent < len(part):
+            transport.writeSequence([part[sent:] if sent else part, *parts[index + 1 :]])
+            return
+        sent -= len(part)
 
 
 def forgetStopSignal(reactor: object) -> None:

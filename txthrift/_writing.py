@@ -12,10 +12,13 @@ the start of the next turn (where everything every connection had to send
 goes out together, so that peers get whole batches), and goes straight onto
 the socket when the transport has nothing of its own still buffered.  Only
 what the kernel does not take goes through the transport's buffer, with its
-flow control.
+flow control.  A big batch (a big reply) goes out at once, its pieces
+gathered onto the socket by one system call as they are: the transport
+would send it C{SEND_LIMIT} (128 KiB) bytes per turn of the reactor, after
+a copy to join them.
 
 Owned here: the turn.  Sending on a socket beside its transport reaches into
-Twisted (L{txthrift._twistedinternals}, where L{send} and
+Twisted (L{txthrift._twistedinternals}, where L{send}, L{sendParts} and
 L{canSendDirectly} live).  Knows nothing of messages, framing or Thrift.
 """
 
@@ -27,9 +30,9 @@ from weakref import WeakKeyDictionary
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ._twistedinternals import canSendDirectly, send
+from ._twistedinternals import canSendDirectly, send, sendParts
 
-__all__ = ["atNextTurn", "canSendDirectly", "send"]
+__all__ = ["atNextTurn", "canSendDirectly", "send", "sendParts"]
 
 log = Logger(namespace="txthrift.writing")
 
