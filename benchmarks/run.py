@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import fnmatch
+import html
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -480,6 +482,24 @@ def portableArgv(argv: list[str]) -> list[str]:
     return shown
 
 
+def portableProfile(svg: str) -> None:
+    """
+    Rewrite py-spy's flame graph so that it records no machine's paths: its
+    title is the command line that made it (the interpreter, the output
+    file), whose paths portableArgv shortens; any other mention of the
+    repository's folder is made relative to it.
+    """
+    with open(svg, encoding="utf-8") as f:
+        text = f.read()
+    title = re.search(r'(<text id="title"[^>]*>)([^<]*)(</text>)', text)
+    if title is not None:
+        shown = " ".join(portableArgv(html.unescape(title.group(2)).split()))
+        text = text[:title.start(2)] + html.escape(shown, quote=False) + text[title.end(2):]
+    text = text.replace(ROOT + os.sep, "").replace(ROOT, ".")
+    with open(svg, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def measurementLine(result: dict[str, Any]) -> str:
     """
     One load measurement as the progress lines show it.
@@ -864,6 +884,7 @@ def runProfile(h: Harness) -> dict[str, Any]:
                 out["failed"] = f"py-spy: {done.stderr.strip()[-300:]}"
                 break
         if "failed" not in out:
+            portableProfile(svg)
             out.update(summariseCollapsed(raw))
             print(f"  {out['samples']} samples (idle included: reactor waiting shows as poll)")
             print("  own time by area:")

@@ -215,7 +215,7 @@ def test_badWorkers(value: str) -> None:
 
 
 def test_workersTakeTCPPortsOnly() -> None:
-    port = "unix:/tmp/txthrift-workers.sock"
+    port = "unix:txthrift-workers.sock"
     with pytest.raises(usage.UsageError) as raised:
         Options().parseOptions(["--handler", HANDLER, "--port", LOCAL, "--port", port,
                                 "--workers", "2"])
@@ -226,7 +226,7 @@ def test_workersTakeTCPPortsOnly() -> None:
 
 def test_oneWorkerIsTheSingleProcessService() -> None:
     options = Options()
-    options.parseOptions(["--handler", HANDLER, "--port", "unix:/tmp/txthrift-one.sock"])
+    options.parseOptions(["--handler", HANDLER, "--port", "unix:txthrift-one.sock"])
     assert options["workers"] == 1
     assert isinstance(makeService(options), ThriftService)
 
