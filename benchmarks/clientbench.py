@@ -10,6 +10,13 @@ KIND:
                 K calls (default 100) kept in flight, pipelined
   apache-sync   Apache's blocking client: TSocket + TFramedTransport +
                 TBinaryProtocol, one call at a time
+  floor         no server: CPU per call, in this process, of what any
+                Deferred-returning Python client must do for one call (a
+                Deferred made, given its callbacks and fired; the arguments
+                encoded and the result decoded by Apache's C coder), and of
+                txthrift's whole client path over an in-memory transport (100
+                in flight, replies fed 100 at a time, each starting the next
+                call); 1e6 / the floor bounds any such client's calls/s
 
 Every result is checked against input + " from server 1024".  Prints one JSON
 object: calls, calls_per_s, errors, cpu_s (this process, measured window).
@@ -23,6 +30,8 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
+from io import BytesIO
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -132,15 +141,115 @@ def bench_txthrift(port: int, warmup: float, duration: float, inFlight: int) -> 
     return result
 
 
+def cpuPerCall(run: Callable[[int], None], count: int, rounds: int = 5) -> float:
+    """
+    The least CPU microseconds per item of C{rounds} runs of C{count} items.
+    """
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        run(count)
+        best = min(best, time.process_time() - start)
+    return best / count * 1e6
+
+
+def bench_floor(count: int) -> dict:
+    import struct
+
+    from HelloService import HelloService
+    from thrift.protocol import fastbinary
+    from thrift.protocol.TBinaryProtocol import TBinaryProtocol
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from txthrift._client import ClientFactory
+
+    def deferreds(n: int) -> None:
+        def callback(result: object) -> None:
+            pass
+
+        for i in range(n):
+            d: Deferred[int] = Deferred(lambda d: None)
+            d.addCallbacks(callback, callback)
+            d.callback(i)
+
+    argsSpec = [HelloService.getData_args, HelloService.getData_args.thrift_spec]
+    resultSpec = [HelloService.getData_result, HelloService.getData_result.thrift_spec]
+    body = fastbinary.encode_binary(HelloService.getData_result(success=EXPECTED), resultSpec)
+
+    class Input:
+        # All the C decoder reads of a transport.
+        cstringio_buf = BytesIO()
+
+        def cstringio_refill(self, partial: bytes, size: int) -> BytesIO:
+            raise EOFError
+
+    source = Input()
+    reader = TBinaryProtocol(source)
+
+    def coding(n: int) -> None:
+        for _ in range(n):
+            fastbinary.encode_binary(HelloService.getData_args(input=INPUT), argsSpec)
+            source.cstringio_buf = BytesIO(body)
+            fastbinary.decode_binary(HelloService.getData_result(), reader, resultSpec)
+
+    name = b"getData"
+
+    def reply(seqid: int) -> bytes:
+        message = struct.pack("!HBBi", 0x8001, 0, 2, len(name)) + name
+        message += struct.pack("!i", seqid) + body
+        return struct.pack("!I", len(message)) + message
+
+    class Sink(StringTransport):
+        def write(self, data: bytes) -> None:
+            pass
+
+        def writeSequence(self, data: object) -> None:
+            pass
+
+    protocol = ClientFactory(HelloService, clock=Clock()).buildProtocol(None)
+    protocol.makeConnection(Sink())
+    client = protocol.client
+    errors = []
+
+    def done(result: str) -> None:
+        if result != EXPECTED:
+            errors.append(result)
+        client.getData(INPUT).addCallbacks(done, errors.append)
+
+    for _ in range(100):
+        client.getData(INPUT).addCallbacks(done, errors.append)
+    batches = [b"".join(reply(s) for s in range(first, first + 100))
+               for first in range(1, 1 + 100 * (count // 100 + 1) * 5, 100)]
+    fed = iter(batches)
+
+    def whole(n: int) -> None:
+        for _ in range(n // 100):
+            protocol.dataReceived(next(fed))
+
+    deferred = cpuPerCall(deferreds, count)
+    codec = cpuPerCall(coding, count)
+    txthriftUs = cpuPerCall(whole, count)
+    floor = deferred + codec
+    return {"deferred_us": deferred, "coding_us": codec, "floor_us": floor,
+            "floor_calls_per_s": 1e6 / floor, "txthrift_us": txthriftUs,
+            "txthrift_calls_per_s": 1e6 / txthriftUs, "errors": len(errors)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=("txthrift", "apache-sync"))
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("kind", choices=("txthrift", "apache-sync", "floor"))
+    parser.add_argument("--port", type=int)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--count", type=int, default=100_000, help="floor: calls per round")
     args = parser.parse_args()
-    if args.kind == "apache-sync":
+    if args.kind != "floor" and args.port is None:
+        parser.error("--port is required")
+    if args.kind == "floor":
+        result = bench_floor(args.count)
+    elif args.kind == "apache-sync":
         result = bench_apache(args.port, args.warmup, args.duration)
     else:
         result = bench_txthrift(args.port, args.warmup, args.duration, args.in_flight)

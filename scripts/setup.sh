@@ -43,3 +43,20 @@ quietly "$venv/bin/python" -m pip install --upgrade pip
 quietly "$venv/bin/python" -m pip install -e '.[test]'
 quietly "$venv/bin/python" -c \
   'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
+
+# Apache's `thrift` compiler, which tests/test_walkthrough.py runs (the README's "your own
+# project" steps, done for real): installed when missing where this runs as root with apt-get,
+# as CI does; elsewhere that test skips, saying how to install it.
+installThrift() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends thrift-compiler \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends thrift-compiler; }
+}
+if ! command -v thrift >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    quietly installThrift
+  else
+    echo "setup.sh: no 'thrift' compiler, so tests/test_walkthrough.py will skip" \
+      "(on Debian or Ubuntu: apt-get install thrift-compiler)" >&2
+  fi
+fi

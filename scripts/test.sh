@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: set up .venv, then run every check CI runs, in this order:
 #   speedups (the C extension was built, where a C compiler exists), pytest (the whole
-#   suite, Hypothesis in its fixed "ci" profile), trial (tests.test_trial_smoke), ruff, mypy
+#   suite, Hypothesis in its fixed "ci" profile), trial (tests.test_trial_smoke,
+#   tests.test_testing), ruff, mypy
 #   (over the package and the tests; see mypy.ini for what the tests may leave untyped).
 # Every check runs even when an earlier one fails; the exit status is non-zero if any failed.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k examples -x`.
@@ -48,7 +49,7 @@ export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 
 check speedups speedups
 check pytest .venv/bin/python -m pytest "$@"
-check trial .venv/bin/trial tests.test_trial_smoke
+check trial .venv/bin/trial tests.test_trial_smoke tests.test_testing
 check ruff .venv/bin/ruff check txthrift tests
 check mypy .venv/bin/mypy txthrift tests
 

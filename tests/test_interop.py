@@ -1014,3 +1014,29 @@ async def test_queuedRequestsBehindASlowCallAllAnswered(served: str) -> None:
                 "slow", *[i + 1 for i in range(count)]]
         finally:
             await within(client.close())
+
+
+@pytest.mark.parametrize("clientTransport, serverFactory", [
+    ("framed", TBufferedTransportFactory),
+    ("buffered", TFramedTransportFactory),
+])
+@pytest_twisted.ensureDeferred
+async def test_wrongFramingGetsAHint(apache: Any, clientTransport: str,
+                                     serverFactory: Any) -> None:
+    """
+    A client framed differently from Apache's server, which closes the
+    connection on the first bytes it cannot read, is told which
+    C{transport=} the server may expect.
+    """
+    server = apache("threaded", Echo.Processor(SyncHandler()), serverFactory(),
+                    TBinaryProtocolFactory())
+    client = await txConnect(server.port, Echo, transport=clientTransport, protocol="binary")
+    error = await failure(client.getData("x"))
+    other = "unframed" if clientTransport == "framed" else "framed"
+    assert isinstance(error, TTransportException), repr(error)
+    assert error.type == TTransportException.NOT_OPEN
+    assert f"connect with transport={other!r}" in str(error.message)
+    # A later call says the same.
+    later = await failure(client.getData("y"))
+    assert f"transport={other!r}" in str(later)
+    server.stop()

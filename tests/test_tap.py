@@ -105,10 +105,11 @@ def test_twistdListsThriftWithoutPythonpath(tmp_path: Path) -> None:
     assert re.search(r"^\s+thrift\s+Serve a Thrift", listed.stdout, re.MULTILINE), listed.stdout
 
 
-OPTIONS = ["--handler=", "--service=", "--port=", "--transport=", "--protocol=",
-           "--max-frame-size=", "--max-pending=", "--idle-timeout=", "--call-timeout=",
-           "--threads=",
-           "--shutdown-timeout=", "--help"]
+OPTIONS = ["--handler=", "--service=", "--handler-option=", "--port=", "--listen=",
+           "--transport=", "--protocol=", "--max-frame-size=", "--max-string-length=",
+           "--max-container-length=", "--max-depth=", "--max-pending=", "--idle-timeout=",
+           "--call-timeout=", "--threads=", "--shutdown-timeout=", "--keep-freed-mib=", "--help",
+           "--version"]
 
 
 #: What an install of txthrift should be followed by.
@@ -424,12 +425,9 @@ MISTAKES = [
     (["--handler", "nowhere_to_be_found.Handler"],
      "--handler: no module named 'nowhere_to_be_found'"),
     (["--handler", f"{HANDLERS}.Missing"], f"--handler: {HANDLERS} has no attribute 'Missing'"),
-    (["--handler", "hello_handler.HelloServiceHandler"],
-     ("--handler: importing hello_handler failed: ModuleNotFoundError: No module named"
-      " 'HelloService'")),
     (["--handler", f"{HANDLERS}.Unmarked"], "name the generated module with --service"),
-    (["--handler", f"{HANDLERS}.brokenFactory"],
-     f"--handler: calling {HANDLERS}.brokenFactory() failed: RuntimeError: no database today"),
+    (["--handler", HANDLERS],
+     f"--handler: {HANDLERS} is a module; name the handler class or function in it"),
     (["--handler", f"{HANDLERS}.Unmarked", "--service", HANDLERS],
      f"--service: {HANDLERS} is not a generated Thrift service module"),
     (["--handler", f"Echo={HANDLERS}.EchoHandler", "--handler", f"{HANDLERS}.CalcHandler"],
@@ -447,6 +445,21 @@ MISTAKES = [
      "--max-frame-size: expected a whole number of bytes, at least 1, not '0'"),
     (["--handler", f"{HANDLERS}.EchoHandler", "--max-frame-size", str(2**32)],
      "--max-frame-size: max_frame_size must be below 2 GiB"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--max-string-length", "-1"],
+     "--max-string-length: expected a whole number of bytes, at least 0, not '-1'"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--max-container-length", "many"],
+     "--max-container-length: expected a whole number of elements, at least 0, not 'many'"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--keep-freed-mib", "lots"],
+     "--keep-freed-mib: expected a whole number of MiB, at least 0, not 'lots'"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--max-depth", "0"],
+     "--max-depth: expected a whole number, at least 1, not '0'"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--listen", "tcp:port"],
+     "--listen: 'tcp:port': not a server endpoint description"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--handler-option", "verbose"],
+     "--handler-option: expected key=value (the key a Python name), not 'verbose'"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--handler-option", "colour=blue"],
+     (f"--handler-option: {HANDLERS}.EchoHandler: got an unexpected keyword argument"
+      " 'colour'; its parameters: reactor")),
     (["--handler", f"{HANDLERS}.EchoHandler", "--idle-timeout", "-1"],
      "--idle-timeout: expected a number of seconds, more than 0, not '-1'"),
     (["--handler", f"{HANDLERS}.EchoHandler", "--shutdown-timeout", "soon"],
@@ -504,15 +517,8 @@ def test_portInUseEndsInOneLine() -> None:
     output = done.stdout + done.stderr
     assert "Traceback" not in output
     last = _lastLine(output)
-    assert f"cannot listen on tcp:{port}:interface=127.0.0.1: Couldn't listen on" \
-        f" 127.0.0.1:{port}: [Errno {_errno('EADDRINUSE')}] Address already in use." in last
+    assert last.endswith(f"Address already in use on tcp:{port}:interface=127.0.0.1"), last
     assert "Serving" not in output
-
-
-def _errno(name: str) -> int:
-    import errno
-
-    return int(getattr(errno, name))
 
 
 # In-process: the options, and stopping on a fake clock.
@@ -526,8 +532,8 @@ def test_optionsSingleHandler() -> None:
     assert isinstance(options["handler"], EchoHandler)
     assert options["service"] is Echo
     assert options["ports"] == ["0", "unix:x.sock"]
-    assert options["limits"] == {"max_frame_size": 16 * 1024 * 1024, "max_pending": 3,
-                                 "idle_timeout": 2.5, "call_timeout": 30.0}
+    assert options["limits"] == {"max_frame_size": 16 * 1024 * 1024, "max_depth": 64,
+                                 "max_pending": 3, "idle_timeout": 2.5, "call_timeout": 30.0}
     assert (options["threads"], options["shutdown-timeout"]) == (2, 10.0)
     service = makeService(options)
     assert isinstance(service, ThriftService)
@@ -726,8 +732,7 @@ def test_twistdExits1WhenAPortFailsAfterStartUp(tmp_path: Path) -> None:
                pythonpath=[REPO, tmp_path])
     assert done.returncode == 1, done.stdout + done.stderr
     output = done.stdout + done.stderr
-    assert "stopping: cannot listen on late:: Couldn't listen on 127.0.0.1:0: gone later." \
-        in output
+    assert "stopping: gone later on late:" in output
     assert "Traceback" not in output
 
 

@@ -2,24 +2,24 @@
 A smoke test over real sockets, written for trial: the test Echo service
 served with L{txthrift.serve} and called with L{txthrift.connect}.
 
-It runs under both C{trial tests.test_trial_smoke} and pytest.
+It runs under both C{trial tests.test_trial_smoke} and pytest, beside
+pytest-twisted tests: L{txthrift.testing.TestCase} sees to that.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from thrift.transport.TTransport import TTransportException
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 
 import txthrift
 from tests._handlers import EchoBasics
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Denied, Oops
+from txthrift.testing import TestCase
 
 
 class EchoHandler(EchoBasics):
@@ -46,17 +46,6 @@ class ServeAndConnectTests(TestCase):
     """
 
     timeout = 30
-
-    def _wait(self, d: Deferred[Any], running: Any = None) -> None:
-        # Trial runs the reactor until each test's Deferred fires.  Under pytest,
-        # pytest-twisted may already be running it in its own greenlet (it does as
-        # soon as any plain test function has run), and running it again would fail:
-        # wait in that greenlet instead.  See pytest-twisted issues 93 and 147.
-        pytestTwisted = sys.modules.get("pytest_twisted")
-        if pytestTwisted is not None and reactor.running:
-            pytestTwisted.blockon(d)
-            return
-        super()._wait(d)
 
     def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for it
         self.handler = EchoHandler()

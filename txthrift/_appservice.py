@@ -42,6 +42,7 @@ from ._server import ServerFactory
 from ._service import resolve
 from ._threads import Threads, threaded
 from ._twistedinternals import forgetStopSignal
+from ._version import __version__
 
 __all__ = ["CannotListen", "ThriftService", "announce", "listenOn", "stoppedCleanly",
            "thriftService", "within"]
@@ -88,10 +89,25 @@ def listenOn(endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
                 for port in ports:
                     port.stopListening()
                 # No log line: under twistd, stderr is the log already.
-                raise CannotListen(f"cannot listen on {description}: {result.getErrorMessage()}")
+                raise CannotListen(f"{_cause(result)} on {description}")
         return ports
 
     return DeferredList(attempts, consumeErrors=True).addCallback(listened)
+
+
+def _cause(failure: Failure) -> str:
+    """
+    Why listening failed, as short as it says it: daemonizing, twistd
+    passes on only the first 100 bytes of the exception, its class's dotted
+    name included, so the cause comes first (C{Address already in use}).
+    """
+    error = failure.value
+    reason = getattr(error, "socketError", None)
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    if reason is not None:
+        return " ".join(str(reason).split()) or type(reason).__name__
+    return failure.getErrorMessage()
 
 
 def announce(served: str, addresses: Sequence[str], *, transport: str, protocol: str,
@@ -105,10 +121,12 @@ def announce(served: str, addresses: Sequence[str], *, transport: str, protocol:
         " max_frame_size={limits[max_frame_size]} max_pending={limits[max_pending]}"
         " idle_timeout={limits[idle_timeout]} call_timeout={limits[call_timeout]}"
         " threads={threads} shutdown_timeout={shutdownTimeout}")
-    log.info(settings + (")" if workers is None else " workers={workers})"),
+    if workers is not None:
+        settings += " workers={workers}"
+    log.info(settings + " txthrift={version})",
              served=served, where=", ".join(addresses), addresses=list(addresses),
              transport=transport, protocol=protocol, limits=asdict(limits), threads=threads,
-             shutdownTimeout=shutdownTimeout, workers=workers)
+             shutdownTimeout=shutdownTimeout, workers=workers, version=__version__)
 
 
 async def within(clock: IReactorTime, seconds: float, event: Deferred[Any]) -> bool:

@@ -19,7 +19,7 @@ from ._limits import Limits
 
 __all__ = ["PartialBudget", "budgetFor"]
 
-log = Logger()
+log = Logger(namespace="txthrift.budget")
 
 
 class BudgetHolder(TypingProtocol):

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from ._budget import budgetFor
 from ._codec import Codec
-from ._framing import ThriftMessageProtocol, _Framed
+from ._framing import NamedLogger, ThriftMessageProtocol, _Framed
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
 from ._scanning import checkDepth, largeMessageSizes
@@ -168,6 +168,11 @@ class ClientProtocol(ThriftMessageProtocol):
     """
 
     client: Client
+    #: Whether L{close} was called.
+    _closing = False
+    #: What the failures of calls on a lost connection add to its reason.
+    _hint = ""
+    log: ClassVar[Logger] = NamedLogger(namespace="txthrift.client")
 
     def __init__(self, clock: IReactorTime, transport: str = "framed",
                  protocol: str = "binary", limits: Limits | None = None) -> None:
@@ -188,6 +193,9 @@ class ClientProtocol(ThriftMessageProtocol):
         self._seqid = 0
         self._lostReason: Failure | None = None
         self._closeWaiters: list[Deferred[None]] = []
+        # Whether any reply came: a server that closes before answering
+        # anything may expect another framing.
+        self._answered = False
 
     @property
     def pending(self) -> int:
@@ -246,6 +254,7 @@ class ClientProtocol(ThriftMessageProtocol):
             why = f"the server's reply was refused: {self.refusal}"
         else:
             why = reason.getErrorMessage() if reason is not None else "not connected"
+            why += self._hint
         return TTransportException(TTransportException.NOT_OPEN,
                                    f"Thrift connection is closed: {why}")
 
@@ -274,6 +283,7 @@ class ClientProtocol(ThriftMessageProtocol):
     def messageReceived(self, message: bytes) -> None:
         # The rare paths are methods of their own; the common one (a reply
         # to a pending call, small enough to decode at once) calls none.
+        self._answered = True
         try:
             iprot, name, mtype, seqid = self._codec.readHeader(message)
         except Exception as error:
@@ -401,6 +411,7 @@ class ClientProtocol(ThriftMessageProtocol):
         if self._lostReason is not None or self.transport is None:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
+        self._closing = True
         self._closeWaiters.append(waiter)
         self.transport.loseConnection()
         return waiter
@@ -410,6 +421,10 @@ class ClientProtocol(ThriftMessageProtocol):
         self._lostReason = reason
         self._abandoned.clear()
         pending, self._pending = self._pending, {}
+        if pending and not self._answered and not self._closing:
+            other = "unframed" if self.transportName == "framed" else "framed"
+            self._hint = (f" (the server closed it before any reply: if it expects {other}"
+                          f" messages, connect with transport={other!r})")
         for call in pending.values():
             if call.timer is not None and call.timer.active():
                 call.timer.cancel()

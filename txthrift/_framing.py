@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Final
 from typing import Protocol as TypingProtocol
 from weakref import WeakKeyDictionary
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -47,6 +48,11 @@ PROTOCOLS: Final = ("auto", "binary", "compact", "json")
 
 #: Bytes of replies gathered in one read before they are written out.
 _BATCH_LIMIT = 65536
+
+#: Pieces (prefixes and messages) gathered in one read before they are
+#: written out: a peer with many calls in flight starts on the first ones
+#: while the rest are handled, instead of the two ends taking turns.
+_BATCH_PIECES = 64
 
 #: The most pieces (prefixes and messages) of a batch sent without joining
 #: them first, when they come to _BATCH_LIMIT: big messages, not many small.
@@ -367,6 +373,37 @@ def makeFramer(transport: str, protocol: str, limits: Limits) -> _Framer:
     return _Unframed(protocol, limits)
 
 
+class NamedLogger(Logger):
+    """
+    A L{Logger} keeping its namespace as a class attribute: a plain one
+    takes its class's dotted name (C{txthrift._server.ServerProtocol}),
+    where the log should show the public one.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> Logger:
+        return self
+
+
+def peerText(transport: Any) -> str:
+    """
+    A connection's peer as a log line shows it: C{127.0.0.1:54321},
+    C{[::1]:54321} or C{unix:path}, not the address object's C{repr}.
+    """
+    try:
+        address = transport.getPeer()
+    except Exception:  # No transport, or one without a peer.
+        return "?"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        text = name.decode(errors="replace") if isinstance(name, bytes) else name
+        return f"unix:{text or '?'}"
+    return str(address)
+
+
 class ThriftMessageProtocol(Protocol):
     """
     A connection carrying Thrift messages, framed or not.
@@ -385,7 +422,7 @@ class ThriftMessageProtocol(Protocol):
         first bytes decide it, when the transport or protocol is C{"auto"}.
     """
 
-    log: ClassVar[Logger] = Logger()
+    log: ClassVar[Logger] = NamedLogger(namespace="txthrift.connection")
 
     framer: _Framer | None = None
     #: Why we closed this connection because of what the peer sent, if we did.
@@ -538,7 +575,7 @@ class ThriftMessageProtocol(Protocol):
         self.refusal = reason
         self._endPartial()
         self.log.warn("closing Thrift connection from {peer}: {reason}",
-                      peer=_peerOf(self), reason=reason)
+                      peer=peerText(self.transport), reason=reason)
         self._closeRefused()
 
     def _closeRefused(self) -> None:
@@ -691,7 +728,7 @@ class ThriftMessageProtocol(Protocol):
             out.append(_U32.pack(len(message)))
         out.append(message)
         self._outSize += len(message)
-        if self._outSize >= _BATCH_LIMIT:
+        if self._outSize >= _BATCH_LIMIT or len(out) >= _BATCH_PIECES:
             # Hand a big batch over now, so that a transport whose buffer
             # fills can pause us before the rest of this read is handled.
             self._writeOut()
@@ -727,13 +764,3 @@ def _budgetOf(factory: object, limit: int) -> PartialBudget | None:
 
 #: The budgets of factories that do not hold one themselves.
 _budgets: WeakKeyDictionary[object, PartialBudget] = WeakKeyDictionary()
-
-
-def _peerOf(protocol: Protocol) -> str:
-    transport = protocol.transport
-    if transport is None:
-        return "?"
-    try:
-        return str(transport.getPeer())
-    except Exception:  # pragma: no cover - transports without a peer
-        return "?"

@@ -110,8 +110,8 @@ def serve(reactor: Any, endpoint: IStreamServerEndpoint | str, handler: object, 
     @param protocol: C{"binary"}, C{"compact"}, C{"json"}, or C{"auto"}.
     @param limits: keywords of L{Limits}.
     @return: a Deferred firing with the listening port.
-    @raise TypeError: for a handler whose service cannot be found, or an
-        unknown limit.
+    @raise TypeError: for a handler whose service cannot be found, a class
+        given instead of an instance of it, or an unknown limit.
     @raise ValueError: for a bad endpoint description, transport, protocol
         or limit value.
     """

@@ -3,14 +3,18 @@ Dotted names to handlers and service modules: what C{twistd thrift
 --handler} and C{--service} name, loaded and checked the same way in the
 twistd process and in each C{--workers} process.
 
-Every mistake is a C{usage.UsageError} of one line naming the option and
-the fix.  This module knows nothing of ports, services that listen, or
+Every mistake on the command line is a C{usage.UsageError} of one line
+naming the option and the fix; a handler's own code failing as it is
+imported or made is a L{HandlerFailed}, naming the file and line where it
+failed.  This module knows nothing of ports, services that listen, or
 processes.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -19,31 +23,57 @@ from twisted.python import usage
 from ._hosting import oneLine
 from ._service import UnknownService, describe, isProcessor, resolve
 
-__all__ = ["loadHandlers"]
+__all__ = ["HandlerFailed", "loadHandlers"]
+
+
+class HandlerFailed(Exception):
+    """
+    Importing a handler's module, or making the handler, raised: the
+    command line was right, the code it names failed.  Its message is one
+    line, ending with where the code failed, so that no usage text nor
+    traceback is needed to find it.
+    """
+
+
+def _where(error: BaseException) -> str:
+    """
+    Where C{error} was raised, as C{" (at file:line)"}: its innermost frame
+    outside the import machinery and this module, or nothing when it was
+    raised here (the call itself was wrong).
+    """
+    if isinstance(error, SyntaxError) and error.filename:
+        return f" (at {error.filename}:{error.lineno})"
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not frame.filename.startswith("<frozen ")]
+    if not frames or frames[-1].filename == __file__:
+        return ""
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})"
 
 
 def _importing(option: str, name: str) -> ModuleType | None:
     """
     The module C{name}, or C{None} when there is no such module.
 
-    @raise usage.UsageError: naming C{option}, when importing it fails.
+    @raise HandlerFailed: naming C{option}, when importing it fails.
     """
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
         if error.name is not None and (name + ".").startswith(error.name + "."):
             return None
-        raise usage.UsageError(f"--{option}: importing {name} failed: {oneLine(error)}")
+        raise HandlerFailed(f"--{option}: importing {name} failed: {oneLine(error)}"
+                            + _where(error)) from error
     except Exception as error:
-        raise usage.UsageError(f"--{option}: importing {name} failed: {oneLine(error)}")
+        raise HandlerFailed(f"--{option}: importing {name} failed: {oneLine(error)}"
+                            + _where(error)) from error
 
 
 def _find(option: str, path: str) -> object:
     """
     The object a dotted name names, importing what it takes.
 
-    @raise usage.UsageError: naming C{option}, for a name that names nothing
-        or a module that fails to import.
+    @raise usage.UsageError: naming C{option}, for a name that names nothing.
+    @raise HandlerFailed: for a module that fails to import.
     """
     parts = path.split(".")
     if not path or not all(part.isidentifier() for part in parts):
@@ -97,20 +127,53 @@ def _loadService(path: str) -> ModuleType:
     return module
 
 
-def _loadHandler(name: str | None, path: str,
-                 service: ModuleType | None) -> tuple[object, ModuleType | None]:
+def _checkKeywords(path: str, factory: object, keywords: dict[str, str]) -> None:
     """
-    The handler C{path} names (called, when it is a class or a factory
-    function) and its service module.
+    Refuse C{--handler-option}s that C{factory}'s signature does not take.
     """
-    found = _find("handler", path)
-    handler = found
-    if isinstance(found, type) or (callable(found) and not isinstance(found, ModuleType)
-                                   and not isProcessor(found)):
-        try:
-            handler = found()
-        except Exception as error:
-            raise usage.UsageError(f"--handler: calling {path}() failed: {oneLine(error)}")
+    try:
+        signature = inspect.signature(factory)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return  # Cannot tell (a builtin): calling it will.
+    try:
+        signature.bind(**keywords)
+    except TypeError as error:
+        names = ", ".join(signature.parameters) or "none"
+        raise usage.UsageError(f"--handler-option: {path}: {error}; its parameters: {names}"
+                               ) from None
+
+
+def _make(path: str, found: object, keywords: dict[str, str]) -> object:
+    """
+    The handler C{found} (what C{path} names) is, or makes when called with
+    C{keywords}: a class or factory function is called, anything else is
+    the handler itself.
+    """
+    if isinstance(found, ModuleType):
+        raise usage.UsageError(f"--handler: {path} is a module; name the handler class or"
+                               f" function in it: --handler {path}.Handler")
+    factory = isinstance(found, type) or (callable(found) and not isProcessor(found))
+    if not factory:
+        if keywords:
+            raise usage.UsageError(f"--handler-option: {path} is not a class or function to"
+                                   " call, so it takes no options")
+        return found
+    _checkKeywords(path, found, keywords)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in keywords.items())
+    try:
+        return found(**keywords)  # type: ignore[operator]
+    except Exception as error:
+        raise HandlerFailed(f"--handler: calling {path}({arguments}) failed: {oneLine(error)}"
+                            + _where(error)) from error
+
+
+def _loadHandler(name: str | None, path: str, service: ModuleType | None,
+                 keywords: dict[str, str]) -> tuple[object, ModuleType | None]:
+    """
+    The handler C{path} names (called with C{keywords}, when it is a class
+    or a factory function) and its service module.
+    """
+    handler = _make(path, _find("handler", path), keywords)
     try:
         served = resolve(handler, service)
     except UnknownService:
@@ -161,25 +224,58 @@ def _services(values: Sequence[str], names: Sequence[str | None]) -> dict[str | 
     return services
 
 
-def loadHandlers(handlers: Sequence[str],
-                 services: Sequence[str] = ()) -> tuple[object, ModuleType | None]:
+def _handlerOptions(values: Sequence[str],
+                    names: Sequence[str | None]) -> dict[str | None, dict[str, str]]:
     """
-    Load what C{--handler} and C{--service} name.
+    The C{--handler-option} values (C{key=value}, or C{Name:key=value} for
+    a named handler) as keywords by the name of their handler.
+    """
+    options: dict[str | None, dict[str, str]] = {name: {} for name in names}
+    for value in values:
+        target, equals, given = value.partition("=")
+        name, colon, key = target.rpartition(":")
+        key = key.strip()
+        if not equals or not key.isidentifier():
+            raise usage.UsageError(f"--handler-option: expected key=value (the key a Python"
+                                   f" name), not {value!r}")
+        owner: str | None = name.strip() if colon else None
+        if owner not in options:
+            raise usage.UsageError(
+                f"--handler-option: no --handler is named {owner!r}" if owner is not None
+                else f"--handler-option: with named handlers, say whose: Name:{key}={given}")
+        if key in options[owner]:
+            raise usage.UsageError(f"--handler-option: {key} given twice"
+                                   + (f" for {owner}" if owner else ""))
+        options[owner][key] = given
+    return options
+
+
+def loadHandlers(handlers: Sequence[str], services: Sequence[str] = (),
+                 options: Sequence[str] = ()) -> tuple[object, ModuleType | None]:
+    """
+    Load what C{--handler}, C{--service} and C{--handler-option} name.
 
     @param handlers: the C{--handler} values: one C{module.Handler}, or
         C{Name=module.Handler} ones to multiplex.
     @param services: the C{--service} values, C{package.Module} or
         C{Name=package.Module}.
+    @param options: the C{--handler-option} values, C{key=value} (or
+        C{Name:key=value} for a named handler): keyword arguments, each a
+        string, for the class or function a handler names.
     @return: the handler and its service module (or C{None}), or for named
         handlers a mapping of names to (handler, service module) and C{None}:
         what L{txthrift.thriftService} takes.
-    @raise usage.UsageError: for any mistake, in one line.
+    @raise usage.UsageError: for any mistake on the command line, in one line.
+    @raise HandlerFailed: when the handler's code fails to import or to make
+        the handler, in one line.
     """
     named = _handlerNames(handlers)
-    modules = _services(services, [name for name, _ in named])
+    names = [name for name, _ in named]
+    modules = _services(services, names)
+    keywords = _handlerOptions(options, names)
     served: dict[str, tuple[object, ModuleType | None]] = {}
     for name, path in named:
-        handler, module = _loadHandler(name, path, modules.get(name))
+        handler, module = _loadHandler(name, path, modules.get(name), keywords[name])
         if name is None:
             return handler, module
         served[name] = (handler, module)

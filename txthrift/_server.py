@@ -18,7 +18,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TApplicationException, TMessageType
@@ -38,7 +38,14 @@ from zope.interface import implementer
 from ._budget import budgetFor
 from ._codec import Codec
 from ._dispatch import Cancelling, Dispatcher, Reply, exceptionReply, makeDispatcher
-from ._framing import PROTOCOLS, TRANSPORTS, ThriftMessageProtocol, checkChoice
+from ._framing import (
+    PROTOCOLS,
+    TRANSPORTS,
+    NamedLogger,
+    ThriftMessageProtocol,
+    checkChoice,
+    peerText,
+)
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
 from ._scanning import DepthError, checkDepth, largeMessageSizes
@@ -88,6 +95,7 @@ class ServerProtocol(ThriftMessageProtocol):
     @ivar dispatcher: what answers this connection's requests.
     """
 
+    log: ClassVar[Logger] = NamedLogger(namespace="txthrift.server")
     factory: ServerFactory
     dispatcher: Dispatcher
     # What largeMessageSizes says, set by _sizes at the first request (0
@@ -437,7 +445,7 @@ class ServerProtocol(ThriftMessageProtocol):
         self._endedCall = None
         log.info("closing Thrift connection from {peer}: it sent no more requests, and"
                  " {calls} call(s) gave no reply within {timeout}s (half_closed_timeout)",
-                 peer=self.transport.getPeer() if self.transport is not None else "?",
+                 peer=peerText(self.transport),
                  calls=len(self._calls) + len(self._queue),
                  timeout=self.limits.half_closed_timeout)
         self._abort()
@@ -521,7 +529,7 @@ class ServerProtocol(ThriftMessageProtocol):
             return
         transport: Any = self.transport
         log.info("closing idle Thrift connection from {peer} after {timeout}s",
-                 peer=transport.getPeer(), timeout=self._idleTimeout)
+                 peer=peerText(transport), timeout=self._idleTimeout)
         self.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -243,9 +243,15 @@ def resolve(handler: object, service: ModuleType | None = None) -> Served:
         from the handler's C{Iface} when omitted.  Given, it makes even an
         object with C{process} a handler object.
     @raise UnknownService: for a handler object whose service cannot be found.
-    @raise TypeError: for C{service} beside a mapping (or a L{Served}), or a
-        C{service} that is not a generated service module.
+    @raise TypeError: for a class instead of an instance, C{service} beside a
+        mapping (or a L{Served}), or a C{service} that is not a generated
+        service module.
     """
+    if isinstance(handler, type):
+        # A class has the methods too (a processor class even has process()),
+        # and would be called unbound: say what to do before anything fails.
+        raise TypeError(f"{handler.__qualname__} is a class: pass an instance of it"
+                        f" ({handler.__name__}()), not the class")
     if isinstance(handler, (Served, Mapping)) and service is not None:
         raise TypeError("service= goes with one handler; a mapping names each service")
     if isinstance(handler, Served):

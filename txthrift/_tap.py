@@ -14,23 +14,27 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import platform
 import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from twisted.application.service import Service
+from twisted.copyright import version as twistedVersion
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
 
 from ._appservice import DEFAULT_PORT, DEFAULT_SHUTDOWN_TIMEOUT, ThriftService, thriftService
 from ._framing import PROTOCOLS, TRANSPORTS
+from ._heap import DEFAULT_KEEP, keepFreedMemory
 from ._hosting import parseEndpoint
 from ._limits import Limits, defaultReactor
-from ._loading import loadHandlers
+from ._loading import HandlerFailed, loadHandlers
 from ._service import resolve
+from ._version import __version__
 from ._workers import WorkersService
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "versions"]
 
 
 def _number(option: str, value: str, kind: type, minimum: float, inclusive: bool = True,
@@ -63,9 +67,13 @@ class Options(usage.Options):
     The options of C{twistd thrift}.
 
     After parsing, C{self["handler"]} is the handler (or the mapping of
-    names to C{(handler, service module)} pairs), C{self["service"]} its
-    service module (or None), C{self["ports"]} the endpoint descriptions and
-    C{self["limits"]} the L{Limits} keywords.
+    names to C{(handler, service module)} pairs), made with the
+    C{--handler-option} keywords, C{self["service"]} its service module (or
+    None), C{self["ports"]} the endpoint descriptions (C{--port} and
+    C{--listen}) and C{self["limits"]} the L{Limits} keywords.  A mistake on
+    the command line raises C{usage.UsageError}; a handler whose own code
+    fails to import or to make it ends the process (C{SystemExit}) with one
+    line saying where, since twistd prints its usage text for the former.
 
     C{--workers N} serves with N processes:
 
@@ -90,6 +98,8 @@ class Options(usage.Options):
         "processor. --handler names it as module.Name (on PYTHONPATH); a class or "
         "function found there is called with no arguments. Repeat --handler as "
         "Name=module.Handler to serve several services multiplexed on every port. "
+        "--handler-option key=value (repeatable) passes key='value' to that class or"
+        " function; values are strings. "
         "On SIGTERM or SIGINT the server stops listening and lets calls in flight "
         "finish for up to --shutdown-timeout seconds. With --workers N (N > 1, TCP ports"
         " only), twistd binds the ports itself and N worker processes serve them, the"
@@ -104,6 +114,12 @@ class Options(usage.Options):
          "Thrift protocol: binary, compact, json, or auto to detect it per connection."],
         ["max-frame-size", None, str(Limits().max_frame_size),
          "Largest message accepted, in bytes."],
+        ["max-string-length", None, None,
+         "Largest string or binary value accepted, in bytes (default: --max-frame-size)."],
+        ["max-container-length", None, None,
+         "Most elements accepted in one list, set or map (default: --max-frame-size)."],
+        ["max-depth", None, str(Limits().max_depth),
+         "Deepest nesting of structs and containers accepted (the message's own struct is 1)."],
         ["max-pending", None, str(Limits().max_pending),
          "Requests processed at once per connection; past it, reading pauses."],
         ["idle-timeout", None, None,
@@ -128,6 +144,10 @@ class Options(usage.Options):
           "(0: call every method in the reactor thread).")],
         ["shutdown-timeout", None, f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
          "Seconds to let calls in flight finish when stopping."],
+        ["keep-freed-mib", None, str(DEFAULT_KEEP // 2**20),
+         ("MiB of freed memory the C allocator (glibc's malloc) keeps for reuse instead of"
+          " handing it back at once; big messages then reuse memory instead of faulting"
+          " fresh pages in for every call (0: the allocator's own defaults).")],
         ["workers", None, "1",
          ("Serve with this many worker processes sharing the listening sockets (TCP ports"
           " only), restarted when they die (1: serve in the twistd process itself).")],
@@ -144,7 +164,10 @@ class Options(usage.Options):
         super().__init__()
         self["handlers"] = []
         self["services"] = []
+        self["handler-options"] = []
         self["ports"] = []
+        #: The option each of C{self["ports"]} came with, for messages.
+        self._portOptions: list[str] = []
 
     @_helpText
     def opt_handler(self, value: str) -> None:
@@ -163,6 +186,14 @@ class Options(usage.Options):
         self["services"].append(value)
 
     @_helpText
+    def opt_handler_option(self, value: str) -> None:
+        """
+        key=value: a keyword argument, its value a string, for the class or function
+        --handler names (Name:key=value for a named handler); repeat for each.
+        """
+        self["handler-options"].append(value)
+
+    @_helpText
     def opt_port(self, value: str) -> None:
         """
         Where to listen: a port number or a server endpoint description such as
@@ -170,12 +201,34 @@ class Options(usage.Options):
         unix:/run/thrift.sock; repeat to listen on several [default: tcp:9090].
         """
         self["ports"].append(value)
+        self._portOptions.append("port")
+
+    @_helpText
+    def opt_listen(self, value: str) -> None:
+        """
+        The same as --port, spelt as twistd web spells it.
+        """
+        self["ports"].append(value)
+        self._portOptions.append("listen")
+
+    def opt_version(self) -> None:
+        """
+        Show the versions of txthrift, Twisted and Python, and exit.
+        """
+        print(versions())
+        sys.exit(0)
 
     def postOptions(self) -> None:
         self._checkChoices()
         self._checkNumbers()
         self._checkPorts()
-        self["handler"], self["service"] = loadHandlers(self["handlers"], self["services"])
+        try:
+            self["handler"], self["service"] = loadHandlers(
+                self["handlers"], self["services"], self["handler-options"])
+        except HandlerFailed as error:
+            # Not a mistake on the command line: no usage text (twistd prints
+            # it for a UsageError), only what failed and where.
+            raise SystemExit(f"twistd thrift: {error}") from None
 
     def _checkChoices(self) -> None:
         for option, choices in (("transport", TRANSPORTS), ("protocol", PROTOCOLS)):
@@ -187,8 +240,14 @@ class Options(usage.Options):
         limits: dict[str, Any] = {
             "max_frame_size": _number("max-frame-size", self["max-frame-size"], int, 1,
                                       what=" of bytes"),
+            "max_depth": _number("max-depth", self["max-depth"], int, 1),
             "max_pending": _number("max-pending", self["max-pending"], int, 1),
         }
+        for option, what in (("max-string-length", " of bytes"),
+                             ("max-container-length", " of elements")):
+            if self[option] is not None:
+                limits[option.replace("-", "_")] = _number(option, self[option], int, 0,
+                                                           what=what)
         for option in ("idle-timeout", "call-timeout"):
             if self[option] is not None:
                 limits[option.replace("-", "_")] = _number(
@@ -218,20 +277,32 @@ class Options(usage.Options):
         self["shutdown-timeout"] = _number("shutdown-timeout", self["shutdown-timeout"], float,
                                            0, what=" of seconds")
         self["workers"] = _number("workers", self["workers"], int, 1)
+        self["keep-freed-mib"] = _number("keep-freed-mib", self["keep-freed-mib"], int, 0,
+                                         what=" of MiB")
 
     def _checkPorts(self) -> None:
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+            self._portOptions = ["port"]
         reactor = defaultReactor()
-        for port in self["ports"]:
+        for option, port in zip(self._portOptions, self["ports"]):
             try:
                 _, endpoint = parseEndpoint(reactor, port)
             except ValueError as error:
-                raise usage.UsageError(f"--port: {port!r}: {error}") from None
+                raise usage.UsageError(f"--{option}: {port!r}: {error}") from None
             if self["workers"] > 1 and type(endpoint) not in (TCP4ServerEndpoint,
                                                               TCP6ServerEndpoint):
-                raise usage.UsageError(f"--port: {port!r}: --workers takes TCP ports only"
+                raise usage.UsageError(f"--{option}: {port!r}: --workers takes TCP ports only"
                                        " (tcp:PORT or tcp6:PORT)")
+
+
+def versions() -> str:
+    """
+    What C{twistd thrift --version} shows: txthrift's version, and what it
+    runs on.
+    """
+    return (f"txthrift {__version__} (Twisted {twistedVersion},"
+            f" {platform.python_implementation()} {platform.python_version()})")
 
 
 def makeService(options: Options) -> Service:
@@ -241,6 +312,8 @@ def makeService(options: Options) -> Service:
     processes.
     """
     service: ThriftService | WorkersService
+    if options["keep-freed-mib"]:
+        keepFreedMemory(options["keep-freed-mib"] * 2**20)
     if options["workers"] > 1:
         service = _workersService(options)
     else:
@@ -278,9 +351,11 @@ def _exitStatus(service: ThriftService | WorkersService) -> None:
 def _workersService(options: Options) -> WorkersService:
     reactor = defaultReactor()
     config = {"handlers": options["handlers"], "services": options["services"],
+              "handler_options": options["handler-options"],
               "transport": options["transport"], "protocol": options["protocol"],
               "limits": options["limits"], "threads": options["threads"],
-              "shutdown_timeout": options["shutdown-timeout"]}
+              "shutdown_timeout": options["shutdown-timeout"],
+              "keep_freed": options["keep-freed-mib"] * 2**20}
     return WorkersService(reactor, [parseEndpoint(reactor, port) for port in options["ports"]],
                           options["workers"], config,
                           served=resolve(options["handler"], options["service"]).name)

@@ -40,13 +40,15 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
+from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._appservice import announce, listenOn, stoppedCleanly, thriftService, within
+from ._heap import keepFreedMemory
 from ._hosting import addressOf
 from ._limits import Limits
-from ._loading import loadHandlers
+from ._loading import HandlerFailed, loadHandlers
 from ._waiters import Waiters
 
 __all__ = ["WorkersService", "main"]
@@ -121,6 +123,8 @@ class _Worker(ProcessProtocol):
                 event = {"log_format": "{line}", "line": text, "log_level": LogLevel.info,
                          "log_namespace": "txthrift.workers", "log_time": time.time()}
             event.setdefault("log_time", time.time())
+            # What twistd's log shows in brackets: which worker said it.
+            event["log_system"] = f"worker {self.index} pid {self.pid}"
             globalLogPublisher(event)
 
     def processEnded(self, reason: Failure) -> None:
@@ -140,9 +144,10 @@ class WorkersService(Service):
                  workers: int, config: dict[str, Any], *, served: str) -> None:
         """
         @param endpoints: (description, TCP endpoint) pairs to listen on.
-        @param config: what each worker is told: the C{handlers} and
-            C{services} values, C{transport}, C{protocol}, C{limits}
-            keywords, C{threads} and C{shutdown_timeout}.
+        @param config: what each worker is told: the C{handlers},
+            C{services} and C{handler_options} values, C{transport},
+            C{protocol}, C{limits} keywords, C{threads} and
+            C{shutdown_timeout}.
         @param served: what is served, for the log.
         """
         self._reactor = reactor
@@ -385,13 +390,23 @@ def _watchParent(reactor: Any) -> None:
 def main(argv: Sequence[str]) -> int:
     config = json.loads(argv[0])
     sys.path[:] = config["path"]
+    if config["keep_freed"]:
+        keepFreedMemory(config["keep_freed"])
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
     # Log events go to the parent, which logs them where twistd logs.
     events = open(LOG_FD, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(events)], redirectStandardIO=False)
-    handler, module = loadHandlers(config["handlers"], config["services"])
+    try:
+        handler, module = loadHandlers(config["handlers"], config["services"],
+                                       config["handler_options"])
+    except (usage.UsageError, HandlerFailed) as error:
+        # The parent loaded them already: only a handler that fails now and
+        # then (or a changed file) gets here.  One line, as there.
+        log.critical("Worker {index} cannot load its handler: {error}", index=config["index"],
+                     error=str(error))
+        return 1
     endpoints = [_Adopted(reactor, fd, family) for fd, family in config["sockets"]]
     service = thriftService(
         handler, port=endpoints, service=module,
