@@ -31,6 +31,13 @@
  *                     unframed, its end is found by matching brackets
  *                     outside strings
  *   framed  = i32 length, message
+ *
+ * With --http PATH each call is an HTTP/1.1 POST of one unframed message to
+ * PATH (Content-Type application/x-thrift, or application/vnd.apache.thrift.json
+ * for JSON), up to D of them pipelined on each kept-alive connection; a reply
+ * is a 200 whose Content-Length body is one message.  A server that closes
+ * the connection after a reply (HTTP/1.0, or "Connection: close") is
+ * connected to again for the next call: give it D=1.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -67,11 +74,12 @@ enum {
     E_BAD_RESULT,    /* no field 0 string, or other fields in the result */
     E_FRAME_SIZE,    /* frame length disagrees with the message inside */
     E_CLOSED,        /* the server closed or reset a connection */
+    E_HTTP_STATUS,   /* an HTTP answer other than 200 */
     E_COUNT
 };
 static const char *error_names[E_COUNT] = {
     "malformed", "bad_type", "exception", "unknown_seqid", "bad_name",
-    "bad_payload", "bad_result", "frame_size", "closed",
+    "bad_payload", "bad_result", "frame_size", "closed", "http_status",
 };
 static uint64_t errors[E_COUNT];
 static int error_reports = 0;
@@ -113,6 +121,8 @@ typedef struct {
     int inflight;
     int32_t next_seqid;
     uint64_t done_window;
+    int closing;      /* HTTP: the server closes after the reply being handled */
+    uint64_t reconnects;
 } conn_t;
 
 /* ---- settings and shared state ---- */
@@ -121,6 +131,9 @@ static int opt_protocol = P_BINARY;
 static long opt_payload = 13;
 static double opt_warmup = 1.0, opt_duration = 3.0, opt_connect_timeout = 5.0;
 static const char *opt_host = "127.0.0.1";
+static const char *opt_http = NULL; /* the path POSTed to, in HTTP mode */
+static size_t reply_overhead;       /* HTTP: the head of the reply being handled */
+static uint64_t reconnects_total;
 
 static unsigned char *body;        /* the request after its head: the argument struct */
 static size_t body_len;
@@ -606,7 +619,8 @@ static void handle_reply(conn_t *c, const unsigned char *m, size_t len, double t
             if (t >= t_window && t < t_end) {
                 done_window++;
                 c->done_window++;
-                bytes_in_window += slot->request_len + len + (opt_framed ? 4 : 0);
+                bytes_in_window += slot->request_len + len + (opt_framed ? 4 : 0)
+                                   + reply_overhead;
                 if (lat_n == lat_cap) {
                     lat_cap = lat_cap ? 2 * lat_cap : 65536;
                     lat = xrealloc(lat, lat_cap * sizeof *lat);
@@ -635,8 +649,60 @@ static void kill_conn(conn_t *c, int kind, const char *detail) {
     close(c->fd);
 }
 
+/* Find `name` (lower case, with its colon) among the header lines of `head`;
+ * returns the value's start, or NULL. */
+static const char *header(const char *head, size_t len, const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i + n < len; i++) {
+        if ((i == 0 || head[i - 1] == '\n') && strncasecmp(head + i, name, n) == 0) {
+            const char *v = head + i + n;
+            while (*v == ' ' || *v == '\t') v++;
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* HTTP: cut and handle every whole response buffered on `c`. */
+static void parse_http(conn_t *c, double t) {
+    while (!c->dead) {
+        unsigned char *b = c->in + c->ioff;
+        size_t avail = c->ilen - c->ioff;
+        if (avail < c->need || avail == 0) return;
+        unsigned char *end = memmem(b, avail, "\r\n\r\n", 4);
+        if (!end) { c->need = avail + 1; return; }
+        size_t head_len = (size_t)(end - b) + 4;
+        char *head = (char *)b;
+        int status = 0, minor = 1;
+        if (sscanf(head, "HTTP/1.%d %d", &minor, &status) != 2) {
+            kill_conn(c, E_MALFORMED, "HTTP status line");
+            return;
+        }
+        const char *cl = header(head, head_len, "content-length:");
+        if (!cl) { kill_conn(c, E_MALFORMED, "no Content-Length"); return; }
+        size_t clen = (size_t)strtoull(cl, NULL, 10);
+        if (avail < head_len + clen) { c->need = head_len + clen; return; }
+        const char *conn = header(head, head_len, "connection:");
+        c->closing = minor == 0 ? !(conn && strncasecmp(conn, "keep-alive", 10) == 0)
+                                : (conn && strncasecmp(conn, "close", 5) == 0);
+        if (status != 200) {
+            char d[64];
+            snprintf(d, sizeof d, "HTTP %d", status);
+            kill_conn(c, E_HTTP_STATUS, d);
+            return;
+        }
+        reply_overhead = head_len;
+        handle_reply(c, b + head_len, clen, t);
+        reply_overhead = 0;
+        c->ioff += head_len + clen;
+        c->need = 0;
+        if (c->closing) return; /* read_conn connects again */
+    }
+}
+
 /* Cut and handle every whole message buffered on `c`. */
 static void parse_input(conn_t *c, double t) {
+    if (opt_http) { parse_http(c, t); return; }
     while (!c->dead) {
         unsigned char *b = c->in + c->ioff;
         size_t avail = c->ilen - c->ioff;
@@ -704,22 +770,34 @@ static void send_call(conn_t *c, double t) {
     if (!slot) return;
     int32_t seqid = c->next_seqid;
     c->next_seqid = seqid == INT32_MAX ? 1 : seqid + 1;
-    size_t most = 4 + HEAD_MAX + body_len;
+    size_t most = 4 + HEAD_MAX + body_len + (opt_http ? 256 + strlen(opt_http) : 0);
     if (c->olen + most > c->ocap) {
         c->ocap = (c->olen + most) * 2;
         c->out = xrealloc(c->out, c->ocap);
     }
     unsigned char *p = c->out + c->olen, *head = p + (opt_framed ? 4 : 0);
-    size_t mlen = put_head(head, seqid) + body_len;
-    memcpy(head + (mlen - body_len), body, body_len);
+    unsigned char message[HEAD_MAX];
+    size_t hlen = put_head(message, seqid), mlen = hlen + body_len, prefix = 0;
+    if (opt_http) {
+        prefix = (size_t)sprintf((char *)p,
+                                 "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n"
+                                 "Content-Length: %zu\r\n\r\n", opt_http, opt_host,
+                                 opt_protocol == P_JSON ? "application/vnd.apache.thrift.json"
+                                                        : "application/x-thrift", mlen);
+        head = p + prefix;
+    }
+    memcpy(head, message, hlen);
+    memcpy(head + hlen, body, body_len);
     if (opt_framed) put32(p, (uint32_t)mlen);
     slot->used = 1;
     slot->seqid = seqid;
     slot->issued = t;
-    slot->request_len = mlen + (opt_framed ? 4 : 0);
+    slot->request_len = mlen + (opt_framed ? 4 : 0) + prefix;
     c->inflight++;
     c->olen += slot->request_len;
 }
+
+static void reconnect(conn_t *c);
 
 static void read_conn(conn_t *c) {
     size_t want = 65536;
@@ -735,6 +813,7 @@ static void read_conn(conn_t *c) {
         c->in = xrealloc(c->in, c->icap);
     }
     ssize_t n = recv(c->fd, c->in + c->ilen, c->icap - c->ilen, 0);
+    if (n == 0 && opt_http && c->closing && c->ioff == c->ilen) { reconnect(c); return; }
     if (n == 0) { kill_conn(c, E_CLOSED, "server closed the connection"); return; }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
@@ -744,6 +823,7 @@ static void read_conn(conn_t *c) {
     c->ilen += (size_t)n;
     parse_input(c, now());
     if (c->ioff == c->ilen) c->ioff = c->ilen = 0;
+    if (opt_http && c->closing && !c->dead) reconnect(c);
 }
 
 static int open_conn(void) {
@@ -770,6 +850,24 @@ static int open_conn(void) {
     return fd;
 }
 
+/* HTTP: the server closed `c` after a reply; what is queued for it (the
+ * next call) goes on a new connection.  Calls it had in flight are lost. */
+static void reconnect(conn_t *c) {
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (c->inflight > (c->olen > c->ooff ? 1 : 0) && !stopping)
+        error(E_CLOSED, "the server closed a connection with calls in flight");
+    c->fd = open_conn();
+    c->closing = 0;
+    c->polling_out = 0;
+    c->ilen = c->ioff = c->need = 0;
+    c->reconnects++;
+    reconnects_total++;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
+    flush_out(c);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -786,7 +884,8 @@ static void usage(void) {
             "usage: loadgen --port N [--host 127.0.0.1] [--conns C] [--depth D]\n"
             "               [--payload BYTES] [--framed | --unframed]\n"
             "               [--protocol binary|compact|json]\n"
-            "               [--warmup S] [--duration S] [--connect-timeout S]\n");
+            "               [--warmup S] [--duration S] [--connect-timeout S]\n"
+            "               [--http PATH]\n");
     exit(2);
 }
 
@@ -797,7 +896,7 @@ int main(int argc, char **argv) {
         {"payload", required_argument, 0, 's'},  {"framed", no_argument, 0, 'f'},
         {"unframed", no_argument, 0, 'u'},       {"warmup", required_argument, 0, 'w'},
         {"duration", required_argument, 0, 't'}, {"connect-timeout", required_argument, 0, 'T'},
-        {"protocol", required_argument, 0, 'P'},
+        {"protocol", required_argument, 0, 'P'}, {"http", required_argument, 0, 'H'},
         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -812,6 +911,7 @@ int main(int argc, char **argv) {
         case 'w': opt_warmup = atof(optarg); break;
         case 't': opt_duration = atof(optarg); break;
         case 'T': opt_connect_timeout = atof(optarg); break;
+        case 'H': opt_http = optarg; break;
         case 'P':
             opt_protocol = -1;
             for (int k = 0; k < 3; k++)
@@ -824,6 +924,7 @@ int main(int argc, char **argv) {
     if (opt_port <= 0 || opt_conns < 1 || opt_depth < 1 || opt_payload < 0 ||
         opt_payload > 256L * 1024 * 1024 || opt_duration <= 0 || opt_warmup < 0)
         usage();
+    if (opt_http) opt_framed = 0; /* one message per body */
 
     build_messages();
     epfd = epoll_create1(0);
@@ -916,6 +1017,10 @@ int main(int argc, char **argv) {
         printf("%s\"%s\": %llu", first ? "" : ", ", error_names[k], (unsigned long long)errors[k]);
         first = 0;
     }
-    printf("}, \"cpu_s\": %.3f, \"cpu_util\": %.3f}\n", cpu_window, cpu_wall > 0 ? cpu_window / cpu_wall : 0.0);
+    printf("}, \"cpu_s\": %.3f, \"cpu_util\": %.3f", cpu_window, cpu_wall > 0 ? cpu_window / cpu_wall : 0.0);
+    if (opt_http)
+        printf(", \"http\": \"%s\", \"reconnects\": %llu", opt_http,
+               (unsigned long long)reconnects_total);
+    printf("}\n");
     return 0;
 }

@@ -72,7 +72,7 @@ TARGETS = [
     Target("thriftpy2-threaded", "thriftpy2-threaded", True, "thriftpy2 TThreadedServer, framed, Cython"),
     Target("thriftpy2-aio", "thriftpy2-aio", True, "thriftpy2 asyncio server, framed"),
 ]
-SECTIONS = ("client", "intake", "memory", "workers", "profile")
+SECTIONS = ("client", "http", "intake", "memory", "workers", "profile")
 
 # (payload bytes, connections, in flight per connection)
 SMALL, MEDIUM, LARGE = 13, 4 * KiB, 1 * MiB
@@ -89,6 +89,14 @@ CPU_POINTS = [(SMALL, 4, 16), (MEDIUM, 4, 16), (LARGE, 4, 2)]
 PROTOCOL_TARGETS = {"binary": "txthrift", "compact": "txthrift-compact", "json": "txthrift-json"}
 # The client section's shape: one connection, 100 calls in flight.
 CLIENT_POINT = (SMALL, 1, 100)
+# The HTTP section's shape: 4 kept-alive connections, 16 requests pipelined on
+# each.  Apache's THttpServer answers one request at a time and closes each
+# connection after it (HTTP/1.0), with a listen backlog of 5: it gets 4
+# connections of one request each, connected again after every reply.
+HTTP_POINT = (SMALL, 4, 16)
+HTTP_ONE_EACH = (SMALL, 4, 1)
+HTTP_SERVERS = {"txthrift-http": HTTP_POINT, "raw-web": HTTP_POINT,
+                "apache-http": HTTP_ONE_EACH}
 
 # Measured before on this kind of machine (the team's anchors), small framed calls.
 ANCHORS = {
@@ -322,6 +330,11 @@ class Harness:
     # ---- servers ----
 
     def serverArgv(self, kind: str, port: int) -> list[str]:
+        if kind == "txthrift-http" and self.twistd is not None:
+            return self.pinServer + self.twistd + [
+                "-n", "--pidfile=", "thrift",
+                "--handler", "hello_handler.HelloServiceHandler",
+                "--http-port", f"tcp:{port}:interface={HOST}"]
         if kind == "txthrift" and self.twistd is not None:
             return self.pinServer + self.twistd + [
                 "-n", "--pidfile=", "thrift",
@@ -368,7 +381,8 @@ class Harness:
 
     def runLoadgen(self, port: int, point: tuple[int, int, int], framed: bool,
                    warmup: float, duration: float, pinned: bool = True,
-                   protocol: str = "binary", serverPid: int | None = None) -> dict[str, Any]:
+                   protocol: str = "binary", serverPid: int | None = None,
+                   http: str | None = None) -> dict[str, Any]:
         """
         One load generator run.  With C{serverPid}, that process's CPU time
         over the measured window (read when the warm-up ends and when the
@@ -380,6 +394,8 @@ class Harness:
             self.loadgen, "--port", str(port), "--conns", str(conns), "--depth", str(depth),
             "--payload", str(payload), "--framed" if framed else "--unframed",
             "--protocol", protocol, "--warmup", str(warmup), "--duration", str(duration)]
+        if http is not None:
+            argv += ["--http", http]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL)
         try:
@@ -648,6 +664,51 @@ def runClientBench(h: Harness) -> dict[str, Any]:
         out["ratio"] = out["txthrift"] / out["apache-sync"]
     if out["txthrift"] and out["loadgen"]:
         out["vs_loadgen"] = out["txthrift"] / out["loadgen"]
+    return out
+
+
+def runHttpBench(h: Harness) -> dict[str, Any]:
+    """
+    Thrift over HTTP: txthrift's HTTP server (twistd thrift --http-port)
+    against Apache's THttpServer and a bare twisted.web resource answering a
+    reply computed once (the limit), each with 64 requests in flight.
+    """
+    args = h.args
+    print(f"\n== http: POST one message per request, {pointKey(HTTP_POINT)} pipelined on "
+          f"kept-alive connections (Apache's THttpServer: {pointKey(HTTP_ONE_EACH)})", flush=True)
+    servers = {kind: h.startServer(kind) for kind in HTTP_SERVERS}
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in HTTP_SERVERS}
+    try:
+        for rep in range(args.reps):
+            for kind, point in HTTP_SERVERS.items():
+                server = servers[kind]
+                if not h.ensureAlive(server):
+                    runs[kind].append({"failed": f"server {kind} is down"})
+                    continue
+                assert server.proc is not None
+                r = h.runLoadgen(server.port, point, False, args.warmup, args.duration,
+                                 serverPid=server.proc.pid, http="/")
+                if "failed" not in r and r.get("errors"):
+                    r["failed"] = f"{r['errors']} reply errors: {r.get('error_kinds')}"
+                runs[kind].append(r)
+                print(f"  rep {rep + 1} {kind:<14} {pointKey(point):<14} "
+                      f"{r.get('failed') or format(r['calls_per_s'], ',.0f') + ' calls/s'}"
+                      f"{'' if r.get('failed') else '  srv ' + fmtRate(r.get('server_us_per_call')) + ' us/call'}",
+                      flush=True)
+    finally:
+        for server in servers.values():
+            PROCS.stop(server.proc)
+    out: dict[str, Any] = {"points": {kind: pointKey(p) for kind, p in HTTP_SERVERS.items()},
+                           "runs": runs}
+    for kind, results in runs.items():
+        good = [r for r in results if "failed" not in r]
+        out[kind] = statistics.median(r["calls_per_s"] for r in good) if good else None
+        cpu = [r["server_us_per_call"] for r in good if r.get("server_us_per_call")]
+        out[kind + "_us_per_call"] = statistics.median(cpu) if cpu else None
+    if out["txthrift-http"] and out["apache-http"]:
+        out["vs_apache"] = out["txthrift-http"] / out["apache-http"]
+    if out["txthrift-http"] and out["raw-web"]:
+        out["vs_raw_web"] = out["txthrift-http"] / out["raw-web"]
     return out
 
 
@@ -925,7 +986,8 @@ def ratio(med: dict, a: str, b: str, key: str, metric: str = "calls_per_s") -> f
 
 
 def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict | None,
-             workers: dict | None = None) -> tuple[list[dict], list[dict]]:
+             workers: dict | None = None,
+             http: dict | None = None) -> tuple[list[dict], list[dict]]:
     ratios: list[dict] = []
     goals: list[dict] = []
 
@@ -990,6 +1052,11 @@ def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict |
     if workers is not None:
         goal(f"workers: --workers 2 >= 1.5x --workers 1 ({workers.get('point')})",
              workers.get("ratio"), ">=", 1.5)
+    if http is not None:
+        goal(f"http: txthrift >= 3x Apache's THttpServer ({pointKey(HTTP_POINT)} against "
+             f"{pointKey(HTTP_ONE_EACH)})", http.get("vs_apache"), ">=", 3.0)
+        goal(f"http: txthrift >= 0.6x a bare twisted.web resource ({pointKey(HTTP_POINT)})",
+             http.get("vs_raw_web"), ">=", 0.6)
     return ratios, goals
 
 
@@ -1152,6 +1219,12 @@ def printReport(report: dict[str, Any]) -> None:
                   f" = {floor['floor_us']:.2f} us, the floor of any Deferred-per-call client "
                   f"(<= {1e6 / floor['floor_us']:,.0f} calls/s); txthrift's client path "
                   f"{floor['txthrift_us']:.2f} us")
+    http = report.get("http")
+    if http:
+        print("\n-- Thrift over HTTP (13 B getData, binary, one message per POST)")
+        for kind in HTTP_SERVERS:
+            print(f"   {kind:<14} {http['points'][kind]:<14} {fmtRate(http.get(kind)):>9} calls/s"
+                  f"  server {fmtRate(http.get(kind + '_us_per_call'))} us/call")
     intake = report.get("intake")
     if intake and "messages" in intake:
         print("\n-- intake of one 16 MiB message in 4 KiB dataReceived calls")
@@ -1444,16 +1517,17 @@ def main(argv: list[str] | None = None) -> int:
         report["measurements"] = measurements
         report["medians"] = medians(measurements)
         client = runClientBench(h) if "client" in sections else None
+        http = runHttpBench(h) if "http" in sections else None
         intake = runIntake(h) if "intake" in sections else None
         memory = runMemory(h) if "memory" in sections else None
         workers = runWorkers(h) if "workers" in sections else None
         profile = runProfile(h) if "profile" in sections else None
-        for name, value in (("client", client), ("intake", intake), ("memory", memory),
-                            ("workers", workers), ("profile", profile)):
+        for name, value in (("client", client), ("http", http), ("intake", intake),
+                            ("memory", memory), ("workers", workers), ("profile", profile)):
             if value is not None:
                 report[name] = value
         report["ratios"], report["goals"] = evaluate(report["medians"], client, intake, memory,
-                                                     workers)
+                                                     workers, http)
         report["loadavg_end"] = os.getloadavg()
         report["elapsed_s"] = time.monotonic() - started
     except KeyboardInterrupt as e:

@@ -9,6 +9,8 @@ KIND is one of:
   txthrift            txthrift.serve(), transport/protocol auto-detected
                       (the fallback when `twistd thrift` is not available)
   txthrift-fixed      txthrift.serve(..., transport="framed", protocol="binary")
+  txthrift-http       txthrift.serve(..., transport="http"): Thrift over HTTP
+                      (the fallback when `twistd thrift --http-port` is not available)
   apache-twisted      Apache thrift.transport.TTwisted.ThriftServerFactory with
                       py:twisted generated code, pure TBinaryProtocolFactory
   apache-twisted-accel  the same with TBinaryProtocolAcceleratedFactory
@@ -21,6 +23,10 @@ KIND is one of:
                       seqid patched in: the framing-only limit.  It sets
                       TCP_NODELAY: without it a 1 MiB reply's last segment
                       waits for a delayed ACK (~40 ms) and C=1 D=1 runs 9x slower
+  raw-web             twisted.web: a Site whose one resource answers each POST
+                      body with the raw-twisted reply, unframed: the HTTP limit
+  apache-http         Apache thrift.server.THttpServer (http.server, one request
+                      per connection, HTTP/1.0), TBinaryProtocolAccelerated
   thriftpy2-threaded  thriftpy2's TThreadedServer, framed, Cython codec
   thriftpy2-aio       thriftpy2's asyncio server, framed
 
@@ -160,6 +166,44 @@ class RawTwisted:
         reactor.run()
 
 
+def serve_raw_web(port: int) -> None:
+    reactor = _reactor()
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    replies: dict[int, tuple[bytes, bytes, int]] = {}
+
+    class Raw(Resource):
+        isLeaf = True
+
+        def render_POST(self, request):  # type: ignore[no-untyped-def]
+            body = request.content.read()
+            parts = replies.get(len(body))
+            if parts is None:
+                head, tail = RawTwisted.replyParts(body)
+                at = 8 + int.from_bytes(body[4:8], "big")  # seqid after the name
+                parts = replies[len(body)] = (head[4:], tail, at)  # no frame length
+            head, tail, at = parts
+            request.setHeader(b"content-type", b"application/x-thrift")
+            return b"".join((head, body[at:at + 4], tail))
+
+    site = Site(Raw(), timeout=None)  # as txthrift's with no idle_timeout; no access log
+    reactor.listenTCP(port, site, interface=HOST)
+    reactor.run()
+
+
+def serve_apache_http(port: int) -> None:
+    from hello_handler import HelloServiceHandler
+    from HelloService import HelloService
+    from thrift.protocol import TBinaryProtocol
+    from thrift.server import THttpServer
+
+    server = THttpServer.THttpServer(HelloService.Processor(HelloServiceHandler()),
+                                     (HOST, port),
+                                     TBinaryProtocol.TBinaryProtocolAcceleratedFactory())
+    server.serve()
+
+
 def _thriftpy2_service():
     import thriftpy2
 
@@ -208,9 +252,9 @@ def serve_thriftpy2_aio(port: int) -> None:
     server.serve()
 
 
-KINDS = ("txthrift", "txthrift-fixed", "apache-twisted", "apache-twisted-accel",
-         "apache-threadpool", "apache-nonblocking", "raw-twisted", "thriftpy2-threaded",
-         "thriftpy2-aio")
+KINDS = ("txthrift", "txthrift-fixed", "txthrift-http", "apache-twisted", "apache-twisted-accel",
+         "apache-threadpool", "apache-nonblocking", "raw-twisted", "raw-web", "apache-http",
+         "thriftpy2-threaded", "thriftpy2-aio")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,12 +268,18 @@ def main(argv: list[str] | None = None) -> None:
         serve_txthrift(args.port, "auto", "auto")
     elif kind == "txthrift-fixed":
         serve_txthrift(args.port, "framed", "binary")
+    elif kind == "txthrift-http":
+        serve_txthrift(args.port, "http", "auto")
     elif kind in ("apache-twisted", "apache-twisted-accel"):
         serve_apache_twisted(args.port, accelerated=kind.endswith("accel"))
     elif kind in ("apache-threadpool", "apache-nonblocking"):
         serve_apache_blocking(args.port, kind, args.threads)
     elif kind == "raw-twisted":
         RawTwisted.serve(args.port)
+    elif kind == "raw-web":
+        serve_raw_web(args.port)
+    elif kind == "apache-http":
+        serve_apache_http(args.port)
     elif kind == "thriftpy2-threaded":
         serve_thriftpy2_threaded(args.port)
     elif kind == "thriftpy2-aio":

@@ -53,7 +53,7 @@ class Footnotes:
 
 
 def matrixSection(doc: dict[str, Any]) -> list[str]:
-    transports, protocols = doc["transports"], doc["protocols"]
+    transports, protocols = doc.get("matrixTransports", doc["transports"]), doc["protocols"]
     columns = [(t, p) for t in transports for p in protocols]
     cells = {(c["client"], c["server"], c["transport"], c["protocol"]): c
              for c in doc["matrix"]}
@@ -67,7 +67,10 @@ def matrixSection(doc: dict[str, Any]) -> list[str]:
         f"**{counts['pass']} cells pass, {counts['fail']} fail, {counts['n/a']} cannot exist"
         + (f", {counts['not run']} were not run" if counts["not run"] else "") + ".**",
         "",
-        ("Rows are client → server, columns transport and protocol.  A protocol column names"
+        ("Rows are client → server, columns transport and protocol (http: Thrift over HTTP,"
+        " each call one POST whose body is the message, answered by txthrift.web; the"
+        " clients are Apache's THttpClient, thriftpy2's http client and txthrift's http://"
+        " client).  A protocol column names"
         " the encoder of the end that is not txthrift: Apache's pure-Python or C-accelerated"
         " (`fastbinary`) protocol factory, or thriftpy2's pure-Python or Cython protocol;"
         " txthrift.TTwisted takes Apache's factories, so for it the column names its own"
@@ -162,7 +165,8 @@ def render(doc: dict[str, Any], producedBy: str) -> str:
         " required/optional/default fields, recursive structs, unions, several declared"
         " exceptions, void and oneway methods, 15 arguments, an inherited service and a"
         " second, multiplexed one), over every transport and protocol, on real sockets on"
-        " 127.0.0.1.  In each cell one client makes every call on one connection and checks"
+        " 127.0.0.1.  In each cell one client makes every call on one connection (over"
+        " HTTP, one request each) and checks"
         " that every value came back exactly: NaN as NaN, the sign of -0.0, `str` as `str`"
         " and `bytes` as `bytes`, a set as a set."),
         "",

@@ -25,3 +25,8 @@ gen examples/hello/HelloService.thrift examples/hello/gen py
 rm -rf tests/gen/conformance_py tests/gen/conformance_pytwisted
 gen tests/gen/Conformance.thrift tests/gen/conformance_py py:package_prefix=tests.gen.conformance_py.
 gen tests/gen/Conformance.thrift tests/gen/conformance_pytwisted py:twisted,package_prefix=tests.gen.conformance_pytwisted.
+
+# Node.js code (thrift --gen js:node) for the npm `thrift` peers of tests/test_node.py.
+rm -rf tests/gen/js tests/gen/conformance_js
+gen tests/gen/Test.thrift tests/gen/js js:node
+gen tests/gen/Conformance.thrift tests/gen/conformance_js js:node

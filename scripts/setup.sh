@@ -40,7 +40,12 @@ fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 quietly "$venv/bin/python" -m pip install --upgrade pip
-quietly "$venv/bin/python" -m pip install -e '.[test]'
+# Every extra setup.cfg declares (test, websocket, ...), so that every test runs here and in CI.
+extras=$("$venv/bin/python" -c 'import configparser
+config = configparser.RawConfigParser()
+config.read("setup.cfg")
+print(",".join(config["options.extras_require"]))')
+quietly "$venv/bin/python" -m pip install -e ".[$extras]"
 quietly "$venv/bin/python" -c \
   'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 

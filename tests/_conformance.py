@@ -48,7 +48,10 @@ SERVERS = {
     "nonblocking": "Apache TNonblockingServer",
     "thriftpy2": "thriftpy2 TThreadedServer",
 }
+#: The transports of the limits and non-finite tests.
 TRANSPORTS = ("framed", "buffered")
+#: The matrix's transports: those, and Thrift over HTTP (one message per POST body).
+MATRIX_TRANSPORTS = (*TRANSPORTS, "http")
 #: Protocol columns.  Each names the encoder of the end that is not txthrift
 #: (both ends, for txthrift.TTwisted, which takes Apache's factories); a
 #: txthrift end always uses Apache's C codec for binary and compact when the
@@ -84,6 +87,10 @@ def notApplicable(client: str, server: str, transport: str, protocol: str,
     """
     Why a cell cannot be run, or C{None} when it can.
     """
+    if transport == "http" and server != "txthrift":
+        return f"{SERVERS[server]} serves no HTTP (Apache's THttpServer is another server)"
+    if transport == "http" and client == "apache-twisted":
+        return "TTwisted.ThriftClientProtocol speaks Thrift over TCP only (as Apache's own)"
     if server == "nonblocking" and transport != "framed":
         return "TNonblockingServer reads framed messages only"
     if client == "apache-twisted" and transport != "framed":
@@ -121,7 +128,7 @@ def allCells(accelerated: bool) -> list[tuple[Cell, str | None]]:
     Every cell of the matrix with why it is not run (C{None}: it is).
     """
     return [(Cell(c, s, t, p), notApplicable(c, s, t, p, accelerated))
-            for c, s in ROWS for t in TRANSPORTS for p in PROTOCOLS]
+            for c, s in ROWS for t in MATRIX_TRANSPORTS for p in PROTOCOLS]
 
 
 # ---------------------------------------------------------------------------
@@ -817,6 +824,7 @@ class Results:
             "clients": CLIENTS,
             "servers": SERVERS,
             "transports": list(TRANSPORTS),
+            "matrixTransports": list(MATRIX_TRANSPORTS),
             "protocols": PROTOCOLS,
             "rows": [list(row) for row in ROWS],
             "matrix": matrix,

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import thriftpy2
+import thriftpy2.http
 import thriftpy2.protocol
 import thriftpy2.protocol.binary
 import thriftpy2.server
@@ -40,6 +41,7 @@ from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol
 from thrift.server.TNonblockingServer import TNonblockingServer, Worker
 from thrift.server.TServer import TThreadedServer
 from thrift.TMultiplexedProcessor import TMultiplexedProcessor
+from thrift.transport.THttpClient import THttpClient
 from thrift.transport.TSocket import TServerSocket, TSocket
 from thrift.transport.TTransport import (
     TBufferedTransport,
@@ -573,9 +575,12 @@ def runApacheSync(port: int, transport: str, column: str, calls: list[Case],
     Make C{calls} with Apache's blocking client, on one connection; run it
     in a thread.
     """
-    sock = TSocket("127.0.0.1", port)
-    sock.setTimeout(SOCKET_WAIT_MS)
-    trans = {"framed": TFramedTransport, "buffered": TBufferedTransport}[transport](sock)
+    if transport == "http":
+        trans: Any = _directHttpClient(port)
+    else:
+        sock = TSocket("127.0.0.1", port)
+        sock.setTimeout(SOCKET_WAIT_MS)
+        trans = {"framed": TFramedTransport, "buffered": TBufferedTransport}[transport](sock)
     proto = apacheProtocolFactory(column, **limits).getProtocol(trans)
     mainProto = TMultiplexedProtocol(proto, mainName) if mainName else proto
     clients = {MAIN: Conformance.Client(mainProto),
@@ -587,6 +592,18 @@ def runApacheSync(port: int, transport: str, column: str, calls: list[Case],
         trans.close()
 
 
+def _directHttpClient(port: int) -> THttpClient:
+    """
+    Apache's C{THttpClient} of a server on 127.0.0.1, whatever proxy the
+    environment names.
+    """
+    trans = THttpClient(f"http://127.0.0.1:{port}/")
+    trans.host, trans.port = "127.0.0.1", port
+    trans.realhost = trans.realport = trans.proxy_auth = None
+    trans.setTimeout(SOCKET_WAIT_MS)
+    return trans
+
+
 def runThriftpy2(port: int, transport: str, column: str, calls: list[Case]) -> list[Outcome]:
     """
     Make C{calls} with thriftpy2's blocking clients (one connection per
@@ -594,15 +611,21 @@ def runThriftpy2(port: int, transport: str, column: str, calls: list[Case]) -> l
     """
     module = thriftpy2Module()
     factory = thriftpy2ProtocolFactory(column)
-    main = make_client(module.Conformance, "127.0.0.1", port, proto_factory=factory,
-                       trans_factory=thriftpy2TransportFactory(transport, column),
-                       timeout=SOCKET_WAIT_MS)
+    connect: Callable[..., Any] = make_client
+    where: dict[str, Any] = {"host": "127.0.0.1", "port": port}
+    if transport == "http":
+        # thriftpy2's HTTP client, beneath its buffered transport.
+        connect, where = thriftpy2.http.make_client, {"url": f"http://127.0.0.1:{port}/"}
+        transport = "buffered"
+    main = connect(module.Conformance, **where, proto_factory=factory,
+                   trans_factory=thriftpy2TransportFactory(transport, column),
+                   timeout=SOCKET_WAIT_MS)
     try:
-        second = make_client(module.Second, "127.0.0.1", port,
-                             proto_factory=thriftpy2.protocol.TMultiplexedProtocolFactory(
-                                 factory, "Second"),
-                             trans_factory=thriftpy2TransportFactory(transport, column),
-                             timeout=SOCKET_WAIT_MS)
+        second = connect(module.Second, **where,
+                         proto_factory=thriftpy2.protocol.TMultiplexedProtocolFactory(
+                             factory, "Second"),
+                         trans_factory=thriftpy2TransportFactory(transport, column),
+                         timeout=SOCKET_WAIT_MS)
         try:
             return _callSync({MAIN: main, SECOND: second}, calls)
         finally:
@@ -617,6 +640,9 @@ async def runTxthrift(port: int, transport: str, protocol: str, calls: list[Case
     Make C{calls} with txthrift's client, one connection per service.
     """
     endpoint = f"tcp:host=127.0.0.1:port={port}:timeout=10"
+    if transport == "http":
+        # One message per POST body: the URL says it, not the transport.
+        endpoint, transport = f"http://127.0.0.1:{port}/", "framed"
     main = await bounded(txthrift.connect(reactor, endpoint, Conformance, transport=transport,
                                           protocol=protocol, timeout=CALL_WAIT,
                                           service_name=mainName, **limits))

@@ -353,6 +353,26 @@ def test_aLongFlatContainerIsNotRescannedForEveryPiece(walker: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_aBigUnframedMessageIsNotCopiedIntoOneGrowingBuffer(protocol: str,
+                                                           walker: str) -> None:
+    """
+    What the scanner has passed of a message still arriving is set aside as
+    it came: the buffer it scans holds only the bytes after it, and the
+    message is joined once, whole.
+    """
+    message = encode(protocol, Item(id=1, counts={f"k{i:06d}": i for i in range(100_000)}))
+    proto = connected("buffered", protocol)
+    framer: Any = proto.framer
+    largest = 0
+    for start in range(0, len(message), 4096):
+        proto.dataReceived(message[start:start + 4096])
+        largest = max(largest, len(framer._buffer))
+    assert proto.messages == [message]
+    assert largest <= 4096 + 64
+    assert framer.buffered() == 0
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
 def test_aContainerTooLongForTheFrameLimitIsRefusedFromItsHeader(protocol: str,
                                                                walker: str) -> None:
     # 50,000 entries take at least 8 (binary) or 2 (compact) bytes each.

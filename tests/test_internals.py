@@ -552,3 +552,112 @@ def test_twistedPortsAcceptAsManyAsNumberAccepts() -> None:
         message.format("an accept loop bounded by numberAccepts"))
     for name in ("stopReading", "startReading", "connected", "disconnecting"):
         assert hasattr(port, name), message.format(name)
+
+
+# twisted.web: what HTTPChannel calls on a request as its body arrives
+# (_twistedinternals.WatchedRequest, for txthrift.web).
+
+
+class _Watching(_twistedinternals.WatchedRequest):
+    """
+    Records what the channel told it; refuses a body over C{refuseOver}.
+    """
+
+    refuseOver = 10**9
+    #: The request the channel made last.
+    last: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[Any] = []
+        _Watching.last = self
+
+    def bodyComing(self, length: int | None) -> bool:
+        self.seen.append(("length", length))
+        return length is None or length <= self.refuseOver
+
+    def bodyPiece(self, data: bytes) -> bool:
+        self.seen.append(("piece", data))
+        return sum(len(d) for kind, d in self.seen if kind == "piece") <= self.refuseOver
+
+    def bodyEnded(self) -> None:
+        content: Any = self.content
+        self.seen.append(("ended", content.getvalue()))
+
+    def process(self) -> None:
+        self.seen.append(("processed", None))
+
+
+def _channel(refuseOver: int = 10**9) -> tuple[Any, StringTransport]:
+    from twisted.web.http import HTTPChannel
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    _Watching.refuseOver = refuseOver
+    channel = HTTPChannel()
+    channel.requestFactory = _Watching
+    channel.site = Site(Resource())  # type: ignore[attr-defined]
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_twistedWebTellsARequestOfItsBodyAsItComes() -> None:
+    """
+    The channel calls gotLength with the declared length once the headers
+    are in, handleContentChunk per piece, requestReceived once it is whole.
+    """
+    channel, _ = _channel()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+    channel.dataReceived(b"def")
+    assert _Watching.last.seen == [("length", 6), ("piece", b"abc"), ("piece", b"def"),
+                                   ("ended", b"abcdef"), ("processed", None)]
+    channel, _ = _channel()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert _Watching.last.seen == [("length", None), ("piece", b"abc"), ("piece", b"de"),
+                                   ("ended", b"abcde"), ("processed", None)]
+
+
+def test_aRefusedBodyIsDroppedAndNeverProcessed() -> None:
+    channel, _ = _channel(refuseOver=4)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabcdef")
+    assert _Watching.last.seen == [("length", 6)]
+    channel, _ = _channel(refuseOver=4)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n3\r\ndef\r\n3\r\nghi\r\n0\r\n\r\n")
+    assert _Watching.last.seen == [("length", None), ("piece", b"abc"), ("piece", b"def")]
+    content: Any = _Watching.last.content
+    assert content.getvalue() == b"abc"
+
+
+def test_aBodyRefusedUpFrontIsNotAskedFor() -> None:
+    """
+    The channel reads C{Expect} after gotLength: taken away, no C{100
+    Continue} is sent for a body refused.
+    """
+    channel, transport = _channel(refuseOver=4)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+    assert transport.value() == b""
+    channel, transport = _channel()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 100 Continue")
+
+
+def test_twistedWebListsTheRequestsUnderWay() -> None:
+    """
+    C{HTTPChannel.requests} holds a request from its first line until it is
+    answered (txthrift.web times requests by it), and C{persistent} says
+    whether the connection is kept after the response.
+    """
+    channel, _ = _channel()
+    assert channel.requests == []
+    channel.dataReceived(b"POST / HTTP/1.1\r\n")
+    assert len(channel.requests) == 1
+    channel.dataReceived(b"Host: x\r\nContent-Length: 2\r\n\r\nab")
+    (request,) = channel.requests
+    assert request is _Watching.last and channel.persistent
+    request.finish()
+    assert channel.requests == []

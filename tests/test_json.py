@@ -1035,3 +1035,21 @@ def test_codecLeavesGarbageCollectionAsItWas(enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_readsNumbersWithLeadingZerosAsApacheDoes(codePath: str) -> None:
+    """
+    Node.js's TJSONProtocol writes a negative i64 with leading zeros
+    (C{-000000000003}); JSON has none, Apache's reader takes them, and so
+    does ours, strings left as they are.
+    """
+    value = T.Primitives(anI64=-3, anI32=7, aDouble=-0.5, aString="-0003 and 007")
+    data = encode(ApacheJSON, value)
+    node = (data.replace(b'{"i64":-3}', b'{"i64":-000000000003}')
+            .replace(b'{"i32":7}', b'{"i32":007}').replace(b'{"dbl":-0.5}', b'{"dbl":-00.5}'))
+    assert node != data and b"-000000000003}" in node
+    header, got = decode(ours, node, T.Primitives)
+    _, apache = decode(TJSONProtocol, node, T.Primitives)
+    assert header == ("m", TMessageType.CALL, 7)
+    assert same(got, value) and same(apache, value)
+    assert got.aString == "-0003 and 007"

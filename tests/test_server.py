@@ -630,6 +630,8 @@ def test_namesChosenByPeersAreNotRemembered() -> None:
     ("getData", "snow ☃ " * 60_000),  # a string past the size the C encoder is bypassed at
     ("blob", bytes(range(256)) * 2_000),  # binary
     ("getData", "small"),
+    ("getData", "ü" * 1500),  # just past the size the C encoder is bypassed at, in characters
+    ("blob", bytes(1024)),
 ])
 def test_bigStringsAreEncodedAsApacheEncodesThem(name: str, value: Any) -> None:
     from thrift.protocol.TBinaryProtocol import TBinaryProtocol

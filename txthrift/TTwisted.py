@@ -42,7 +42,16 @@ C{processOk}, C{processError}, C{dispatch}, C{sendString} and
 C{stringReceived} once, when a protocol is built, taking Apache's slower
 path only for those a subclass overrides.
 
-Apache's C{ThriftSASLClientProtocol} and C{ThriftResource} are not provided.
+L{ThriftResource}, Apache's C{twisted.web} resource (one message per C{POST}
+body, any path below it), differs in that a processor that fails answers
+C{500} instead of leaving the request unanswered for ever, a request whose
+client goes cancels the processor's work, and a method other than C{POST}
+gets C{405} with C{Allow: POST} (Apache's names its methods as C{str},
+which C{twisted.web} cannot join, and answers C{500}).  For new code,
+L{txthrift.web.ThriftResource} serves handlers too, with every protocol
+detected, limits and timeouts.
+
+Apache's C{ThriftSASLClientProtocol} is not provided.
 
 Owned here: Apache's names and meanings only.  The protocols are txthrift's
 framing protocol (and server connection) with Apache's methods on top; they
@@ -70,11 +79,12 @@ from thrift.transport.TTransport import (
     TTransportException,
 )
 from twisted.internet import protocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.protocols.basic import StringTooLongError
 from twisted.python.failure import Failure
+from twisted.web import http, resource, server
 from zope.interface import Attribute, Interface, implementer
 
 from ._client import nextSeqid, whyUndecodable
@@ -94,6 +104,7 @@ __all__ = [
     "TMessageSenderTransport",
     "ThriftClientFactory",
     "ThriftClientProtocol",
+    "ThriftResource",
     "ThriftServerFactory",
     "ThriftServerProtocol",
 ]
@@ -736,3 +747,87 @@ class ThriftServerFactory(protocol.ServerFactory):
         self.iprot_factory = iprot_factory
         self.oprot_factory = iprot_factory if oprot_factory is None else oprot_factory
         self.connections: set[ServerProtocol] = set()
+
+
+class ThriftResource(resource.Resource):
+    """
+    Apache's C{twisted.web} resource serving a processor over HTTP: each
+    C{POST} body, to this resource's path or any below it, is one request,
+    read with C{inputProtocolFactory}; what the processor writes with
+    C{outputProtocolFactory} (the input one when omitted) is the body of a
+    C{200} reply, C{application/x-thrift}, empty for a oneway call.
+
+    A processor that raises or fails its Deferred gets the request a
+    C{500}; a request whose client goes cancels the processor's Deferred.
+    """
+
+    allowedMethods = (b"POST",)
+
+    def __init__(self, processor: Any, inputProtocolFactory: TProtocolFactory,
+                 outputProtocolFactory: TProtocolFactory | None = None) -> None:
+        super().__init__()
+        self.processor = processor
+        self.inputProtocolFactory = inputProtocolFactory
+        self.outputProtocolFactory = (inputProtocolFactory if outputProtocolFactory is None
+                                      else outputProtocolFactory)
+
+    def getChild(self, path: bytes, request: Any) -> ThriftResource:
+        return self
+
+    def render(self, request: Any) -> bytes | int:
+        if request.method != b"POST":
+            # What twisted.web's own answer would say, without its deprecated page.
+            body = b"Thrift over HTTP takes POST\n"
+            request.setResponseCode(http.NOT_ALLOWED)
+            request.setHeader(b"allow", b"POST")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return body
+        return self.render_POST(request)
+
+    def render_POST(self, request: Any) -> int:
+        request.content.seek(0, 0)
+        tmo = TMemoryBuffer()
+        iprot = self.inputProtocolFactory.getProtocol(TMemoryBuffer(request.content.read()))
+        oprot = self.outputProtocolFactory.getProtocol(tmo)
+        processing = maybeDeferred(self.processor.process, iprot, oprot)
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(self._lost, processing, gone)
+        # Sending the reply failing (a subclass's _cbProcess) gets a 500 too.
+        processing.addCallback(self._processed, request, tmo, gone)
+        processing.addErrback(self._ebProcess, request, gone)
+        return server.NOT_DONE_YET
+
+    def _processed(self, result: object, request: Any, tmo: TMemoryBuffer,
+                   gone: list[Failure]) -> None:
+        if not gone:  # Else the client went: nobody to answer.
+            self._cbProcess(result, request, tmo)
+
+    @staticmethod
+    def _lost(reason: Failure, processing: Deferred[Any], gone: list[Failure]) -> None:
+        gone.append(reason)
+        processing.cancel()
+
+    def _cbProcess(self, _: object, request: Any, tmo: TMemoryBuffer) -> None:
+        """
+        Send what the processor wrote (Apache's name for it).
+        """
+        reply = tmo.getvalue()
+        request.setResponseCode(http.OK)
+        request.setHeader(b"content-type", b"application/x-thrift")
+        request.setHeader(b"content-length", b"%d" % len(reply))
+        request.write(reply)
+        request.finish()
+
+    def _ebProcess(self, failure: Failure, request: Any, gone: list[Failure]) -> None:
+        if gone:
+            if not failure.check(CancelledError):
+                log.failure("processing a request over HTTP failed", failure)
+            return
+        log.failure("processing a request over HTTP failed", failure)
+        body = b"Internal error processing the request\n"
+        request.setResponseCode(http.INTERNAL_SERVER_ERROR)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()

@@ -2,7 +2,8 @@
 txthrift: Thrift RPC on Twisted.
 
 Serve a handler with L{serve}, call a service with L{connect}; the classes
-below are the pieces both are built from, for composing your own.
+below are the pieces both are built from, for composing your own.  Thrift
+over HTTP in a C{twisted.web} site or a klein app: L{txthrift.web}.
 """
 
 from ._appservice import thriftService

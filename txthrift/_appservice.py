@@ -3,10 +3,11 @@ A Thrift handler hosted as a Twisted application service: L{ThriftService},
 and L{thriftService} to make one (in a C{.tac} file, or for the C{twistd
 thrift} plugin).
 
-The service listens on one or more endpoints, logs one line saying what it
+The service listens on one or more endpoints of each kind (Thrift over
+TCP, HTTP, WebSocket: a L{Listener} each), logs one line saying what it
 serves where, and on shutdown stops listening, lets the calls in flight
 finish (for up to C{shutdown_timeout} seconds), then closes its
-connections: each step waits for an event (the factory falling idle, the
+connections: each step waits for an event (every kind falling idle, the
 thread pool's last call ending, the last connection going), bounded by a
 timeout, never by polling.  With C{threads}, a blocking handler's methods
 run in a thread pool (L{txthrift._threads}), so the reactor never waits for
@@ -19,15 +20,18 @@ processes; it is their building block.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IProtocolFactory,
     IReactorTime,
@@ -39,18 +43,25 @@ from twisted.python.failure import Failure
 from ._hosting import PortSpec, addressOf, parseEndpoint
 from ._limits import Limits, defaultReactor
 from ._server import ServerFactory
-from ._service import resolve
+from ._service import Served, resolve
 from ._threads import Threads, threaded
 from ._twistedinternals import forgetStopSignal
 from ._version import __version__
+from .web import ThriftResource, ThriftSite
 
-__all__ = ["CannotListen", "ThriftService", "announce", "listenOn", "stoppedCleanly",
-           "thriftService", "within"]
+__all__ = ["KINDS", "CannotListen", "Drain", "Listener", "ThriftService", "announce",
+           "describeAddress", "listenOn", "listeners", "stoppedCleanly", "thriftService",
+           "within"]
 
 log = Logger(namespace="txthrift.appservice")
 
 DEFAULT_PORT = "tcp:9090"
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+DEFAULT_HTTP_PATH = "/"
+
+#: The kinds of port a service listens on: Thrift on a byte stream (TCP,
+#: UNIX, TLS), Thrift over HTTP, Thrift over WebSocket.
+KINDS = ("thrift", "http", "websocket")
 
 #: How long closed connections get to send their last replies before they
 #: are aborted, on top of the shutdown timeout.
@@ -70,17 +81,22 @@ class CannotListen(SystemExit, Exception):
 
 
 def listenOn(endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
-             factory: IProtocolFactory) -> Deferred[list[IListeningPort]]:
+             factory: IProtocolFactory | Sequence[IProtocolFactory]
+             ) -> Deferred[list[IListeningPort]]:
     """
     Listen on every endpoint, or on none.
 
     @param endpoints: (description for messages, endpoint) pairs.
+    @param factory: what every endpoint serves, or one factory per endpoint.
     @return: a Deferred firing with the ports in the endpoints' order, or
         failing with L{CannotListen} naming the first endpoint that failed
         (the others then stop listening).  Cancelling it cancels the
         attempts still under way.
     """
-    attempts = [maybeDeferred(endpoint.listen, factory) for _, endpoint in endpoints]
+    factories = (list(factory) if isinstance(factory, Sequence)
+                 else [factory] * len(endpoints))
+    attempts = [maybeDeferred(endpoint.listen, serving)
+                for (_, endpoint), serving in zip(endpoints, factories)]
 
     def listened(results: list[tuple[bool, Any]]) -> list[IListeningPort]:
         ports = [result for ok, result in results if ok]
@@ -151,12 +167,144 @@ def stoppedCleanly(reactor: Any) -> None:
     forgetStopSignal(reactor)
 
 
+class Drain(TypingProtocol):
+    """
+    What a graceful stop needs of the connections of one kind of port.
+    """
+
+    def busy(self) -> int:
+        """
+        Calls whose answer is still being computed.
+        """
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        A Deferred of its own, fired once no call is busy.
+        """
+
+    def connectionCount(self) -> int: ...
+
+    def closeConnections(self) -> None:
+        """
+        Close every connection once what is written to it has gone.
+        """
+
+    def abortConnections(self) -> None: ...
+
+    def whenDisconnected(self) -> Deferred[None]:
+        """
+        A Deferred of its own, fired once no connection is open.
+        """
+
+
+class _FactoryDrain:
+    """
+    The connections of a L{ServerFactory}: Thrift over TCP, or over
+    WebSocket (one L{txthrift.ServerProtocol} per WebSocket).
+    """
+
+    def __init__(self, factory: ServerFactory) -> None:
+        self._factory = factory
+
+    def busy(self) -> int:
+        return sum(connection.inFlight for connection in self._factory.connections)
+
+    def whenIdle(self) -> Deferred[None]:
+        return self._factory.whenIdle()
+
+    def connectionCount(self) -> int:
+        return len(self._factory.connections)
+
+    def closeConnections(self) -> None:
+        for connection in list(self._factory.connections):
+            # The protocol, not its transport, closes: replies it has batched
+            # for the reactor's next turn go out first.
+            connection.close()
+
+    def abortConnections(self) -> None:
+        for connection in list(self._factory.connections):
+            abort = getattr(connection.transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+
+    def whenDisconnected(self) -> Deferred[None]:
+        return self._factory.whenDisconnected()
+
+
+class _SiteDrain:
+    """
+    The HTTP connections of a L{ThriftSite}, and the calls of its
+    L{ThriftResource}.
+    """
+
+    def __init__(self, site: ThriftSite, resource: ThriftResource) -> None:
+        self._site = site
+        self._resource = resource
+
+    def busy(self) -> int:
+        return self._resource.inFlight
+
+    def whenIdle(self) -> Deferred[None]:
+        return self._resource.whenIdle()
+
+    def connectionCount(self) -> int:
+        return len(self._site.connections)
+
+    def closeConnections(self) -> None:
+        self._site.closeConnections()
+
+    def abortConnections(self) -> None:
+        self._site.abortConnections()
+
+    def whenDisconnected(self) -> Deferred[None]:
+        return self._site.whenDisconnected()
+
+
+@dataclass
+class Listener:
+    """
+    One kind of port a L{ThriftService} listens on: its endpoints, the
+    factory they serve, and what draining its connections takes.
+
+    @ivar kind: one of L{KINDS}, for the startup line.
+    @ivar path: where HTTP is served, for the startup line.
+    """
+
+    kind: str
+    endpoints: list[tuple[str, IStreamServerEndpoint]]
+    factory: IProtocolFactory
+    drain: Drain
+    path: str = DEFAULT_HTTP_PATH
+    ports: list[IListeningPort] = field(default_factory=list)
+
+
+#: The URL schemes of each kind of port but plain Thrift: (without TLS, with).
+_SCHEMES = {"http": ("http", "https"), "websocket": ("ws", "wss")}
+
+
+def describeAddress(kind: str, host: IAddress, tls: bool = False, path: str = "/") -> str:
+    """
+    Where a port of C{kind} really listens, for the startup line: endpoint
+    syntax for Thrift (L{addressOf}), a URL for HTTP and WebSocket.
+    """
+    if kind not in _SCHEMES:
+        return addressOf(host, tls)
+    scheme = _SCHEMES[kind][tls]
+    if isinstance(host, IPv6Address):
+        return f"{scheme}://[{host.host}]:{host.port}{path}"
+    if isinstance(host, IPv4Address):
+        return f"{scheme}://{host.host}:{host.port}{path}"
+    return f"{scheme} on {addressOf(host)} at {path}"
+
+
 class ThriftService(Service):
     """
-    Serves one L{ServerFactory} on some endpoints while running.
+    Serves Thrift on some endpoints while running: a L{ServerFactory} on
+    the TCP (UNIX, TLS) ones, and whatever other L{Listener}s it is given
+    (HTTP, WebSocket) on theirs.
 
-    @ivar factory: the factory every endpoint serves.
-    @ivar ports: the listening ports, once listening.
+    @ivar factory: the factory every Thrift (TCP) endpoint serves.
+    @ivar ports: the listening ports, once listening, of every kind.
     @ivar shutdownTimeout: seconds L{stopService} waits for calls in flight.
     @ivar gaveUp: whether this service stopped the reactor because it could
         not go on (an endpoint failed to listen after start-up).
@@ -165,11 +313,16 @@ class ThriftService(Service):
     def __init__(self, reactor: Any, endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
                  factory: ServerFactory, *, threads: Threads | None = None,
                  shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-                 served: str = "Thrift") -> None:
+                 served: str = "Thrift", listeners: Sequence[Listener] = ()) -> None:
+        """
+        @param endpoints: where C{factory} (Thrift on a byte stream) listens.
+        @param listeners: the other kinds of port, and where.
+        """
         self._reactor = reactor
         self._clock: IReactorTime = reactor
-        self._endpoints = list(endpoints)
         self.factory = factory
+        self._listeners = [Listener("thrift", list(endpoints), factory, _FactoryDrain(factory)),
+                           *listeners]
         self.ports: list[IListeningPort] = []
         self.shutdownTimeout = shutdownTimeout
         self._threads = threads
@@ -199,7 +352,10 @@ class ThriftService(Service):
             self._listen()
 
     def _listen(self) -> None:
-        listening = listenOn(self._endpoints, self.factory).addCallback(self._listened)
+        endpoints = [pair for listener in self._listeners for pair in listener.endpoints]
+        factories = [listener.factory for listener in self._listeners
+                     for _ in listener.endpoints]
+        listening = listenOn(endpoints, factories).addCallback(self._listened)
         self._listening = listening
         if listening.called:
             # Every endpoint Twisted ships listens at once: fail at once too.
@@ -213,9 +369,15 @@ class ThriftService(Service):
 
     def _listened(self, ports: list[IListeningPort]) -> list[IListeningPort]:
         self.ports = ports
+        addresses = []
+        left = iter(ports)
+        for listener in self._listeners:
+            listener.ports = [next(left) for _ in listener.endpoints]
+            addresses += [describeAddress(listener.kind, port.getHost(),
+                                          isinstance(endpoint, SSL4ServerEndpoint), listener.path)
+                          for (_, endpoint), port in zip(listener.endpoints, listener.ports)]
         factory = self.factory
-        announce(self._served, [addressOf(port.getHost(), isinstance(endpoint, SSL4ServerEndpoint))
-                                for (_, endpoint), port in zip(self._endpoints, ports)],
+        announce(self._served, addresses,
                  transport=factory.transport, protocol=factory.protocolName,
                  limits=factory.limits, threads=self._threads.size if self._threads else 0,
                  shutdownTimeout=self.shutdownTimeout)
@@ -251,7 +413,7 @@ class ThriftService(Service):
     async def _stop(self) -> None:
         await self._stopListening()
         drained = await self._drain()
-        connections = len(self.factory.connections)
+        connections = sum(listener.drain.connectionCount() for listener in self._listeners)
         closed = await self._close()
         if self._threads is not None:
             self._threads.stop()
@@ -269,7 +431,7 @@ class ThriftService(Service):
                            consumeErrors=True)
 
     def _busy(self) -> int:
-        calls = sum(connection.inFlight for connection in self.factory.connections)
+        calls = sum(listener.drain.busy() for listener in self._listeners)
         if self._threads is not None:
             calls = max(calls, self._threads.busy)
         return calls
@@ -296,7 +458,8 @@ class ThriftService(Service):
         Fires once no call runs on a connection nor in the thread pool.
         """
         while True:
-            await self.factory.whenIdle()
+            for listener in self._listeners:
+                await listener.drain.whenIdle()
             if self._threads is not None:
                 await self._threads.whenIdle()
             if not self._busy():
@@ -310,28 +473,59 @@ class ThriftService(Service):
 
         @return: whether every connection closed without being cut off.
         """
-        for connection in list(self.factory.connections):
-            # The protocol, not its transport, closes: replies it has batched
-            # for the reactor's next turn go out first.
-            connection.close()
-        if await within(self._clock, _CLOSE_GRACE, self.factory.whenDisconnected()):
+        drains = [listener.drain for listener in self._listeners]
+        for drain in drains:
+            drain.closeConnections()
+        if await within(self._clock, _CLOSE_GRACE, _all([d.whenDisconnected() for d in drains])):
             return True
-        for connection in list(self.factory.connections):
-            abort = getattr(connection.transport, "abortConnection", None)
-            if abort is not None:
-                abort()
+        for drain in drains:
+            drain.abortConnections()
         # An aborted connection is gone at the reactor's next turn.
-        await within(self._clock, _CLOSE_GRACE, self.factory.whenDisconnected())
+        await within(self._clock, _CLOSE_GRACE, _all([d.whenDisconnected() for d in drains]))
         return False
 
 
-def _portSpecs(port: PortSpec | Sequence[PortSpec]) -> list[PortSpec]:
+def _all(events: list[Deferred[None]]) -> Deferred[None]:
+    """
+    Fires once every one of C{events} has; cancelling it cancels them, and
+    it fails with C{CancelledError} then (as L{within} needs to tell).
+    """
+    return Deferred.fromCoroutine(_allOf(events))
+
+
+async def _allOf(events: list[Deferred[None]]) -> None:
+    try:
+        for event in events:
+            await event
+    finally:
+        for event in events:
+            if not event.called:
+                event.addErrback(lambda failure: failure.trap(CancelledError))
+                event.cancel()
+
+
+def _portSpecs(port: PortSpec | Sequence[PortSpec] | None) -> list[PortSpec]:
+    if port is None:
+        return []
     if isinstance(port, (str, int)) or IStreamServerEndpoint.providedBy(port):
         return [port]
-    specs = list(port)
-    if not specs:
+    return list(port)
+
+
+def _endpoints(reactor: Any, *ports: PortSpec | Sequence[PortSpec] | None
+               ) -> list[list[tuple[str, IStreamServerEndpoint]]]:
+    """
+    The Thrift, HTTP and WebSocket endpoints of C{ports}: Thrift on
+    L{DEFAULT_PORT} when none of them is given.
+
+    @raise ValueError: for a bad port, or none at all.
+    """
+    found = [[parseEndpoint(reactor, spec) for spec in _portSpecs(given)] for given in ports]
+    if ports[0] is None and not any(found):
+        found[0] = [parseEndpoint(reactor, DEFAULT_PORT)]
+    if not any(found):
         raise ValueError("no port to listen on")
-    return specs
+    return found
 
 
 def _checkNumbers(threads: int, shutdownTimeout: float) -> None:
@@ -341,7 +535,37 @@ def _checkNumbers(threads: int, shutdownTimeout: float) -> None:
         raise ValueError(f"shutdown_timeout must be 0 or more seconds, not {shutdownTimeout!r}")
 
 
-def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] = DEFAULT_PORT,
+def listeners(reactor: Any, served: Served, *, http: Sequence[tuple[str, IStreamServerEndpoint]],
+              websocket: Sequence[tuple[str, IStreamServerEndpoint]], path: str,
+              protocol: str, limits: Limits, threads: Threads | None) -> list[Listener]:
+    """
+    The HTTP and WebSocket listeners serving C{served} (resolved, not yet
+    threaded), where there are endpoints for them.
+
+    @raise ValueError: for a bad path or protocol.
+    @raise ImportError: for WebSocket endpoints without autobahn (the extra
+        C{txthrift[websocket]}), saying so.
+    """
+    found: list[Listener] = []
+    if http:
+        resource = ThriftResource(threaded(served, threads) if threads is not None else served,
+                                  protocol=protocol, clock=reactor, **asdict(limits))
+        site = ThriftSite(resource, path=path, reactor=reactor)
+        found.append(Listener("http", list(http), site, _SiteDrain(site, resource), path))
+    if websocket:
+        from ._websocket import websocketFactory  # autobahn: the extra txthrift[websocket]
+
+        factory = websocketFactory(served, protocol=protocol, limits=limits, clock=reactor,
+                                   threads=threads)
+        found.append(Listener("websocket", list(websocket), factory,
+                              _FactoryDrain(factory.serverFactory)))
+    return found
+
+
+def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] | None = None,
+                  http_port: PortSpec | Sequence[PortSpec] | None = None,
+                  http_path: str = DEFAULT_HTTP_PATH,
+                  ws_port: PortSpec | Sequence[PortSpec] | None = None,
                   service: ModuleType | None = None, transport: str = "auto",
                   protocol: str = "auto", threads: int = 0,
                   shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT, reactor: Any = None,
@@ -355,42 +579,44 @@ def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] = DEFA
 
     @param handler: what L{txthrift.serve} accepts: a handler object, a
         processor, or a mapping of service names to either (multiplexed).
-    @param port: where to listen: an endpoint description, a port number,
-        an endpoint, or a sequence of those to listen on each.
+    @param port: where to serve Thrift on a byte stream: an endpoint
+        description, a port number, an endpoint, or a sequence of those to
+        listen on each; C{"tcp:9090"} when no port of any kind is given.
+    @param http_port: where to serve Thrift over HTTP (as C{port}), each
+        C{POST} to C{http_path} (C{/} by default) one call.
+    @param ws_port: where to serve Thrift over WebSocket (as C{port}), one
+        message per WebSocket message (the extra C{txthrift[websocket]}).
     @param service: the generated service module, when it cannot be found
         from the handler's C{Iface}.
-    @param transport: C{"framed"}, C{"buffered"} or C{"auto"}.
+    @param transport: C{"framed"}, C{"buffered"} or C{"auto"}, on C{port}.
     @param protocol: C{"binary"}, C{"compact"}, C{"json"} or C{"auto"}.
     @param threads: when positive, the handler blocks: its plain methods
-        run in a pool of this many threads while the service runs (its
-        C{async def} and C{inlineCallbacks} ones in the reactor).  What
-        runs where is decided by a method's definition, not by what it
-        returns: a plain C{def} returning a Deferred runs in the pool too
-        (its Deferred is then waited for in the reactor), so it must not
-        touch the reactor; make it C{async def}, or decorate it with
-        C{inlineCallbacks}, to run it in the reactor.  A plain generated
-        processor runs its whole C{process} in the pool; a C{py:twisted}
-        one runs in the reactor with its handler's plain methods in the
-        pool; a C{TMultiplexedProcessor} runs in the reactor with each of
-        its processors threaded by its kind.  A call cancelled (its
-        connection lost, its C{call_timeout} past) before a thread takes
-        it up never runs; one already running cannot be stopped.
+        (by definition: a plain C{def} returning a Deferred too) run in a
+        pool of this many threads, its C{async def} and C{inlineCallbacks}
+        ones in the reactor; a plain generated processor runs whole in the
+        pool, a C{py:twisted} one over its handler's methods so threaded.
+        A call cancelled before a thread takes it up never runs.
     @param shutdown_timeout: seconds stopping waits for calls in flight.
     @param reactor: the reactor (an C{IReactorTime} for the shutdown
         timeout too); the global one when omitted.
     @param limits: keywords of L{Limits}.
     @raise TypeError: for a handler whose service cannot be found, or an
         unknown limit.
-    @raise ValueError: for a bad port, transport, protocol, number or limit.
+    @raise ValueError: for a bad port, path, transport, protocol, number or
+        limit.
+    @raise ImportError: for C{ws_port} without autobahn.
     """
     if reactor is None:
         reactor = defaultReactor()
     _checkNumbers(threads, shutdown_timeout)
-    endpoints = [parseEndpoint(reactor, spec) for spec in _portSpecs(port)]
+    endpoints, http, websocket = _endpoints(reactor, port, http_port, ws_port)
     served = resolve(handler, service)
     pool = Threads(reactor, threads) if threads else None
+    settings = Limits.from_keywords(**limits)
     factory = ServerFactory(threaded(served, pool) if pool is not None else served,
-                            transport=transport, protocol=protocol,
-                            limits=Limits.from_keywords(**limits), clock=reactor)
+                            transport=transport, protocol=protocol, limits=settings,
+                            clock=reactor)
+    others = listeners(reactor, served, http=http, websocket=websocket, path=http_path,
+                       protocol=protocol, limits=settings, threads=pool)
     return ThriftService(reactor, endpoints, factory, threads=pool,
-                         shutdownTimeout=shutdown_timeout, served=served.name)
+                         shutdownTimeout=shutdown_timeout, served=served.name, listeners=others)

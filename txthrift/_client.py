@@ -32,7 +32,8 @@ from ._nogc import BIG_MESSAGE, noCollections
 from ._scanning import checkDepth, largeMessageSizes
 from ._service import Method, ServiceSpec, describe, shortName
 
-__all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol", "nextSeqid"]
+__all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol", "ReplyDecoding",
+           "nextSeqid"]
 
 log = Logger(namespace="txthrift.client")
 
@@ -148,7 +149,93 @@ class _ReplyFraming(_Framed):
         return super().buffered() + len(self._head)
 
 
-class ClientProtocol(ThriftMessageProtocol):
+class ReplyDecoding:
+    """
+    A whole reply turned into its call's outcome: shared by L{ClientProtocol}
+    and the HTTP client (L{txthrift._httpclient}), so that both check, walk
+    and decode replies alike and fail a bad one with the same error.
+
+    Subclasses set C{_codec}, C{limits}, C{protocolName} and, from
+    L{largeMessageSizes}, C{_depthFloor} and C{_largeFrom}.
+    """
+
+    _codec: Codec
+    limits: Limits
+    protocolName: str
+    _depthFloor: int
+    _largeFrom: int
+
+    def replyOutcome(self, message: bytes, method: Method, name: str, seqid: int) -> Any:
+        """
+        The outcome of C{message}, the one reply to the call of C{method}
+        sent as C{name} with C{seqid}, where nothing else could be its
+        answer (L{ClientProtocol} matches replies itself, in its hot path).
+
+        @return: the result, or a L{Failure} of the declared exception or of
+            a L{TApplicationException}: the server's, or one saying why the
+            reply was refused (unreadable, of the wrong type, method or
+            seqid, or undecodable).
+        """
+        try:
+            iprot, replyName, mtype, replySeqid = self._codec.readHeader(message)
+        except Exception as error:
+            return Failure(TApplicationException(
+                TApplicationException.PROTOCOL_ERROR,
+                f"unreadable reply to {method.name}: {whyUndecodable(error, 'reply header')}"))
+        if (mtype != _REPLY and mtype != _EXCEPTION) or (
+                mtype == _REPLY and replyName != name and replyName != method.name):
+            return Failure(mismatchedReply(method, replyName, mtype))
+        if replySeqid != seqid:
+            return Failure(TApplicationException(
+                TApplicationException.BAD_SEQUENCE_ID,
+                f"{method.name} got the reply to seqid {replySeqid}, not {seqid}"))
+        try:
+            if len(message) < self._largeFrom:
+                return self._decode(iprot, mtype, method)
+            return self._decodeLarge(message, iprot, mtype, method)
+        except Exception as error:
+            return Failure(malformedReply(method, error))
+
+    def _decodeLarge(self, message: bytes, iprot: Any, mtype: int, method: Method) -> Any:
+        """
+        L{_decode} for a reply big enough to be walked for depth first, or
+        to be decoded with the collector held off.
+        """
+        if len(message) >= self._depthFloor:
+            checkDepth(message, self.protocolName, self.limits)
+        if len(message) < BIG_MESSAGE:
+            return self._decode(iprot, mtype, method)
+        with noCollections:
+            return self._decode(iprot, mtype, method)
+
+    def _decode(self, iprot: Any, mtype: int, method: Method) -> Any:
+        """
+        A reply's outcome: its result, or a L{Failure} of what it raised.
+        """
+        if mtype == TMessageType.EXCEPTION:
+            remote = TApplicationException()
+            self._codec.readBody(iprot, remote)
+            return Failure(remote)
+        return self._result(self._codec, method, iprot)
+
+    @staticmethod
+    def _result(codec: Codec, method: Method, iprot: Any) -> Any:
+        assert method.result is not None
+        result = method.result()
+        codec.readBody(iprot, result)
+        for field, _ in method.exceptions:
+            error = getattr(result, field)
+            if error is not None:
+                return Failure(error)
+        if not method.returnsValue:
+            return None
+        if result.success is None:
+            return Failure(TApplicationException(TApplicationException.MISSING_RESULT,
+                                                 f"{method.name} failed: unknown result"))
+        return result.success
+
+
+class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
     """
     The client end of one connection.
 
@@ -344,63 +431,16 @@ class ClientProtocol(ThriftMessageProtocol):
             f" client's max_frame_size of {self.limits.max_frame_size}; it was skipped"))
 
     def _mismatched(self, call: _Call, name: str, mtype: int) -> None:
-        method = call.method
-        if mtype not in (TMessageType.REPLY, TMessageType.EXCEPTION):
-            call.deferred.errback(TApplicationException(
-                TApplicationException.INVALID_MESSAGE_TYPE,
-                f"{method.name} got a message of type {_typeName(mtype)} in reply,"
-                " not REPLY or EXCEPTION"))
-        else:
-            # A multiplexing server may answer with or without the service.
-            call.deferred.errback(TApplicationException(
-                TApplicationException.WRONG_METHOD_NAME,
-                f"{method.name} got a reply to {shortName(name)!r}"))
-
-    def _decodeLarge(self, message: bytes, iprot: Any, mtype: int, method: Method) -> Any:
-        """
-        L{_decode} for a reply big enough to be walked for depth first, or
-        to be decoded with the collector held off.
-        """
-        if len(message) >= self._depthFloor:
-            checkDepth(message, self.protocolName, self.limits)
-        if len(message) < BIG_MESSAGE:
-            return self._decode(iprot, mtype, method)
-        with noCollections:
-            return self._decode(iprot, mtype, method)
+        call.deferred.errback(mismatchedReply(call.method, name, mtype))
 
     def _malformed(self, call: _Call, error: Exception) -> None:
-        why = f"malformed reply to {call.method.name}: {whyUndecodable(error)}"
-        call.deferred.errback(TApplicationException(TApplicationException.PROTOCOL_ERROR, why))
+        malformed = malformedReply(call.method, error)
+        call.deferred.errback(malformed)
+        why = str(malformed.message)
         if self.transportName != "framed":
             # Where the message ended was found by walking bytes the decoder
             # disagrees with: the stream cannot be trusted.
             self.frameError(why)
-
-    def _decode(self, iprot: Any, mtype: int, method: Method) -> Any:
-        """
-        A reply's outcome: its result, or a L{Failure} of what it raised.
-        """
-        if mtype == TMessageType.EXCEPTION:
-            remote = TApplicationException()
-            self._codec.readBody(iprot, remote)
-            return Failure(remote)
-        return self._result(self._codec, method, iprot)
-
-    @staticmethod
-    def _result(codec: Codec, method: Method, iprot: Any) -> Any:
-        assert method.result is not None
-        result = method.result()
-        codec.readBody(iprot, result)
-        for field, _ in method.exceptions:
-            error = getattr(result, field)
-            if error is not None:
-                return Failure(error)
-        if not method.returnsValue:
-            return None
-        if result.success is None:
-            return Failure(TApplicationException(TApplicationException.MISSING_RESULT,
-                                                 f"{method.name} failed: unknown result"))
-        return result.success
 
     def close(self) -> Deferred[None]:
         """
@@ -470,6 +510,28 @@ def whyUndecodable(error: BaseException, what: str = "reply body") -> str:
     elif len(text) > _WHY_SHOWN:
         text = f"{text[:_WHY_SHOWN]}..."
     return f"{text} ({kind})"
+
+
+def mismatchedReply(method: Method, name: str, mtype: int) -> TApplicationException:
+    """
+    Why a reply named C{name} of type C{mtype} is no answer to C{method}.
+    """
+    if mtype not in (TMessageType.REPLY, TMessageType.EXCEPTION):
+        return TApplicationException(
+            TApplicationException.INVALID_MESSAGE_TYPE,
+            f"{method.name} got a message of type {_typeName(mtype)} in reply,"
+            " not REPLY or EXCEPTION")
+    # A multiplexing server may answer with or without the service.
+    return TApplicationException(TApplicationException.WRONG_METHOD_NAME,
+                                 f"{method.name} got a reply to {shortName(name)!r}")
+
+
+def malformedReply(method: Method, error: BaseException) -> TApplicationException:
+    """
+    The failure of a call whose reply's body could not be decoded.
+    """
+    return TApplicationException(TApplicationException.PROTOCOL_ERROR,
+                                 f"malformed reply to {method.name}: {whyUndecodable(error)}")
 
 
 class Client:

@@ -54,6 +54,10 @@ _BATCH_LIMIT = 65536
 #: while the rest are handled, instead of the two ends taking turns.
 _BATCH_PIECES = 64
 
+#: The most bytes of a message begun, not yet scanned, copied to join the
+#: next read instead of growing in place.
+_SMALL_REST = 65536
+
 #: The most pieces (prefixes and messages) of a batch sent without joining
 #: them first, when they come to _BATCH_LIMIT: big messages, not many small.
 _GATHER_MOST = 8
@@ -243,6 +247,10 @@ class _Unframed:
     """
     Messages back to back, their ends found by a resumable
     L{txthrift._scanning.Scanner}.
+
+    Of a message still arriving, the pieces the scanner has passed are set
+    aside as they came (L{Scanner.release}), never copied into a buffer
+    that grows: a big message is copied once, when it is whole.
     """
 
     transport = "buffered"
@@ -251,61 +259,172 @@ class _Unframed:
         self.protocol = protocol
         self._max = limits.max_frame_size
         self._scanner: Scanner = scannerFor(protocol, limits)
+        # Of the message begun: the bytes the scanner has yet to pass ...
         self._buffer = bytearray()
+        # ... and before them, the pieces it has passed, their size, and how
+        # many more bytes to come it has passed unseen (a string's rest).
+        self._passed: list[bytes | memoryview] = []
+        self._passedSize = 0
+        self._skip = 0
         # Pieces that came while the scanner could not get further (see
-        # Scanner.need), kept apart and added to the buffer at once.
+        # Scanner.need), kept apart and scanned at once.
         self._held: list[bytes] = []
         self._heldSize = 0
 
     def feed(self, data: bytes) -> list[bytes]:
+        messages: list[bytes] = []
+        if self._skip:
+            data = self._skipped(data)
+            if not data:
+                return messages
         buffer = self._buffer
         scanner = self._scanner
+        # The pieces the bytes scanned were joined from, if they were.
+        pieces: list[bytes] | None = None
+        source: bytes | bytearray
         if self._held or len(buffer) + len(data) < scanner.need:
             self._held.append(data)
             self._heldSize += len(data)
             if len(buffer) + self._heldSize < scanner.need:
-                return []
-            data = b"".join(self._held)
-            self._held, self._heldSize = [], 0
-        messages: list[bytes] = []
-        if buffer:
+                return messages
+            pieces, self._held, self._heldSize = self._held, [], 0
+            if buffer:
+                pieces.insert(0, bytes(buffer))
+                buffer.clear()
+            source = b"".join(pieces)
+        elif len(buffer) > _SMALL_REST:
+            # Not let go of (a JSON string): grown in place.
             buffer += data
+            source = buffer
+        elif buffer:
+            source = b"".join((buffer, data))
+            buffer.clear()
+        elif self._passedSize:
+            source = data
         else:
             # Nothing begun: the messages whole in this read are cut from it
-            # at once (in C), not copied through the buffer and scanned one
-            # by one; the rest, if any, goes the way of a partial message.
+            # at once (in C), not scanned one by one.
             taken = scanner.cut(data, messages)
             if taken == len(data):
                 return messages
-            buffer += memoryview(data)[taken:]
+            source = data[taken:] if taken else data
         try:
-            while buffer:
-                if len(buffer) < scanner.need:
-                    # The message cannot be whole yet: no need to look.
-                    break
-                end = scanner.scan(buffer)
-                if end is None:
-                    if len(buffer) > self._max:
-                        raise FrameError(
-                            f"message is longer than {self._max} bytes (max_frame_size)"
-                        )
-                    break
-                with memoryview(buffer) as view:
-                    messages.append(bytes(view[:end]))
-                del buffer[:end]
-                scanner.reset()
-                # The messages whole after it, cut at once as above.
-                del buffer[:scanner.cut(buffer, messages)]
+            source = self._scan(source, messages)
         except FrameError as error:
             error.messages = messages
             raise
+        self._keep(source, None if messages else pieces)
         return messages
+
+    def _scan(self, source: bytes | bytearray, messages: list[bytes]) -> bytes | bytearray:
+        """
+        Add the messages whole in C{source} to C{messages}; return the rest.
+        """
+        scanner = self._scanner
+        while len(source) >= scanner.need:
+            end = scanner.scan(source)
+            if end is None:
+                if self._passedSize + len(source) > self._max:
+                    raise FrameError(f"message is longer than {self._max} bytes (max_frame_size)")
+                break
+            messages.append(self._whole(source, end))
+            scanner.reset()
+            # The messages whole after it, cut at once as above.
+            source = _dropped(source, end)
+            source = _dropped(source, scanner.cut(source, messages))
+            if not source:
+                break
+        return source
+
+    def _whole(self, source: bytes | bytearray, end: int) -> bytes:
+        """
+        The message of the C{end} first bytes of C{source} and the pieces
+        passed before them.
+        """
+        with memoryview(source) as view:
+            if self._passed:
+                whole = b"".join((*self._passed, view[:end]))
+                self._passed, self._passedSize = [], 0
+                return whole
+            if end == len(source) and type(source) is bytes:
+                return source
+            return bytes(view[:end])
+
+    def _keep(self, source: bytes | bytearray, pieces: list[bytes] | None) -> None:
+        """
+        Keep what is left of C{source}, the start of a message: set aside
+        what the scanner has passed (from C{pieces} as they came, when
+        C{source} is them joined), buffer the rest.
+        """
+        passed = self._scanner.release() if source else 0
+        if passed > len(source):
+            self._skip = passed - len(source)
+            passed = len(source)
+        if passed:
+            self._passedSize += passed
+            if pieces is not None:
+                source = self._setAside(pieces, passed)
+                passed = 0
+            elif type(source) is bytes:
+                # Immutable: a view, not a copy.
+                self._passed.append(memoryview(source)[:passed])
+            else:
+                with memoryview(source) as view:
+                    self._passed.append(bytes(view[:passed]))
+        buffer = self._buffer
+        if source is buffer:
+            del buffer[:passed]
+        elif len(source) > passed:
+            with memoryview(source) as view:
+                buffer += view[passed:]
+
+    def _setAside(self, pieces: list[bytes], count: int) -> bytes:
+        """
+        Set aside the first C{count} bytes of C{pieces}, the pieces
+        themselves (so that the copy they were scanned in can go); return
+        the bytes after them.
+        """
+        passed = self._passed
+        for index, piece in enumerate(pieces):
+            if count < len(piece):
+                if count:
+                    passed.append(memoryview(piece)[:count])
+                return b"".join((memoryview(piece)[count:], *pieces[index + 1:]))
+            passed.append(piece)
+            count -= len(piece)
+        return b""
+
+    def _skipped(self, data: bytes) -> bytes:
+        """
+        Set aside the start of C{data} that the scanner passed unseen;
+        return the rest.
+        """
+        take = min(self._skip, len(data))
+        self._skip -= take
+        self._passedSize += take
+        if take == len(data):
+            self._passed.append(data)
+            return b""
+        self._passed.append(memoryview(data)[:take])
+        return data[take:]
 
     def buffered(self) -> int:
         """
         Bytes held of a message not yet whole.
         """
-        return len(self._buffer) + self._heldSize
+        return len(self._buffer) + self._passedSize + self._heldSize
+
+
+def _dropped(source: bytes | bytearray, count: int) -> bytes | bytearray:
+    """
+    C{source} without its first C{count} bytes: a bytearray in place.
+    """
+    if not count:
+        return source
+    if isinstance(source, bytearray):
+        del source[:count]
+        return source
+    return source[count:]
 
 
 def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> _Framer | None:

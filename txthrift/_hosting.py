@@ -19,13 +19,16 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
+    IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 
 from ._client import Client, ClientFactory
+from ._framing import TRANSPORTS
 from ._limits import Limits
 from ._server import ServerFactory
+from .web import ThriftResource, ThriftSite
 
 __all__ = ["PortSpec", "addressOf", "connect", "oneLine", "parseEndpoint", "serve"]
 
@@ -92,11 +95,21 @@ def _clientEndpoint(reactor: Any, endpoint: IStreamClientEndpoint | str) -> IStr
     return endpoint
 
 
+#: What C{serve} takes as C{transport}.
+_SERVED_OVER = (*TRANSPORTS, "http", "websocket")
+
+
 def serve(reactor: Any, endpoint: IStreamServerEndpoint | str, handler: object, *,
           service: ModuleType | None = None, transport: str = "auto", protocol: str = "auto",
-          **limits: Any) -> Deferred[IListeningPort]:
+          path: str = "/", **limits: Any) -> Deferred[IListeningPort]:
     """
     Serve a Thrift handler or processor on an endpoint.
+
+    With C{transport="http"}, Thrift over HTTP: each C{POST} to C{path} (or
+    below it) is one call, answered by a L{txthrift.web.ThriftResource} in
+    a L{txthrift.web.ThriftSite}.  With C{transport="websocket"}, one
+    Thrift message per WebSocket message, on any path (autobahn: the extra
+    C{txthrift[websocket]}).
 
     @param endpoint: an C{IStreamServerEndpoint} or a server endpoint
         description such as C{"tcp:9090:interface=127.0.0.1"}.
@@ -106,17 +119,36 @@ def serve(reactor: Any, endpoint: IStreamServerEndpoint | str, handler: object, 
     @param service: the generated service module, when it cannot be found
         from the handler's C{Iface}.
     @param transport: C{"framed"}, C{"buffered"}, or C{"auto"} to detect it
-        per connection.
+        per connection; or C{"http"}, or C{"websocket"}.
     @param protocol: C{"binary"}, C{"compact"}, C{"json"}, or C{"auto"}.
+    @param path: where C{transport="http"} serves.
     @param limits: keywords of L{Limits}.
     @return: a Deferred firing with the listening port.
     @raise TypeError: for a handler whose service cannot be found, a class
         given instead of an instance of it, or an unknown limit.
-    @raise ValueError: for a bad endpoint description, transport, protocol
-        or limit value.
+    @raise ValueError: for a bad endpoint description, transport, protocol,
+        path or limit value.
+    @raise ImportError: for C{transport="websocket"} without autobahn.
     """
-    factory = ServerFactory(handler, service=service, transport=transport, protocol=protocol,
-                            limits=Limits.from_keywords(**limits), clock=reactor)
+    factory: IProtocolFactory
+    if transport not in _SERVED_OVER:
+        raise ValueError(f"unknown transport {transport!r}; choose one of"
+                         f" {', '.join(_SERVED_OVER)}")
+    if path != "/" and transport != "http":
+        raise ValueError(f"path={path!r} is for transport='http'")
+    if transport == "http":
+        resource = ThriftResource(handler, service=service, protocol=protocol, clock=reactor,
+                                  **limits)
+        factory = ThriftSite(resource, path=path, reactor=reactor)
+    elif transport == "websocket":
+        from ._websocket import websocketFactory  # autobahn: the extra txthrift[websocket]
+
+        factory = websocketFactory(handler, service=service, protocol=protocol,
+                                   limits=Limits.from_keywords(**limits), clock=reactor)
+    else:
+        factory = ServerFactory(handler, service=service, transport=transport,
+                                protocol=protocol, limits=Limits.from_keywords(**limits),
+                                clock=reactor)
     return parseEndpoint(reactor, endpoint)[1].listen(factory)
 
 
@@ -126,6 +158,22 @@ def connect(reactor: Any, endpoint: IStreamClientEndpoint | str, service: Module
     """
     Connect a client of a generated service.
 
+    A C{ws://} or C{wss://} URL as C{endpoint} calls over a WebSocket, one
+    Thrift message per WebSocket message (autobahn: the extra
+    C{txthrift[websocket]}), with C{headers} for its opening handshake, and
+    for C{wss://} the same C{trustRoot=} and C{contextFactory=} as below.
+
+    An C{http://} or C{https://} URL as C{endpoint} calls over HTTP: each
+    call one POST of the message, answered by the reply, on up to
+    C{max_connections} (default 8) kept-alive connections at once, the
+    other calls queued; C{headers} (a mapping) are sent with every call.
+    An answer other than 200 fails its call with a C{TTransportException}
+    naming the status and URL.  C{https://} verifies the server's
+    certificate and name against the system's CAs, or against
+    C{trustRoot=} (a PEM file's path or a C{twisted.internet.ssl}
+    certificate), or as C{contextFactory=} (an C{IPolicyForHTTPS})
+    decides.  Nothing connects until the first call.
+
     @param endpoint: an C{IStreamClientEndpoint} or a client endpoint
         description such as C{"tcp:host=127.0.0.1:port=9090"}.
     @param service: the generated service module (either flavour).
@@ -134,6 +182,22 @@ def connect(reactor: Any, endpoint: IStreamClientEndpoint | str, service: Module
     @return: a Deferred firing with a client with one Deferred-returning
         method per service method.
     """
+    if isinstance(endpoint, str) and endpoint[:6].lower().startswith(("ws://", "wss://")):
+        if transport != "framed":
+            raise ValueError(f"transport={transport!r} is for TCP: a WebSocket carries one"
+                             " Thrift message per WebSocket message")
+        from ._websocket import connectWebSocket  # autobahn: the extra txthrift[websocket]
+
+        return connectWebSocket(reactor, endpoint, service, protocol=protocol, timeout=timeout,
+                                service_name=service_name, **limits)
+    if isinstance(endpoint, str) and endpoint[:8].lower().startswith(("http://", "https://")):
+        if transport != "framed":
+            raise ValueError(f"transport={transport!r} is for TCP: over HTTP each Thrift"
+                             " message is one request or response body")
+        from ._httpclient import connectHTTP  # twisted.web's client, loaded for URLs only
+
+        return connectHTTP(reactor, endpoint, service, protocol=protocol, timeout=timeout,
+                           service_name=service_name, **limits)
     factory = ClientFactory(service, transport=transport, protocol=protocol,
                             limits=Limits.from_keywords(**limits), timeout=timeout,
                             service_name=service_name, clock=reactor)

@@ -101,6 +101,19 @@ _scanSigned: Final[Callable[[str, int], tuple[Any, int]]] = _makeScanner(json.JS
 _NEGATIVE_ZERO_TOKENS: Final = ("-0,", "-0]", "-0}")
 _SPACE: Final = re.compile(r"[ \t\n\r]*")
 _INTEGER: Final = re.compile(r"[-+]?[0-9]+\Z")
+#: A JSON string (left as it is), or the zeros leading a number's digits.
+_LEADING_ZEROS: Final = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![0-9.eE+-])(-?)0+(?=[0-9])')
+
+
+def _withoutLeadingZeros(text: str) -> str:
+    """
+    C{text} with the numbers outside its strings written without leading
+    zeros (C{-0003} as C{-3}); a header parsed already keeps its offsets,
+    as JSON would have refused a number with them there.
+    """
+    return _LEADING_ZEROS.sub(lambda match: match.group(1) or match.group(2), text)
+
+
 #: An escaped UTF-16 surrogate, which may decode to a lone one.
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -329,7 +342,17 @@ class JSONProtocol(JSONWriter, WholeStructProtocol):
 
     def _body(self) -> Iterator[Any]:
         text, self._text = self._text, ""
-        body, at = self._parse(text, self._bodyAt, "message body")
+        try:
+            body, at = self._parse(text, self._bodyAt, "message body")
+        except TProtocolException as error:
+            # JSON allows no leading zeros; Apache's reader does, and Node.js's
+            # writer puts them in (a negative i64 as -000000000003).  Read
+            # again without them: only a message that failed pays for it.
+            plain = _withoutLeadingZeros(text)
+            if error.type != TProtocolException.INVALID_DATA or plain == text:
+                raise
+            text = plain
+            body, at = self._parse(text, self._bodyAt, "message body")
         at = self._punctuation(text, at, "]", "to close the message")
         if _SPACE.match(text, at).end() != len(text):  # type: ignore[union-attr]
             raise _invalid(f"data after the message at offset {at}")

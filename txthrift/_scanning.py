@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 import struct
 import sys
+import threading
 from collections.abc import Callable
 from enum import IntEnum
 from functools import partial
@@ -246,6 +247,29 @@ class Scanner:
         self._pos = 0
         #: The least the buffer must hold before scanning again can get further.
         self.need = 0
+        # Where the buffer scanned starts in the message: what release() let go.
+        self._base = 0
+
+    def release(self) -> int:
+        """
+        Let go of the start of the message scanned so far, up to where the
+        scan stopped: no later scan looks at those bytes again, so the next
+        buffer it is given may begin where they end (offsets, C{need} and
+        the max_frame_size check count from there), and the caller need not
+        hold them in the buffer (a big message need not be copied into one
+        buffer as it grows).
+
+        @return: how many bytes were let go: the caller drops as many from
+            the start of its buffer, and, where that is more than the
+            buffer holds (the rest of a string not all there), as many
+            more of the bytes still to come.
+        """
+        passed = self._pos
+        if passed:
+            self._pos = 0
+            self.need = max(0, self.need - passed)
+            self._base += passed
+        return passed
 
     def scan(self, buffer: bytes | bytearray) -> int | None:
         """
@@ -267,7 +291,7 @@ class Scanner:
         return 0
 
     def _checkEnd(self, end: int) -> None:
-        if end > self._maxFrame:
+        if end + self._base > self._maxFrame:
             raise FrameError(f"message is longer than {self._maxFrame} bytes (max_frame_size)")
 
     def _checkString(self, length: int) -> None:
@@ -351,7 +375,7 @@ class _StructScanner(Scanner):
 
     def reset(self) -> None:
         # Once per message: no call up to Scanner.reset.
-        self._pos = self.need = 0
+        self._pos = self.need = self._base = 0
         self._stack.clear()
         self._pending = _NO_VALUE
 
@@ -408,7 +432,7 @@ class _StructScanner(Scanner):
         maxDepth = self._maxDepth
         # An end past this is either not there yet or past max_frame_size.
         # (Not min(): a call costs a tenth of scanning a small message.)
-        maxFrame = self._maxFrame
+        maxFrame = self._maxFrame - self._base
         bound = size if size < maxFrame else maxFrame  # noqa: FURB136
         try:
             if ttype == _FLAT_WALK:
@@ -527,6 +551,12 @@ class _StructScanner(Scanner):
                         continue
                 if end > bound:
                     self._checkEnd(end)
+                    # Not all there yet, but nothing in it is looked at (a
+                    # string, or values of fixed sizes): the scan goes on
+                    # after it, and the bytes up to there may be let go
+                    # unseen as they come (see release()).
+                    pos, ttype = end, _NO_VALUE
+                    self.need = end + 1
                     return None
                 pos = end
                 ttype = _NO_VALUE
@@ -551,7 +581,7 @@ class _StructScanner(Scanner):
                 _leastSize(evenKind), _leastSize(oddKind))
             self._checkEnd(least)
             self.need = least
-        elif pos > self._maxFrame:
+        elif pos + self._base > self._maxFrame:
             self._checkEnd(pos)
         return pos, remaining
 
@@ -716,10 +746,15 @@ class _JSONScanner(Scanner):
         self._levels = 0
         self._inString = False
 
+    def release(self) -> int:
+        # Inside a string, the closing quote looks back at the backslashes
+        # before it, as far as the string's start: keep the bytes.
+        return 0 if self._inString else super().release()
+
     def scan(self, buffer: bytes | bytearray) -> int | None:
         size = len(buffer)
         pos = self._pos
-        if pos == 0 and size and buffer[0] != 0x5B:
+        if pos == 0 and not self._base and size and buffer[0] != 0x5B:
             raise FrameError(f"JSON message starts with {bytes(buffer[:1])!r}, not '['")
         # Depth as the other protocols count it: a struct's fields and a
         # map's entries are wrapped in objects that are no level of their own.
@@ -813,12 +848,26 @@ def checkDepth(message: bytes, protocol: str, limits: Limits) -> None:
 
     @raise DepthError: if it nests too deep.
     """
+    scanners: dict[tuple[str, Limits], Scanner] = getattr(_depthScanners, "byKind", None) or {}
+    scanner = scanners.get((protocol, limits))
+    if scanner is None:
+        if len(scanners) >= _MOST_DEPTH_SCANNERS:
+            scanners.clear()
+        scanner = scanners[protocol, limits] = _SCANNERS[protocol](limits)
+        _depthScanners.byKind = scanners
+    scanner.reset()
     try:
-        _SCANNERS[protocol](limits).scan(message)
+        scanner.scan(message)
     except DepthError:
         raise
     except FrameError:
         pass
+
+
+#: The scanners L{checkDepth} walks messages with, kept (per thread) by
+#: protocol and limits: making one costs as much as walking a small message.
+_depthScanners = threading.local()
+_MOST_DEPTH_SCANNERS: Final = 16
 
 
 #: The fewest bytes one level of nesting takes in each protocol: a binary

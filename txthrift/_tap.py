@@ -24,7 +24,13 @@ from twisted.copyright import version as twistedVersion
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
 
-from ._appservice import DEFAULT_PORT, DEFAULT_SHUTDOWN_TIMEOUT, ThriftService, thriftService
+from ._appservice import (
+    DEFAULT_HTTP_PATH,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    ThriftService,
+    thriftService,
+)
 from ._framing import PROTOCOLS, TRANSPORTS
 from ._heap import DEFAULT_KEEP, keepFreedMemory
 from ._hosting import parseEndpoint
@@ -70,10 +76,12 @@ class Options(usage.Options):
     names to C{(handler, service module)} pairs), made with the
     C{--handler-option} keywords, C{self["service"]} its service module (or
     None), C{self["ports"]} the endpoint descriptions (C{--port} and
-    C{--listen}) and C{self["limits"]} the L{Limits} keywords.  A mistake on
-    the command line raises C{usage.UsageError}; a handler whose own code
-    fails to import or to make it ends the process (C{SystemExit}) with one
-    line saying where, since twistd prints its usage text for the former.
+    C{--listen}), C{self["http-ports"]} and C{self["ws-ports"]} those of
+    C{--http-port} and C{--ws-port}, and C{self["limits"]} the L{Limits}
+    keywords.  A mistake on the command line raises C{usage.UsageError}; a
+    handler whose own code fails to import or to make it ends the process
+    (C{SystemExit}) with one line saying where, since twistd prints its
+    usage text for the former.
 
     C{--workers N} serves with N processes:
 
@@ -100,6 +108,8 @@ class Options(usage.Options):
         "Name=module.Handler to serve several services multiplexed on every port. "
         "--handler-option key=value (repeatable) passes key='value' to that class or"
         " function; values are strings. "
+        "--http-port serves Thrift over HTTP (one call per POST to --http-path), "
+        "--ws-port over WebSocket, alongside --port or instead of it. "
         "On SIGTERM or SIGINT the server stops listening and lets calls in flight "
         "finish for up to --shutdown-timeout seconds. With --workers N (N > 1, TCP ports"
         " only), twistd binds the ports itself and N worker processes serve them, the"
@@ -112,6 +122,8 @@ class Options(usage.Options):
          "Thrift transport: framed, buffered, or auto to detect it per connection."],
         ["protocol", None, "auto",
          "Thrift protocol: binary, compact, json, or auto to detect it per connection."],
+        ["http-path", None, DEFAULT_HTTP_PATH,
+         "Where --http-port serves Thrift over HTTP: a path such as /thrift."],
         ["max-frame-size", None, str(Limits().max_frame_size),
          "Largest message accepted, in bytes."],
         ["max-string-length", None, None,
@@ -166,6 +178,8 @@ class Options(usage.Options):
         self["services"] = []
         self["handler-options"] = []
         self["ports"] = []
+        self["http-ports"] = []
+        self["ws-ports"] = []
         #: The option each of C{self["ports"]} came with, for messages.
         self._portOptions: list[str] = []
 
@@ -210,6 +224,23 @@ class Options(usage.Options):
         """
         self["ports"].append(value)
         self._portOptions.append("listen")
+
+    @_helpText
+    def opt_http_port(self, value: str) -> None:
+        """
+        Where to serve Thrift over HTTP, each POST to --http-path one call: a port number
+        or a server endpoint description (ssl: for HTTPS); repeat to listen on several.
+        """
+        self["http-ports"].append(value)
+
+    @_helpText
+    def opt_ws_port(self, value: str) -> None:
+        """
+        Where to serve Thrift over WebSocket, one Thrift message per WebSocket message: a
+        port number or a server endpoint description (ssl: for wss); repeat to listen on
+        several. Needs txthrift[websocket].
+        """
+        self["ws-ports"].append(value)
 
     def opt_version(self) -> None:
         """
@@ -281,11 +312,22 @@ class Options(usage.Options):
                                          what=" of MiB")
 
     def _checkPorts(self) -> None:
-        if not self["ports"]:
+        if not (self["ports"] or self["http-ports"] or self["ws-ports"]):
             self["ports"] = [DEFAULT_PORT]
             self._portOptions = ["port"]
+        if not self["http-path"].startswith("/"):
+            raise usage.UsageError(f"--http-path: a path starts with /, not"
+                                   f" {self['http-path']!r}")
+        if self["ws-ports"]:
+            try:
+                from . import _websocket  # noqa: F401  autobahn: txthrift[websocket]
+            except ImportError as error:
+                raise usage.UsageError(f"--ws-port: {' '.join(str(error).split())}") from None
         reactor = defaultReactor()
-        for option, port in zip(self._portOptions, self["ports"]):
+        options = self._portOptions + ["http-port"] * len(self["http-ports"]) + [
+            "ws-port"] * len(self["ws-ports"])
+        ports = self["ports"] + self["http-ports"] + self["ws-ports"]
+        for option, port in zip(options, ports):
             try:
                 _, endpoint = parseEndpoint(reactor, port)
             except ValueError as error:
@@ -318,7 +360,9 @@ def makeService(options: Options) -> Service:
         service = _workersService(options)
     else:
         service = thriftService(
-            options["handler"], port=options["ports"], service=options["service"],
+            options["handler"], port=options["ports"], http_port=options["http-ports"],
+            http_path=options["http-path"], ws_port=options["ws-ports"],
+            service=options["service"],
             transport=options["transport"], protocol=options["protocol"],
             threads=options["threads"], shutdown_timeout=options["shutdown-timeout"],
             **options["limits"])
@@ -355,7 +399,11 @@ def _workersService(options: Options) -> WorkersService:
               "transport": options["transport"], "protocol": options["protocol"],
               "limits": options["limits"], "threads": options["threads"],
               "shutdown_timeout": options["shutdown-timeout"],
-              "keep_freed": options["keep-freed-mib"] * 2**20}
-    return WorkersService(reactor, [parseEndpoint(reactor, port) for port in options["ports"]],
-                          options["workers"], config,
+              "keep_freed": options["keep-freed-mib"] * 2**20,
+              "http_path": options["http-path"]}
+    kinds = (["thrift"] * len(options["ports"]) + ["http"] * len(options["http-ports"])
+             + ["websocket"] * len(options["ws-ports"]))
+    ports = options["ports"] + options["http-ports"] + options["ws-ports"]
+    return WorkersService(reactor, [parseEndpoint(reactor, port) for port in ports],
+                          options["workers"], config, kinds=kinds,
                           served=resolve(options["handler"], options["service"]).name)

@@ -32,6 +32,21 @@ What is relied on, why, and what happens without it:
     test runner's Ctrl-C included) from a mere service.  Should a Twisted
     lack it, the process dies of the signal, as it would without us.
 
+  - C{twisted.web.http.Request.gotLength}, C{handleContentChunk} and
+    C{requestReceived}: what C{HTTPChannel} calls on a request as its body
+    arrives (documented as the channel's interface to requests, "not
+    intended for users").  L{WatchedRequest} overrides them so that a body
+    over its limit is refused as it comes, before it is read whole, and
+    one refused is never processed; and it takes an C{Expect} header away
+    from a request refused up front, which the channel reads afterwards to
+    decide whether to send C{100 Continue}.  Should a Twisted call them
+    otherwise, C{tests/test_internals.py} fails; L{txthrift.web} still
+    refuses an oversized body (after reading it) with the same answer.
+    L{txthrift.web} also reads C{HTTPChannel.requests} (the requests under
+    way, to time each from its first byte) and sets C{persistent} (to close
+    after a refusal), attributes the channel keeps undocumented; guarded
+    the same way.
+
 The socket itself comes from C{getHandle()} (L{ITCPTransport}).
 """
 
@@ -39,11 +54,13 @@ from __future__ import annotations
 
 import signal
 import socket
+from io import BytesIO
 from typing import Any, Final, cast
 
 from twisted.internet import abstract, tcp
+from twisted.web import server
 
-__all__ = ["canSendDirectly", "forgetStopSignal", "send", "sendParts"]
+__all__ = ["WatchedRequest", "canSendDirectly", "forgetStopSignal", "send", "sendParts"]
 
 #: The most L{send} writes on a socket itself: what a Twisted TCP transport
 #: sends in one go.
@@ -143,3 +160,58 @@ def forgetStopSignal(reactor: object) -> None:
     """
     if getattr(reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
         reactor._exitSignal = None  # type: ignore[attr-defined]
+
+
+class WatchedRequest(server.Request):
+    """
+    A C{twisted.web} request told of its body as it arrives: L{bodyComing}
+    once its headers are in, L{bodyPiece} for each piece, L{bodyEnded} once
+    it is whole, before it is processed.  Either of the first two may
+    refuse it (answering it some other way): the rest of its body is then
+    dropped as it comes, and it is never processed.  The body is held in
+    memory (C{twisted.web} puts one over 100 kB in a temporary file): a
+    subclass bounds it.
+    """
+
+    refused = False
+
+    def bodyComing(self, length: int | None) -> bool:
+        """
+        The headers are in; the body declares C{length} bytes (C{None}:
+        chunked).  Return whether to read it.
+        """
+        return True
+
+    def bodyPiece(self, data: bytes) -> bool:
+        """
+        A piece of the body came.  Return whether to keep reading it.
+        """
+        return True
+
+    def bodyEnded(self) -> None:
+        """
+        The whole request is in, and is about to be processed.
+        """
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = BytesIO()
+        if self.refused or not self.bodyComing(length):
+            self.refused = True
+            # Read by the channel after this returns: a refused body is not
+            # asked for.
+            self.requestHeaders.removeHeader(b"Expect")
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if not self.bodyPiece(data):
+            self.refused = True
+            return
+        content: Any = self.content
+        content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused:
+            return
+        self.bodyEnded()
+        super().requestReceived(command, path, version)

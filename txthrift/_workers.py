@@ -2,8 +2,8 @@
 C{twistd thrift --workers N}: N processes serving one set of listening
 sockets.
 
-The twistd process (the parent) listens on every TCP port itself, without
-ever accepting on them, logs where it serves, and starts N worker processes
+The twistd process (the parent) listens on every TCP port itself (Thrift,
+HTTP and WebSocket ones alike), without ever accepting on them, logs where it serves, and starts N worker processes
 (C{python -m txthrift._workers}), each of which adopts the listening
 sockets and serves them as the single-process plugin does; the kernel
 spreads the connections among the workers' C{accept()}s.  The parent
@@ -44,9 +44,17 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._appservice import announce, listenOn, stoppedCleanly, thriftService, within
+from ._appservice import (
+    DEFAULT_HTTP_PATH,
+    KINDS,
+    announce,
+    describeAddress,
+    listenOn,
+    stoppedCleanly,
+    thriftService,
+    within,
+)
 from ._heap import keepFreedMemory
-from ._hosting import addressOf
 from ._limits import Limits
 from ._loading import HandlerFailed, loadHandlers
 from ._waiters import Waiters
@@ -141,17 +149,21 @@ class WorkersService(Service):
     """
 
     def __init__(self, reactor: Any, endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
-                 workers: int, config: dict[str, Any], *, served: str) -> None:
+                 workers: int, config: dict[str, Any], *, served: str,
+                 kinds: Sequence[str] | None = None) -> None:
         """
         @param endpoints: (description, TCP endpoint) pairs to listen on.
         @param config: what each worker is told: the C{handlers},
             C{services} and C{handler_options} values, C{transport},
-            C{protocol}, C{limits} keywords, C{threads} and
-            C{shutdown_timeout}.
+            C{protocol}, C{limits} keywords, C{threads},
+            C{shutdown_timeout} and C{http_path}.
         @param served: what is served, for the log.
+        @param kinds: what each endpoint serves (L{txthrift._appservice.KINDS});
+            Thrift on every one when omitted.
         """
         self._reactor = reactor
         self._endpoints = list(endpoints)
+        self._kinds = list(kinds) if kinds is not None else ["thrift"] * len(self._endpoints)
         self.ports: list[Any] = []
         self.workers = workers
         self.config = config
@@ -191,7 +203,9 @@ class WorkersService(Service):
             port.stopReading()  # type: ignore[attr-defined]
         self.ports = ports
         config = self.config
-        announce(self._served, [addressOf(port.getHost()) for port in ports],
+        path = config.get("http_path", DEFAULT_HTTP_PATH)
+        announce(self._served, [describeAddress(kind, port.getHost(), path=path)
+                                for kind, port in zip(self._kinds, ports)],
                  transport=config["transport"], protocol=config["protocol"],
                  limits=Limits.from_keywords(**config["limits"]), threads=config["threads"],
                  shutdownTimeout=self.shutdownTimeout, workers=self.workers)
@@ -199,10 +213,10 @@ class WorkersService(Service):
     def _spawn(self, index: int) -> None:
         fds: dict[int, Any] = {0: "w", 1: 1, 2: 2, LOG_FD: "r"}
         sockets = []
-        for number, port in enumerate(self.ports, FIRST_FD):
+        for (number, port), kind in zip(enumerate(self.ports, FIRST_FD), self._kinds):
             fds[number] = port.fileno()
             family = socket.AF_INET6 if isinstance(port.getHost(), IPv6Address) else socket.AF_INET
-            sockets.append([number, family])
+            sockets.append([number, family, kind])
         config = dict(self.config, sockets=sockets, index=index, path=sys.path)
         worker = _Worker(self, index)
         self.children[index] = worker
@@ -407,9 +421,12 @@ def main(argv: Sequence[str]) -> int:
         log.critical("Worker {index} cannot load its handler: {error}", index=config["index"],
                      error=str(error))
         return 1
-    endpoints = [_Adopted(reactor, fd, family) for fd, family in config["sockets"]]
+    adopted: dict[str, list[_Adopted]] = {kind: [] for kind in KINDS}
+    for fd, family, kind in config["sockets"]:
+        adopted[kind].append(_Adopted(reactor, fd, family))
     service = thriftService(
-        handler, port=endpoints, service=module,
+        handler, port=adopted["thrift"], http_port=adopted["http"], ws_port=adopted["websocket"],
+        http_path=config.get("http_path", DEFAULT_HTTP_PATH), service=module,
         transport=config["transport"], protocol=config["protocol"],
         threads=config["threads"], shutdown_timeout=config["shutdown_timeout"],
         reactor=reactor, **config["limits"])
