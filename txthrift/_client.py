@@ -33,7 +33,7 @@ from ._scanning import checkDepth, largeMessageSizes
 from ._service import Method, ServiceSpec, describe, shortName
 
 __all__ = ["CallTimeout", "Client", "ClientFactory", "ClientProtocol", "ReplyDecoding",
-           "nextSeqid"]
+           "encodeCall", "nextSeqid"]
 
 log = Logger(namespace="txthrift.client")
 
@@ -63,6 +63,28 @@ def nextSeqid(last: int, pending: Container[int], abandoned: Container[int] = ()
         seqid = seqid % _MAX_SEQID + 1
         if seqid not in pending and seqid not in abandoned:
             return seqid
+
+
+def encodeCall(codec: Codec, limits: Limits, method: Method, name: str, seqid: int,
+               argsStruct: Any) -> bytes:
+    """
+    The message of one call of C{method}, sent as C{name}.
+
+    @raise TTransportException: of type C{SIZE_LIMIT} for a call over
+        C{max_frame_size}, which must not be sent: the server would close
+        the connection, failing every call on it.
+    @raise Exception: whatever the encoder raises for arguments it cannot
+        encode.
+    """
+    message = codec.encode(name, TMessageType.ONEWAY if method.oneway else TMessageType.CALL,
+                           seqid, argsStruct)
+    limit = limits.max_frame_size
+    if len(message) > limit:
+        raise TTransportException(
+            TTransportException.SIZE_LIMIT,
+            f"the {shortName(name)} call is {len(message)} bytes, over this client's"
+            f" max_frame_size of {limit}; nothing was sent")
+    return message
 
 
 class CallTimeout(TTransportException):
@@ -311,18 +333,9 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
             return fail(self._notConnected())
         seqid = self._seqid = nextSeqid(self._seqid, self._pending, self._abandoned)
         try:
-            message = self._codec.encode(
-                name, TMessageType.ONEWAY if method.oneway else TMessageType.CALL, seqid,
-                argsStruct)
+            message = encodeCall(self._codec, self.limits, method, name, seqid, argsStruct)
         except Exception:
             return fail()
-        limit = self.limits.max_frame_size
-        if len(message) > limit:
-            # The server would close the connection, failing every call.
-            return fail(TTransportException(
-                TTransportException.SIZE_LIMIT,
-                f"the {shortName(name)} call is {len(message)} bytes, over this client's"
-                f" max_frame_size of {limit}; nothing was sent"))
         if method.oneway:
             self.sendMessage(message)
             return succeed(None)

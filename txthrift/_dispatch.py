@@ -15,7 +15,7 @@ any more are L{txthrift._server}'s business.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import CoroutineType, ModuleType
 from typing import Any, Union
 from typing import Protocol as TypingProtocol
@@ -27,9 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._codec import Codec, withStoredHeader
+from ._limits import Limits
+from ._nogc import BIG_MESSAGE, noCollections
+from ._scanning import DepthError, checkDepth
 from ._service import Method, describe, resolve, shortName
 
-__all__ = ["Cancelling", "Dispatcher", "Reply", "exceptionReply", "makeDispatcher"]
+__all__ = ["Cancelling", "Dispatcher", "Reply", "dispatchLarge", "exceptionReply", "makeDispatcher"]
 
 log = Logger(namespace="txthrift.server")
 
@@ -54,6 +57,31 @@ _PLAIN = frozenset((str, bytes, int, float, bool, type(None), list, dict, set, t
 
 #: Longer names than this name no method: processors are not asked.
 _LONGEST_NAME = 1024
+
+
+def dispatchLarge(dispatch: Callable[[], Reply], message: bytes, depthFrom: int,
+                  codec: Codec, limits: Limits, name: str, mtype: int, seqid: int) -> Reply:
+    """
+    Dispatch a whole request big enough (from L{largeMessageSizes}) to be
+    walked for its depth first, from C{depthFrom} bytes (an answer saying why
+    if it nests too deep), or to be decoded with the garbage collector held
+    off: the same for a TCP connection's messages and for HTTP bodies.
+
+    @param dispatch: decodes and dispatches the request.
+    """
+    if len(message) >= depthFrom:
+        try:
+            checkDepth(message, codec.protocol, limits)
+        except DepthError as error:
+            shown = shortName(name)
+            log.warn("bad arguments for {name}: {error}", name=shown, error=error)
+            return exceptionReply(codec, shown, mtype, seqid,
+                                  TApplicationException.PROTOCOL_ERROR,
+                                  f"cannot decode the arguments of {shown}: {error}")
+    if len(message) < BIG_MESSAGE:
+        return dispatch()
+    with noCollections:
+        return dispatch()
 
 
 def exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,

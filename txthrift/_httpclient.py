@@ -18,7 +18,6 @@ from types import ModuleType
 from typing import Any, Final
 
 import hyperlink
-from thrift.Thrift import TMessageType
 from thrift.transport.TTransport import TTransportException
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
@@ -30,11 +29,11 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ._client import CallTimeout, Client, ReplyDecoding, nextSeqid
+from ._client import CallTimeout, Client, ReplyDecoding, encodeCall, nextSeqid
 from ._codec import CONTENT_TYPES, Codec
 from ._limits import Limits
 from ._scanning import largeMessageSizes
-from ._service import Method, shortName
+from ._service import Method
 from ._version import __version__
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "HTTPCaller", "connectHTTP", "tlsPolicy"]
@@ -432,17 +431,9 @@ class HTTPCaller(ReplyDecoding):
                 f"the client of {self.url} is closed; connect a new one"))
         seqid = self._seqid = nextSeqid(self._seqid, ())
         try:
-            message = self._codec.encode(
-                name, TMessageType.ONEWAY if method.oneway else TMessageType.CALL, seqid,
-                argsStruct)
+            message = encodeCall(self._codec, self.limits, method, name, seqid, argsStruct)
         except Exception:
             return fail()
-        limit = self.limits.max_frame_size
-        if len(message) > limit:
-            return fail(TTransportException(
-                TTransportException.SIZE_LIMIT,
-                f"the {shortName(name)} call is {len(message)} bytes, over this client's"
-                f" max_frame_size of {limit}; nothing was sent"))
         exchange = _Exchange()
         self._exchanges.add(exchange)
         exchange.work = Deferred.fromCoroutine(self._exchange(method, name, seqid, message))

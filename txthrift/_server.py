@@ -17,6 +17,7 @@ import select
 import socket
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -37,7 +38,14 @@ from zope.interface import implementer
 
 from ._budget import budgetFor
 from ._codec import Codec
-from ._dispatch import Cancelling, Dispatcher, Reply, exceptionReply, makeDispatcher
+from ._dispatch import (
+    Cancelling,
+    Dispatcher,
+    Reply,
+    dispatchLarge,
+    exceptionReply,
+    makeDispatcher,
+)
 from ._framing import (
     PROTOCOLS,
     TRANSPORTS,
@@ -47,8 +55,7 @@ from ._framing import (
     peerText,
 )
 from ._limits import Limits, defaultReactor
-from ._nogc import BIG_MESSAGE, noCollections
-from ._scanning import DepthError, checkDepth, largeMessageSizes
+from ._scanning import largeMessageSizes
 from ._service import shortName
 from ._waiters import Waiters
 
@@ -254,19 +261,8 @@ class ServerProtocol(ThriftMessageProtocol):
             self._sizes(codec)
             if len(message) < self._largeFrom:
                 return self._dispatch(codec, iprot, name, mtype, seqid)
-        if len(message) >= self._depthFloor:
-            try:
-                checkDepth(message, self.protocolName, self.limits)
-            except DepthError as error:
-                shown = shortName(name)
-                log.warn("bad arguments for {name}: {error}", name=shown, error=error)
-                return exceptionReply(codec, shown, mtype, seqid,
-                                       TApplicationException.PROTOCOL_ERROR,
-                                       f"cannot decode the arguments of {shown}: {error}")
-        if len(message) < BIG_MESSAGE:
-            return self._dispatch(codec, iprot, name, mtype, seqid)
-        with noCollections:
-            return self._dispatch(codec, iprot, name, mtype, seqid)
+        return dispatchLarge(partial(self._dispatch, codec, iprot, name, mtype, seqid), message,
+                             self._depthFloor, codec, self.limits, name, mtype, seqid)
 
     def _await(self, reply: Deferred[bytes | None], codec: Codec, name: str, mtype: int,
                seqid: int) -> None:

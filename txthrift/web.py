@@ -14,6 +14,7 @@ call at all, and a content type per protocol.
 
 from __future__ import annotations
 
+from functools import partial
 from types import ModuleType
 from typing import Any, Final
 
@@ -31,11 +32,17 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from ._codec import CONTENT_TYPES as _CODEC_CONTENT_TYPES
 from ._codec import Codec
-from ._dispatch import Cancelling, Dispatcher, Reply, exceptionReply, makeDispatcher
+from ._dispatch import (
+    Cancelling,
+    Dispatcher,
+    Reply,
+    dispatchLarge,
+    exceptionReply,
+    makeDispatcher,
+)
 from ._framing import PROTOCOLS, checkChoice, detectFramer, peerText
 from ._limits import Limits, defaultReactor
-from ._nogc import BIG_MESSAGE, noCollections
-from ._scanning import DepthError, FrameError, checkDepth, largeMessageSizes
+from ._scanning import FrameError, largeMessageSizes
 from ._service import shortName
 from ._twistedinternals import WatchedRequest
 from ._waiters import Waiters
@@ -267,19 +274,8 @@ class ThriftResource(Resource):
         depthFrom, largeFrom = sizes
         if len(body) < largeFrom:
             return self._dispatchNow(codec, iprot, name, mtype, seqid)
-        if len(body) >= depthFrom:
-            try:
-                checkDepth(body, codec.protocol, self.limits)
-            except DepthError as error:
-                shown = shortName(name)
-                log.warn("bad arguments for {name}: {error}", name=shown, error=error)
-                return exceptionReply(codec, shown, mtype, seqid,
-                                       TApplicationException.PROTOCOL_ERROR,
-                                       f"cannot decode the arguments of {shown}: {error}")
-        if len(body) < BIG_MESSAGE:
-            return self._dispatchNow(codec, iprot, name, mtype, seqid)
-        with noCollections:
-            return self._dispatchNow(codec, iprot, name, mtype, seqid)
+        return dispatchLarge(partial(self._dispatchNow, codec, iprot, name, mtype, seqid), body,
+                             depthFrom, codec, self.limits, name, mtype, seqid)
 
     def _dispatchNow(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                      seqid: int) -> Reply:
