@@ -372,6 +372,32 @@ def test_aBigUnframedMessageIsNotCopiedIntoOneGrowingBuffer(protocol: str,
     assert framer.buffered() == 0
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("read", [1, 7])
+def test_aMessageInSmallReadsHoldsNoMoreThanItsBytes(protocol: str, read: int,
+                                                     walker: str) -> None:
+    """
+    The pieces of a message sent a few bytes at a time are kept together:
+    what it holds stays close to what the partial budget counts.
+    """
+    import tracemalloc
+
+    message = encode(protocol, Item(id=1, values=list(range(10**6, 10**6 + 20_000))))
+    part = message[:-10]
+    pieces = [part[at:at + read] for at in range(0, len(part), read)]
+    framer = makeFramer("buffered", protocol, Limits())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for piece in pieces:
+            assert framer.feed(piece) == []
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert framer.buffered() == len(part)
+    assert held < 1.5 * len(part) + 64 * 1024, (held, len(part))
+
+
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
 def test_aContainerTooLongForTheFrameLimitIsRefusedFromItsHeader(protocol: str,
                                                                walker: str) -> None:

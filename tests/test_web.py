@@ -398,6 +398,24 @@ async def test_slowBodyIsTimedOut() -> None:
         assert 0.25 < time.monotonic() - started < 5
 
 
+@pytest_twisted.ensureDeferred
+async def test_aSlowRequestBehindAnotherInTheSameReadIsTimedOut() -> None:
+    """
+    A request that begins in the same read as the end of the one before it
+    (pipelined behind a GET, or behind a POST with an empty body) is timed
+    from its own request line: it cannot hold its connection for ever.
+    """
+    async with httpServer(Handler(), partial_timeout=0.3) as url:
+        path = "/" + url.split("/", 3)[3]
+        for first in (f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                      head(url, "0")):
+            started = time.monotonic()
+            answer = await inThread(exchange, url, first + head(url, "100") + b"\x80\x01")
+            elapsed = time.monotonic() - started
+            assert answer.startswith(b"HTTP/1.1 4"), answer
+            assert 0.25 < elapsed < 5, (first, elapsed, answer)
+
+
 def keptAlive(url: str, body: bytes, pause: float) -> list[bytes]:
     """
     Two requests on one connection, C{pause} seconds apart: their answers.

@@ -263,7 +263,7 @@ class _Unframed:
         self._buffer = bytearray()
         # ... and before them, the pieces it has passed, their size, and how
         # many more bytes to come it has passed unseen (a string's rest).
-        self._passed: list[bytes | memoryview] = []
+        self._passed: list[bytes | bytearray | memoryview] = []
         self._passedSize = 0
         self._skip = 0
         # Pieces that came while the scanner could not get further (see
@@ -367,10 +367,10 @@ class _Unframed:
                 passed = 0
             elif type(source) is bytes:
                 # Immutable: a view, not a copy.
-                self._passed.append(memoryview(source)[:passed])
+                self._passOn(memoryview(source)[:passed])
             else:
                 with memoryview(source) as view:
-                    self._passed.append(bytes(view[:passed]))
+                    self._passOn(bytes(view[:passed]))
         buffer = self._buffer
         if source is buffer:
             del buffer[:passed]
@@ -384,15 +384,29 @@ class _Unframed:
         themselves (so that the copy they were scanned in can go); return
         the bytes after them.
         """
-        passed = self._passed
         for index, piece in enumerate(pieces):
             if count < len(piece):
                 if count:
-                    passed.append(memoryview(piece)[:count])
+                    self._passOn(memoryview(piece)[:count])
                 return b"".join((memoryview(piece)[count:], *pieces[index + 1:]))
-            passed.append(piece)
+            self._passOn(piece)
             count -= len(piece)
         return b""
+
+    def _passOn(self, piece: bytes | memoryview) -> None:
+        """
+        Set C{piece} aside.  Small pieces are kept together, so that a
+        message sent a few bytes at a time holds no more memory than its
+        bytes, as the partial budget counts them (a piece of its own, or a
+        view of one, costs a hundred bytes and more).
+        """
+        passed = self._passed
+        if len(piece) >= _PIECE:
+            passed.append(piece)
+        elif passed and type(passed[-1]) is bytearray:
+            passed[-1] += piece
+        else:
+            passed.append(bytearray(piece))
 
     def _skipped(self, data: bytes) -> bytes:
         """
@@ -403,9 +417,9 @@ class _Unframed:
         self._skip -= take
         self._passedSize += take
         if take == len(data):
-            self._passed.append(data)
+            self._passOn(data)
             return b""
-        self._passed.append(memoryview(data)[:take])
+        self._passOn(memoryview(data)[:take])
         return data[take:]
 
     def buffered(self) -> int:

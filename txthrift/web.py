@@ -408,6 +408,7 @@ class _ThriftRequest(WatchedRequest):
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(channel, *args, **kwargs)
         self._most: int = channel.site.limits.max_frame_size
+        channel.requestBegun()
 
     def bodyComing(self, length: int | None) -> bool:
         if length is not None and length > self._most:
@@ -465,12 +466,21 @@ class _Channel(http.HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         # With no request under way, these bytes begin one.
-        if not self.requests and self._partialTimer is None and self._cutOff is None:
+        if not self.requests:
+            self.requestBegun()
+        super().dataReceived(data)
+
+    def requestBegun(self) -> None:
+        """
+        A request has begun (its first byte, or its request line: one that
+        follows another in the same read begins without a read of its own):
+        time it, unless it is timed already.
+        """
+        if self._partialTimer is None and self._cutOff is None:
             timeout = self.factory.limits.partial_timeout
             if timeout is not None:
                 self._partialTimer = self.factory.reactor.callLater(timeout, self._tooSlow,
                                                                     timeout)
-        super().dataReceived(data)
 
     def requestWhole(self) -> None:
         """
@@ -529,7 +539,7 @@ class ThriftSite(Site):
     its C{Content-Length}, or by counting a chunked one); a request that
     takes over C{partial_timeout} to arrive is answered C{408} and its
     connection closed; a connection idle for C{idle_timeout} (when set;
-    C{twisted.web}'s 60 s otherwise) is closed.  No access log: as on TCP,
+    never otherwise, as on TCP) is closed.  No access log: as on TCP,
     calls are not logged one by one.  Bodies are held in memory, bounded by
     C{max_frame_size}.  HTTP/1.1 only.
 
