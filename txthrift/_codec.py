@@ -30,7 +30,7 @@ from thrift.protocol.TProtocol import TProtocolBase, TProtocolFactory
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.TTransport import CReadableTransport, TMemoryBuffer, TTransportBase
 
-from ._json import JSONMessages, JSONProtocolFactory
+from ._json import JSONMessages, JSONProtocolFactory, encodeThrough
 from ._limits import Limits
 from ._thriftinternals import (
     decodeBinary,
@@ -510,12 +510,7 @@ class Codec:
             return self._encodeInPython(first, second, body)
         if self._json is not None:
             return self._json.encode(name, mtype, seqid, body)
-        buffer = TMemoryBuffer()
-        oprot = self.outputFactory.getProtocol(buffer)
-        oprot.writeMessageBegin(name, mtype, seqid)
-        body.write(oprot)
-        oprot.writeMessageEnd()
-        return buffer.getvalue()
+        return encodeThrough(self.outputFactory, name, mtype, seqid, body)
 
     def _head(self, name: str, mtype: int) -> bytes:
         """

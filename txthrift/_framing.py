@@ -162,17 +162,9 @@ class _Framed:
 
     def _hold(self, piece: bytes) -> None:
         """
-        Keep C{piece} of the frame begun.  Small pieces are kept together,
-        so that a frame sent a few bytes at a time takes no more memory than
-        its bytes (a piece of its own costs some 40 bytes more).
+        Keep C{piece} of the frame begun.
         """
-        parts = self._parts
-        if len(piece) >= _PIECE:
-            parts.append(piece)
-        elif parts and type(parts[-1]) is bytearray:
-            parts[-1] += piece
-        else:
-            parts.append(bytearray(piece))
+        _addPiece(self._parts, piece)
         self._partsSize += len(piece)
 
     def _gather(self, data: bytes, messages: list[bytes]) -> bytes:
@@ -395,18 +387,9 @@ class _Unframed:
 
     def _passOn(self, piece: bytes | memoryview) -> None:
         """
-        Set C{piece} aside.  Small pieces are kept together, so that a
-        message sent a few bytes at a time holds no more memory than its
-        bytes, as the partial budget counts them (a piece of its own, or a
-        view of one, costs a hundred bytes and more).
+        Set C{piece} aside.
         """
-        passed = self._passed
-        if len(piece) >= _PIECE:
-            passed.append(piece)
-        elif passed and type(passed[-1]) is bytearray:
-            passed[-1] += piece
-        else:
-            passed.append(bytearray(piece))
+        _addPiece(self._passed, piece)
 
     def _skipped(self, data: bytes) -> bytes:
         """
@@ -427,6 +410,21 @@ class _Unframed:
         Bytes held of a message not yet whole.
         """
         return len(self._buffer) + self._passedSize + self._heldSize
+
+
+def _addPiece(parts: list[Any], piece: bytes | memoryview) -> None:
+    """
+    Add C{piece} to the C{parts} of a message still arriving.  Small pieces
+    are kept together, so that a message sent a few bytes at a time holds
+    no more memory than its bytes, as the partial budget counts them (a
+    piece of its own, or a view of one, costs some 40 to 200 bytes more).
+    """
+    if len(piece) >= _PIECE:
+        parts.append(piece)
+    elif parts and type(parts[-1]) is bytearray:
+        parts[-1] += piece
+    else:
+        parts.append(bytearray(piece))
 
 
 def _dropped(source: bytes | bytearray, count: int) -> bytes | bytearray:

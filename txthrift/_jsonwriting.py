@@ -299,23 +299,9 @@ class JSONWriter:
         """
         Write a number; as a map key it is quoted.
         """
-        context = self._context
-        if context == _ELEMENT:
-            self._parts += (",", text)
-        elif context == _FIELD:
-            self._parts.append(text)
-        elif context == _VALUE:
-            self._parts += (":", text)
-            self._context = _KEY
-        elif context == _KEY:
-            self._parts += (',"', text, '"')
-            self._context = _VALUE
-        elif context == _FIRST_KEY:
-            self._parts += ('"', text, '"')
-            self._context = _VALUE
-        else:
-            self._parts.append(text)
-            self._flush()
+        if self._context == _KEY or self._context == _FIRST_KEY:
+            text = '"' + text + '"'
+        self._token(text)
 
     def _token(self, text: str) -> None:
         """
