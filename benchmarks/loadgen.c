@@ -1,7 +1,7 @@
 /*
  * loadgen: a closed-loop load generator for HelloService.getData over
  * Thrift's strict binary, compact or JSON protocol, framed or unframed
- * (buffered).
+ * (buffered), or binary or compact in THeader frames.
  *
  * It opens C connections to 127.0.0.1:PORT and keeps D calls in flight on
  * each: every reply is validated and immediately replaced by a new call.
@@ -12,6 +12,7 @@
  *   cc -O2 -o loadgen loadgen.c
  *   ./loadgen --port 9090 --conns 4 --depth 16 --payload 13 --framed \
  *             --protocol compact --warmup 1 --duration 3
+ *   ./loadgen --port 9090 --conns 4 --depth 16 --payload 13 --header
  *
  * The request input is the string "client access" repeated and cut to the
  * payload size (13 bytes is exactly the seed's "client access"); the reply
@@ -31,6 +32,15 @@
  *                     unframed, its end is found by matching brackets
  *                     outside strings
  *   framed  = i32 length, message
+ *   THeader = i32 length, u16 magic 0x0FFF, u16 flags, i32 seqid,
+ *             u16 header length / 4, header, message; header = varint
+ *             protocol id (0 binary, 2 compact), varint transform count,
+ *             transform ids, info headers, zero padding to the length.
+ *             Requests carry no flags, transforms or info headers, the
+ *             message's seqid in both places (so the THeader part is a
+ *             second piece of the head, written per call); a reply's
+ *             header is skipped by its length, but it must name the
+ *             protocol, no transform and the seqid of the message inside.
  *
  * With --http PATH each call is an HTTP/1.1 POST of one unframed message to
  * PATH (Content-Type application/x-thrift, or application/vnd.apache.thrift.json
@@ -60,6 +70,7 @@
 #define SUFFIX " from server 1024"
 #define METHOD "getData"
 #define HEAD_MAX 64 /* the longest head of any protocol, seqid included */
+#define THEADER_LEN 14 /* a request's THeader part: magic to padding, 4-byte header */
 
 enum { P_BINARY, P_COMPACT, P_JSON };
 static const char *protocol_names[] = {"binary", "compact", "json"};
@@ -75,11 +86,12 @@ enum {
     E_FRAME_SIZE,    /* frame length disagrees with the message inside */
     E_CLOSED,        /* the server closed or reset a connection */
     E_HTTP_STATUS,   /* an HTTP answer other than 200 */
+    E_HEADER,        /* a THeader frame's header: magic, protocol, transforms, seqid */
     E_COUNT
 };
 static const char *error_names[E_COUNT] = {
     "malformed", "bad_type", "exception", "unknown_seqid", "bad_name",
-    "bad_payload", "bad_result", "frame_size", "closed", "http_status",
+    "bad_payload", "bad_result", "frame_size", "closed", "http_status", "header",
 };
 static uint64_t errors[E_COUNT];
 static int error_reports = 0;
@@ -127,12 +139,14 @@ typedef struct {
 
 /* ---- settings and shared state ---- */
 static int opt_port = 0, opt_conns = 1, opt_depth = 1, opt_framed = 1;
+static int opt_header = 0;          /* THeader frames (opt_framed is set too) */
 static int opt_protocol = P_BINARY;
 static long opt_payload = 13;
 static double opt_warmup = 1.0, opt_duration = 3.0, opt_connect_timeout = 5.0;
 static const char *opt_host = "127.0.0.1";
 static const char *opt_http = NULL; /* the path POSTed to, in HTTP mode */
-static size_t reply_overhead;       /* HTTP: the head of the reply being handled */
+static size_t reply_overhead;       /* HTTP or THeader: the head of the reply being handled */
+static int32_t reply_header_seqid;  /* THeader: the seqid in the reply's THeader part */
 static uint64_t reconnects_total;
 
 static unsigned char *body;        /* the request after its head: the argument struct */
@@ -207,6 +221,17 @@ static size_t put_head(unsigned char *p, int32_t seqid) {
     default:
         return (size_t)snprintf((char *)p, HEAD_MAX, "[1,\"" METHOD "\",1,%d,", (int)seqid);
     }
+}
+
+/* The THeader part of a request (after its frame length) at p. */
+static void put_theader(unsigned char *p, int32_t seqid) {
+    p[0] = 0x0f; p[1] = 0xff;                 /* magic */
+    p[2] = 0; p[3] = 0;                       /* flags */
+    put32(p + 4, (uint32_t)seqid);
+    p[8] = 0; p[9] = 1;                       /* header length / 4 */
+    p[10] = opt_protocol == P_COMPACT ? 2 : 0; /* protocol id */
+    p[11] = 0;                                /* no transforms */
+    p[12] = 0; p[13] = 0;                     /* padding */
 }
 
 static void build_messages(void) {
@@ -614,7 +639,12 @@ static void handle_reply(conn_t *c, const unsigned char *m, size_t len, double t
 
     if (h.type == 2) {
         if (!h.name_ok) error(E_BAD_NAME, NULL);
-        else if (check_result(m, len, h.body) == 0) {
+        else if (opt_header && reply_header_seqid != h.seqid) {
+            char d[80];
+            snprintf(d, sizeof d, "THeader seqid %d around a message with seqid %d",
+                     reply_header_seqid, h.seqid);
+            error(E_HEADER, d);
+        } else if (check_result(m, len, h.body) == 0) {
             /* A good reply. */
             if (t >= t_window && t < t_end) {
                 done_window++;
@@ -700,6 +730,20 @@ static void parse_http(conn_t *c, double t) {
     }
 }
 
+/* THeader: what is wrong with the THeader part of the frame f[0..flen) for
+ * a reply to this load generator's calls, or NULL and *end = its length
+ * (magic to the end of the header: info headers are skipped). */
+static const char *theader_check(const unsigned char *f, size_t flen, size_t *end) {
+    *end = flen >= 10 ? 10 + 4 * (size_t)((f[8] << 8) | f[9]) : 0;
+    if (flen < 12) return "a frame too short for a THeader header";
+    if (f[0] != 0x0f || f[1] != 0xff) return "no THeader magic (0x0fff)";
+    if (*end > flen) return "a THeader header longer than its frame";
+    if (*end < 12) return "an empty THeader header";
+    if (f[10] != (opt_protocol == P_COMPACT ? 2 : 0)) return "another THeader protocol id";
+    if (f[11] != 0) return "a THeader transform";
+    return NULL;
+}
+
 /* Cut and handle every whole message buffered on `c`. */
 static void parse_input(conn_t *c, double t) {
     if (opt_http) { parse_http(c, t); return; }
@@ -713,16 +757,24 @@ static void parse_input(conn_t *c, double t) {
             uint32_t flen = get32(b);
             if (flen == 0 || flen > 0x7fffffffu) { kill_conn(c, E_MALFORMED, "frame length"); return; }
             if (avail < 4 + (size_t)flen) { c->need = 4 + (size_t)flen; return; }
+            size_t skip_header = 0;
+            const char *why = opt_header ? theader_check(b + 4, flen, &skip_header) : NULL;
+            if (why) { kill_conn(c, E_HEADER, why); return; }
+            const unsigned char *m = b + 4 + skip_header;
+            size_t mlen = flen - skip_header;
             jscan_t scan = {0, 0, 0};
-            long r = message_length(b + 4, flen, &scan);
+            long r = message_length(m, mlen, &scan);
             if (r == BAD) { kill_conn(c, E_MALFORMED, "framed message"); return; }
-            if (r == NEED || (size_t)r != flen) {
+            if (r == NEED || (size_t)r != mlen) {
                 /* The frame holds a different amount than its message. */
                 kill_conn(c, E_FRAME_SIZE, NULL);
                 return;
             }
             total = 4 + (size_t)flen;
-            handle_reply(c, b + 4, flen, t);
+            if (opt_header) reply_header_seqid = (int32_t)get32(b + 8);
+            reply_overhead = skip_header;
+            handle_reply(c, m, mlen, t);
+            reply_overhead = 0;
         } else {
             long r = message_length(b, avail, &c->scan);
             if (r == NEED) { c->need = need_hint; return; }
@@ -770,7 +822,8 @@ static void send_call(conn_t *c, double t) {
     if (!slot) return;
     int32_t seqid = c->next_seqid;
     c->next_seqid = seqid == INT32_MAX ? 1 : seqid + 1;
-    size_t most = 4 + HEAD_MAX + body_len + (opt_http ? 256 + strlen(opt_http) : 0);
+    size_t most = 4 + THEADER_LEN + HEAD_MAX + body_len +
+                  (opt_http ? 256 + strlen(opt_http) : 0);
     if (c->olen + most > c->ocap) {
         c->ocap = (c->olen + most) * 2;
         c->out = xrealloc(c->out, c->ocap);
@@ -778,6 +831,12 @@ static void send_call(conn_t *c, double t) {
     unsigned char *p = c->out + c->olen, *head = p + (opt_framed ? 4 : 0);
     unsigned char message[HEAD_MAX];
     size_t hlen = put_head(message, seqid), mlen = hlen + body_len, prefix = 0;
+    if (opt_header) {
+        /* The frame holds the THeader part, then the message. */
+        put_theader(head, seqid);
+        head += THEADER_LEN;
+        mlen += THEADER_LEN;
+    }
     if (opt_http) {
         prefix = (size_t)sprintf((char *)p,
                                  "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n"
@@ -882,7 +941,7 @@ static double pct(double p) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port N [--host 127.0.0.1] [--conns C] [--depth D]\n"
-            "               [--payload BYTES] [--framed | --unframed]\n"
+            "               [--payload BYTES] [--framed | --unframed | --header]\n"
             "               [--protocol binary|compact|json]\n"
             "               [--warmup S] [--duration S] [--connect-timeout S]\n"
             "               [--http PATH]\n");
@@ -897,7 +956,7 @@ int main(int argc, char **argv) {
         {"unframed", no_argument, 0, 'u'},       {"warmup", required_argument, 0, 'w'},
         {"duration", required_argument, 0, 't'}, {"connect-timeout", required_argument, 0, 'T'},
         {"protocol", required_argument, 0, 'P'}, {"http", required_argument, 0, 'H'},
-        {0, 0, 0, 0}};
+        {"header", no_argument, 0, 'X'},         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (o) {
@@ -906,8 +965,9 @@ int main(int argc, char **argv) {
         case 'c': opt_conns = atoi(optarg); break;
         case 'd': opt_depth = atoi(optarg); break;
         case 's': opt_payload = atol(optarg); break;
-        case 'f': opt_framed = 1; break;
-        case 'u': opt_framed = 0; break;
+        case 'f': opt_framed = 1; opt_header = 0; break;
+        case 'u': opt_framed = 0; opt_header = 0; break;
+        case 'X': opt_framed = 1; opt_header = 1; break;
         case 'w': opt_warmup = atof(optarg); break;
         case 't': opt_duration = atof(optarg); break;
         case 'T': opt_connect_timeout = atof(optarg); break;
@@ -924,6 +984,10 @@ int main(int argc, char **argv) {
     if (opt_port <= 0 || opt_conns < 1 || opt_depth < 1 || opt_payload < 0 ||
         opt_payload > 256L * 1024 * 1024 || opt_duration <= 0 || opt_warmup < 0)
         usage();
+    if (opt_header && (opt_http || opt_protocol == P_JSON)) {
+        fprintf(stderr, "loadgen: --header takes binary or compact, and no --http\n");
+        exit(2);
+    }
     if (opt_http) opt_framed = 0; /* one message per body */
 
     build_messages();
@@ -998,8 +1062,9 @@ int main(int argc, char **argv) {
     for (int k = 0; k < E_COUNT; k++) total_errors += errors[k];
 
     printf("{\"conns\": %d, \"depth\": %d, \"payload\": %ld, \"framed\": %s, "
-           "\"protocol\": \"%s\", ", opt_conns, opt_depth, opt_payload,
-           opt_framed ? "true" : "false", protocol_names[opt_protocol]);
+           "\"header\": %s, \"protocol\": \"%s\", ", opt_conns, opt_depth, opt_payload,
+           opt_framed ? "true" : "false", opt_header ? "true" : "false",
+           protocol_names[opt_protocol]);
     printf("\"warmup_s\": %.3f, \"duration_s\": %.3f, ", opt_warmup, window);
     printf("\"calls\": %llu, \"calls_per_s\": %.1f, ", (unsigned long long)done_window,
            done_window / window);

@@ -55,12 +55,15 @@ class Target:
     framed: bool   # how the load generator frames requests
     label: str
     protocol: str = "binary"  # what the load generator speaks: binary, compact or json
+    header: bool = False      # THeader frames around the protocol's messages (framed too)
 
 
 TARGETS = [
     Target("txthrift", "txthrift", True, "txthrift, auto transport/protocol (twistd thrift)"),
     Target("txthrift-fixed", "txthrift-fixed", True, "txthrift.serve(transport='framed', protocol='binary')"),
     Target("txthrift-unframed", "txthrift", False, "txthrift auto, the load sent unframed"),
+    Target("txthrift-header", "txthrift", True, "txthrift auto, the load in THeader around binary",
+           header=True),
     Target("txthrift-compact", "txthrift", True, "txthrift auto, the load in compact, framed",
            "compact"),
     Target("txthrift-json", "txthrift", True, "txthrift auto, the load in JSON, framed", "json"),
@@ -73,6 +76,8 @@ TARGETS = [
     Target("thriftpy2-aio", "thriftpy2-aio", True, "thriftpy2 asyncio server, framed"),
 ]
 SECTIONS = ("client", "http", "intake", "memory", "workers", "profile")
+#: --only names for the targets a comparison needs together.
+ONLY_GROUPS = {"header": ("txthrift", "txthrift-header")}
 
 # (payload bytes, connections, in flight per connection)
 SMALL, MEDIUM, LARGE = 13, 4 * KiB, 1 * MiB
@@ -382,17 +387,18 @@ class Harness:
     def runLoadgen(self, port: int, point: tuple[int, int, int], framed: bool,
                    warmup: float, duration: float, pinned: bool = True,
                    protocol: str = "binary", serverPid: int | None = None,
-                   http: str | None = None) -> dict[str, Any]:
+                   http: str | None = None, header: bool = False) -> dict[str, Any]:
         """
         One load generator run.  With C{serverPid}, that process's CPU time
         over the measured window (read when the warm-up ends and when the
         load generator exits) is C{server_cpu_window_s}, and per call
-        C{server_us_per_call}.
+        C{server_us_per_call}.  With C{header}, the load is in THeader frames.
         """
         payload, conns, depth = point
+        transport = "--header" if header else "--framed" if framed else "--unframed"
         argv = (self.pinLoad if pinned else []) + [
             self.loadgen, "--port", str(port), "--conns", str(conns), "--depth", str(depth),
-            "--payload", str(payload), "--framed" if framed else "--unframed",
+            "--payload", str(payload), transport,
             "--protocol", protocol, "--warmup", str(warmup), "--duration", str(duration)]
         if http is not None:
             argv += ["--http", http]
@@ -459,7 +465,8 @@ class Harness:
         coreBefore = coreTimes(core) if core is not None else None
         start = time.monotonic()
         result = self.runLoadgen(server.port, point, target.framed, self.args.warmup,
-                                 self.args.duration, protocol=target.protocol, serverPid=pid)
+                                 self.args.duration, protocol=target.protocol, serverPid=pid,
+                                 header=target.header)
         elapsed = time.monotonic() - start
         after = cpuTicks(pid)
         coreAfter = coreTimes(core) if core is not None else None
@@ -540,7 +547,7 @@ def runServerBench(h: Harness, targets: list[Target]) -> tuple[list[dict], dict]
             print(f"  ! {e}", flush=True)
     info = {k: {"argv": portableArgv(s.argv), "port": s.port} for k, s in servers.items()}
     measurements: list[dict] = []
-    points = [p for p in POINTS if p[0] in args.payloads]
+    points = selectedPoints(args)
     total = len(points) * len(targets) * args.reps
     count = 0
     for rep in range(args.reps):
@@ -1016,6 +1023,10 @@ def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict |
         if r is not None:
             ratios.append({"point": key, "vs": "txthrift (framed), unframed load",
                            "ratio": r, "metric": metric})
+        r = ratio(med, "txthrift-header", "txthrift", key, metric)
+        if r is not None:
+            ratios.append({"point": key, "vs": "txthrift (framed), THeader load",
+                           "ratio": r, "metric": metric})
 
     for conns, depth in ((4, 16), (32, 8)):
         key = pointKey((SMALL, conns, depth))
@@ -1071,7 +1082,7 @@ def protocolGoals(med: dict, ratios: list[dict], goal: Any) -> None:
     """
     Issue 12's goals: CPU per call of compact and JSON against binary,
     1 MiB against the faster of raw Twisted and thriftpy2, unframed against
-    framed.
+    framed; issue 16's: THeader against framed.
     """
     for point in CPU_POINTS:
         key = pointKey(point)
@@ -1100,6 +1111,9 @@ def protocolGoals(med: dict, ratios: list[dict], goal: Any) -> None:
     goal(f"small {key}: txthrift unframed / framed >= 0.90",
          ratio(med, "txthrift-unframed", "txthrift", key), ">=", 0.90, key=key,
          targets=("txthrift", "txthrift-unframed"))
+    goal(f"small {key}: THeader binary >= 0.85x framed binary calls/s",
+         ratio(med, "txthrift-header", "txthrift", key), ">=", 0.85, key=key,
+         targets=("txthrift", "txthrift-header"))
 
 
 def machineInfo() -> dict[str, Any]:
@@ -1296,6 +1310,7 @@ def printCpuTable(med: dict) -> None:
 CHART_SERVERS = [
     ("txthrift", "txthrift (twistd thrift)", "#1f5fbf", ""),
     ("txthrift-unframed", "txthrift, unframed load", "#8fb3e8", ""),
+    ("txthrift-header", "txthrift, THeader load", "#5d8fd8", ".."),
     ("apache-twisted-accel", "Apache TTwisted (C coder)", "#c0392b", ""),
     ("apache-threadpool", "Apache TThreadPoolServer", "#e67e73", ""),
     ("apache-nonblocking", "Apache TNonblockingServer", "#f5b7b1", ""),
@@ -1422,10 +1437,16 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     timingOptions(p)
     p.add_argument("--only", default=None,
                    help="comma-separated names or globs of targets "
-                        f"({', '.join(t.name for t in TARGETS)}) and sections "
-                        f"({', '.join(SECTIONS)}); default: everything")
+                        f"({', '.join(t.name for t in TARGETS)}), sections "
+                        f"({', '.join(SECTIONS)}) and groups of targets ("
+                        + ", ".join(f"{g} = {'+'.join(ts)}" for g, ts in ONLY_GROUPS.items())
+                        + "); default: everything")
     p.add_argument("--payloads", default="13,4096,1048576",
                    help="comma-separated payload sizes to run, of 13, 4096, 1048576")
+    p.add_argument("--shapes", default=None,
+                   help="comma-separated CxD (connections x in flight each) to run, of "
+                        + ", ".join(sorted({f"{c}x{d}" for _, c, d in POINTS}))
+                        + "; default: every shape")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     p.add_argument("--profile-seconds", type=int, default=None, help="default 5; quick 2")
     p.add_argument("--idle-conns", type=int, default=2000)
@@ -1463,18 +1484,40 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     args.payloads = {int(x) for x in args.payloads.split(",") if x.strip()}
     if not args.payloads <= {SMALL, MEDIUM, LARGE}:
         p.error("--payloads takes 13, 4096 and/or 1048576")
+    shapes = {(c, d) for _, c, d in POINTS}
+    if args.shapes is not None:
+        try:
+            args.shapes = {tuple(int(n) for n in x.strip().split("x")) for x in
+                           args.shapes.split(",") if x.strip()}
+        except ValueError:
+            args.shapes = None
+        if not args.shapes or not args.shapes <= shapes:
+            p.error("--shapes takes CxD of " + ", ".join(f"{c}x{d}" for c, d in sorted(shapes)))
+    else:
+        args.shapes = shapes
+    if not selectedPoints(args):
+        p.error("--payloads and --shapes leave no point to measure")
     return args
+
+
+def selectedPoints(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """
+    The server points --payloads and --shapes leave.
+    """
+    return [p for p in POINTS if p[0] in args.payloads and p[1:] in args.shapes]
 
 
 def selected(args: argparse.Namespace) -> tuple[list[Target], set[str]]:
     if not args.only:
         return list(TARGETS), set(SECTIONS)
-    patterns = [x.strip() for x in args.only.split(",") if x.strip()]
+    patterns = [name for x in args.only.split(",") if x.strip()
+                for name in ONLY_GROUPS.get(x.strip(), (x.strip(),))]
     targets = [t for t in TARGETS if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
     sections = {s for s in SECTIONS if any(fnmatch.fnmatchcase(s, p) for p in patterns)}
     if not targets and not sections:
         raise SystemExit(f"--only {args.only!r} matches nothing; targets: "
-                         f"{', '.join(t.name for t in TARGETS)}; sections: {', '.join(SECTIONS)}")
+                         f"{', '.join(t.name for t in TARGETS)}; sections: {', '.join(SECTIONS)}"
+                         f"; groups: {', '.join(ONLY_GROUPS)}")
     return targets, sections
 
 
@@ -1503,13 +1546,13 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_start": os.getloadavg(),
             "config": {"mode": "quick" if args.quick else "full", "reps": args.reps,
                        "warmup": args.warmup, "duration": args.duration,
-                       "points": [pointKey(p) for p in POINTS if p[0] in args.payloads],
+                       "points": [pointKey(p) for p in selectedPoints(args)],
                        "pinning": {"server": h.pinServer, "load": h.pinLoad},
                        "only": args.only, "pool_threads": args.pool_threads},
             "txthrift_server": h.twistdNote,
             "notes": h.notes,
-            "targets": {t.name: {"label": t.label, "server": t.server, "framed": t.framed}
-                        for t in targets},
+            "targets": {t.name: {"label": t.label, "server": t.server, "framed": t.framed,
+                                 "header": t.header} for t in targets},
         }
         print(f"txthrift server: {h.twistdNote}", flush=True)
         measurements, serverInfo = runServerBench(h, targets) if targets else ([], {})

@@ -52,33 +52,46 @@ class Footnotes:
         return [f"{n}. {_escape(text)}" for n, text in enumerate(self.texts, 1)]
 
 
-def matrixSection(doc: dict[str, Any]) -> list[str]:
-    transports, protocols = doc.get("matrixTransports", doc["transports"]), doc["protocols"]
+#: What the report says of the columns of each transport, where it has one.
+TRANSPORT_TEXTS = {
+    "http": ("http: Thrift over HTTP, each call one POST whose body is the message, answered"
+             " by txthrift.web; the clients are Apache's THttpClient, thriftpy2's http client"
+             " and txthrift's http:// client."),
+    "header": ("header: THeader, each message a frame with the 0x0FFF magic, its protocol's"
+               " id and headers; Apache's end is its THeaderProtocol (a client with"
+               " THeaderClientType.HEADERS, a TThreadedServer with THeaderProtocolFactory"
+               " allowing only HEADERS, so that nothing falls back to plain framing),"
+               " txthrift's client `transport=\"header\"`."),
+    "header-zlib": ("header+zlib: the same with the client adding the zlib transform to"
+                    " every request (Apache's THeaderTransformID.ZLIB, txthrift's"
+                    " `transforms=(\"zlib\",)`); a txthrift server answers with the"
+                    " request's transforms, Apache's without any."),
+    "zlib": ("zlib: Apache's TZlibTransport around TFramedTransport (txthrift's"
+             " `transport=\"zlib\"`), Apache's server a TThreadedServer with a new such"
+             " transport per connection."),
+    "zlib-buffered": ("zlib-buffered: TZlibTransport around TBufferedTransport, the stream"
+                      " bare (txthrift's `transport=\"zlib-buffered\"`; the zlib of Apache's"
+                      " cross-language tests)."),
+}
+
+
+def _transportName(doc: dict[str, Any], transport: str) -> str:
+    names: dict[str, str] = doc.get("transportNames", {})
+    return names.get(transport, transport)
+
+
+def matrixTable(doc: dict[str, Any], transports: list[str], notApplicable: Footnotes,
+                failures: list[dict[str, Any]]) -> list[str]:
+    """
+    One table of the matrix: every row, the columns of C{transports}.
+    """
+    protocols = doc["protocols"]
     columns = [(t, p) for t in transports for p in protocols]
     cells = {(c["client"], c["server"], c["transport"], c["protocol"]): c
              for c in doc["matrix"]}
-    counts = {status: 0 for status in MARKS}
-    for cell in doc["matrix"]:
-        counts[cell["status"]] += 1
-    notApplicable, failures = Footnotes(), []
     lines = [
-        "## The matrix",
-        "",
-        f"**{counts['pass']} cells pass, {counts['fail']} fail, {counts['n/a']} cannot exist"
-        + (f", {counts['not run']} were not run" if counts["not run"] else "") + ".**",
-        "",
-        ("Rows are client → server, columns transport and protocol (http: Thrift over HTTP,"
-        " each call one POST whose body is the message, answered by txthrift.web; the"
-        " clients are Apache's THttpClient, thriftpy2's http client and txthrift's http://"
-        " client).  A protocol column names"
-        " the encoder of the end that is not txthrift: Apache's pure-Python or C-accelerated"
-        " (`fastbinary`) protocol factory, or thriftpy2's pure-Python or Cython protocol;"
-        " txthrift.TTwisted takes Apache's factories, so for it the column names its own"
-        " encoder too.  A txthrift end always uses Apache's C codec for binary and compact"
-        f" when the extension is installed (here: {doc['versions']['thrift C extension']})."),
-        "",
         "| client → server | " + " | ".join(
-            f"{t} {protocols[p]}" for t, p in columns) + " |",
+            f"{_transportName(doc, t)} {protocols[p]}" for t, p in columns) + " |",
         "| --- | " + " | ".join("---" for _ in columns) + " |",
     ]
     for client, server in doc["rows"]:
@@ -95,6 +108,40 @@ def matrixSection(doc: dict[str, Any]) -> list[str]:
                 failures.append(cell)
             row.append(mark)
         lines.append("| " + " | ".join(_escape(text) for text in row) + " |")
+    return lines
+
+
+def matrixSection(doc: dict[str, Any]) -> list[str]:
+    transports, protocols = doc.get("matrixTransports", doc["transports"]), doc["protocols"]
+    groups: list[list[str]] = doc.get("matrixGroups", [transports])
+    counts = {status: 0 for status in MARKS}
+    for cell in doc["matrix"]:
+        counts[cell["status"]] += 1
+    notApplicable = Footnotes()
+    failures: list[dict[str, Any]] = []
+    explained = [TRANSPORT_TEXTS[t] for t in transports if t in TRANSPORT_TEXTS]
+    lines = [
+        "## The matrix",
+        "",
+        f"**{counts['pass']} cells pass, {counts['fail']} fail, {counts['n/a']} cannot exist"
+        + (f", {counts['not run']} were not run" if counts["not run"] else "") + ".**",
+        "",
+        ("Rows are client → server, columns transport and protocol"
+        + (f", in {len(groups)} tables" if len(groups) > 1 else "") + ".  A protocol column"
+        " names the encoder of the end that is not txthrift: Apache's pure-Python or"
+        " C-accelerated (`fastbinary`) protocol factory, or thriftpy2's pure-Python or Cython"
+        " protocol; txthrift.TTwisted takes Apache's factories, so for it the column names its"
+        " own encoder too.  A txthrift end always uses Apache's C codec for binary and compact"
+        f" when the extension is installed (here: {doc['versions']['thrift C extension']})."
+        + (" A txthrift server serves the columns of header and zlib with its defaults,"
+           " `transport=\"auto\"` and `protocol=\"auto\"` (as `twistd thrift` does),"
+           " detecting each connection's framing and protocol; the other columns with the"
+           " transport and protocol fixed." if "header" in transports else "")),
+    ]
+    if explained:
+        lines += ["", *[f"- {_escape(text)}" for text in explained]]
+    for group in groups:
+        lines += ["", *matrixTable(doc, group, notApplicable, failures)]
     lines += ["", "Cells that cannot exist:", "", *notApplicable.render()]
     if doc.get("notes"):
         lines += ["", "What some cells leave out or accept differently:", ""]
@@ -102,7 +149,8 @@ def matrixSection(doc: dict[str, Any]) -> list[str]:
     if failures:
         lines += ["", "Failing cells:", ""]
         lines += [f"- {doc['clients'][c['client']]} → {doc['servers'][c['server']]},"
-                  f" {c['transport']} {protocols[c['protocol']]}: {_escape(c['detail'])}"
+                  f" {_transportName(doc, c['transport'])} {protocols[c['protocol']]}:"
+                  f" {_escape(c['detail'])}"
                   for c in failures]
     passed = [c for c in doc["matrix"] if c["status"] == "pass"]
     if passed:
@@ -130,13 +178,13 @@ def outcomeSection(title: str, intro: str, entries: list[dict[str, Any]],
     for (test, peer), byColumn in rows.items():
         row = [test, peer]
         for column in columns:
-            entry = byColumn.get(column)
-            if entry is None:
+            found = byColumn.get(column)
+            if found is None:
                 row.append("–")
                 continue
-            mark = MARKS[entry["status"]]
-            if entry["status"] == "fail":
-                why = entry.get("known") or entry["detail"]
+            mark = MARKS[found["status"]]
+            if found["status"] == "fail":
+                why = found.get("known") or found["detail"]
                 mark += f" [{notes.ref(why)}]"
             row.append(mark)
         lines.append("| " + " | ".join(_escape(text) for text in row) + " |")

@@ -57,6 +57,16 @@ installThrift() {
   apt-get install -y -q --no-install-recommends thrift-compiler \
     || { apt-get update -q && apt-get install -y -q --no-install-recommends thrift-compiler; }
 }
+# The `openssl` command, which makes the certificates of the TLS tests (tests/_certs.py):
+# installed when missing, as the compiler below is.
+installOpenssl() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends openssl \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends openssl; }
+}
+if ! command -v openssl >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  quietly installOpenssl
+fi
 if ! command -v thrift >/dev/null; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     quietly installThrift

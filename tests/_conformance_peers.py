@@ -3,7 +3,8 @@ The ends of the conformance matrix: servers (txthrift's, Apache's
 C{TThreadedServer} and C{TNonblockingServer}, thriftpy2's) on 127.0.0.1 and
 a free port, and clients (txthrift's, Apache's synchronous one, Apache's
 C{py:twisted} generated one over L{txthrift.TTwisted}, thriftpy2's) that
-make a list of calls and report what each gave.
+make a list of calls and report what each gave.  Apache's ends speak THeader
+through its C{THeaderProtocol} and zlib through its C{TZlibTransport}.
 
 Every wait is bounded: sockets time out, Deferreds get a timeout, and
 stopping a server fails if any of its threads outlives L{STOP_WAIT}.
@@ -36,11 +37,21 @@ from thrift.protocol.TCompactProtocol import (
     TCompactProtocolAcceleratedFactory,
     TCompactProtocolFactory,
 )
+from thrift.protocol.THeaderProtocol import (
+    PROTOCOLS_BY_ID,
+    THeaderProtocol,
+    THeaderProtocolFactory,
+)
 from thrift.protocol.TJSONProtocol import TJSONProtocolFactory
 from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol
 from thrift.server.TNonblockingServer import TNonblockingServer, Worker
 from thrift.server.TServer import TThreadedServer
 from thrift.TMultiplexedProcessor import TMultiplexedProcessor
+from thrift.transport.THeaderTransport import (
+    THeaderClientType,
+    THeaderSubprotocolID,
+    THeaderTransformID,
+)
 from thrift.transport.THttpClient import THttpClient
 from thrift.transport.TSocket import TServerSocket, TSocket
 from thrift.transport.TTransport import (
@@ -48,7 +59,9 @@ from thrift.transport.TTransport import (
     TBufferedTransportFactory,
     TFramedTransport,
     TFramedTransportFactory,
+    TTransportFactoryBase,
 )
+from thrift.transport.TZlibTransport import TZlibTransport
 from thriftpy2.rpc import make_client
 from twisted.internet import defer, reactor
 from twisted.internet.defer import CancelledError, Deferred
@@ -58,12 +71,15 @@ from twisted.python.failure import Failure
 
 import txthrift
 from tests._conformance import (
+    HEADER_TRANSPORTS,
     IDL,
     MAIN,
     SECOND,
     WIRE,
+    ZLIB_TRANSPORTS,
     Case,
     ConformanceHandler,
+    MiB,
     Outcome,
     SecondHandler,
 )
@@ -82,6 +98,12 @@ SOCKET_WAIT_MS = int(CALL_WAIT * 1000)
 STOP_WAIT = 10.0
 #: The name the main service has on a server that only multiplexes.
 MAIN_NAME = "Conformance"
+#: What an Apache TZlibTransport may inflate in a connection's life (its
+#: default, 16,384,000 bytes, is near what a cell's calls carry).
+ZLIB_INFLATE_LIMIT = 256 * MiB
+#: THeader's ids of the protocols inside it.
+HEADER_PROTOCOL_IDS = {"binary": THeaderSubprotocolID.BINARY,
+                       "compact": THeaderSubprotocolID.COMPACT}
 
 
 @cache
@@ -149,7 +171,7 @@ def thriftpy2TransportFactory(transport: str, column: str) -> Any:
             "buffered": thriftpy2.transport.buffered.TBufferedTransportFactory}[transport]()
 
 
-def describeEnd(kind: str, column: str) -> str:
+def describeEnd(kind: str, transport: str, column: str) -> str:
     """
     What encodes at one end of a cell, for the report.
     """
@@ -158,10 +180,42 @@ def describeEnd(kind: str, column: str) -> str:
         return f"txthrift {wire}" + (" (C codec)" if txthrift.accelerated
                                      and wire != "json" else "")
     if kind == "thriftpy2":
-        transport = type(thriftpy2TransportFactory("framed", column)).__module__
+        where = type(thriftpy2TransportFactory("framed", column)).__module__
         return (f"thriftpy2 {type(thriftpy2ProtocolFactory(column)).__name__}"
-                + (" (Cython)" if "cy" in transport else " (pure Python)"))
+                + (" (Cython)" if "cy" in where else " (pure Python)"))
+    if transport in HEADER_TRANSPORTS:
+        inner = PROTOCOLS_BY_ID[HEADER_PROTOCOL_IDS[WIRE[column]]]
+        return f"Apache THeaderProtocol ({inner.__name__})"
     return f"Apache {type(apacheProtocolFactory(column)).__name__}"
+
+
+class ApacheZlibTransportFactory:
+    """
+    Apache's C{TZlibTransport} around C{TFramedTransport} or around the
+    socket itself, new for each connection (Apache's C{TZlibTransportFactory}
+    keeps only the last, which a threaded server's threads would share).
+    """
+
+    def __init__(self, framed: bool) -> None:
+        self.framed = framed
+
+    def getTransport(self, client: Any) -> TZlibTransport:
+        inner = TFramedTransport(client) if self.framed else client
+        return TZlibTransport(inner, max_decompressed_size=ZLIB_INFLATE_LIMIT)
+
+
+def apacheServerFactories(transport: str, column: str) -> tuple[Any, Any]:
+    """
+    The transport and protocol factories of an Apache server for a cell.
+    THeader's protocol factory answers in the protocol of each request.
+    """
+    if transport in HEADER_TRANSPORTS:
+        return TTransportFactoryBase(), THeaderProtocolFactory(
+            allowed_client_types=[THeaderClientType.HEADERS])
+    transports = {"framed": TFramedTransportFactory, "buffered": TBufferedTransportFactory,
+                  "zlib": lambda: ApacheZlibTransportFactory(framed=True),
+                  "zlib-buffered": lambda: ApacheZlibTransportFactory(framed=False)}
+    return transports[transport](), apacheProtocolFactory(column)
 
 
 # ---------------------------------------------------------------------------
@@ -373,9 +427,8 @@ def startApacheThreaded(transport: str, column: str) -> ThreadServer:
     handler = ConformanceHandler(pyTypes)
     sock = ApacheServerSocket()
     sock.listen()
-    transports = {"framed": TFramedTransportFactory, "buffered": TBufferedTransportFactory}
     server = _ApacheThreaded(apacheProcessor(handler, SecondHandler()), sock,
-                             transports[transport](), apacheProtocolFactory(column))
+                             *apacheServerFactories(transport, column))
     running = ThreadServer("TThreadedServer", server, sock)
     running.handler = handler
     return running
@@ -479,6 +532,11 @@ class TxthriftServer:
             proto.transport.abortConnection()
 
 
+#: The transports a txthrift server of the matrix detects (C{transport="auto"},
+#: C{protocol="auto"}) rather than requires.
+SERVED_ON_AUTO = (*HEADER_TRANSPORTS, *ZLIB_TRANSPORTS)
+
+
 class ServerPool:
     """
     One server per (kind, transport, protocol), started when first asked
@@ -493,7 +551,10 @@ class ServerPool:
         key = (kind, transport, WIRE[column] if kind == "txthrift" else column)
         server = self._servers.get(key)
         if server is None:
-            if kind == "txthrift":
+            if kind == "txthrift" and transport in SERVED_ON_AUTO:
+                # Detected, as on the port twistd thrift serves by default.
+                server = await TxthriftServer.start("auto", "auto")
+            elif kind == "txthrift":
                 server = await TxthriftServer.start(transport, WIRE[column])
             elif kind == "threaded":
                 server = startApacheThreaded(transport, column)
@@ -575,13 +636,7 @@ def runApacheSync(port: int, transport: str, column: str, calls: list[Case],
     Make C{calls} with Apache's blocking client, on one connection; run it
     in a thread.
     """
-    if transport == "http":
-        trans: Any = _directHttpClient(port)
-    else:
-        sock = TSocket("127.0.0.1", port)
-        sock.setTimeout(SOCKET_WAIT_MS)
-        trans = {"framed": TFramedTransport, "buffered": TBufferedTransport}[transport](sock)
-    proto = apacheProtocolFactory(column, **limits).getProtocol(trans)
+    trans, proto = apacheClient(port, transport, column, **limits)
     mainProto = TMultiplexedProtocol(proto, mainName) if mainName else proto
     clients = {MAIN: Conformance.Client(mainProto),
                SECOND: Second.Client(TMultiplexedProtocol(proto, "Second"))}
@@ -590,6 +645,31 @@ def runApacheSync(port: int, transport: str, column: str, calls: list[Case],
         return _callSync(clients, calls)
     finally:
         trans.close()
+
+
+def apacheClient(port: int, transport: str, column: str, **limits: Any) -> tuple[Any, Any]:
+    """
+    The transport (to open and close) and protocol of Apache's blocking
+    client for a cell.
+    """
+    if transport == "http":
+        trans: Any = _directHttpClient(port)
+        return trans, apacheProtocolFactory(column, **limits).getProtocol(trans)
+    sock = TSocket("127.0.0.1", port)
+    sock.setTimeout(SOCKET_WAIT_MS)
+    if transport in HEADER_TRANSPORTS:
+        proto = THeaderProtocol(sock, [THeaderClientType.HEADERS],
+                                default_protocol=HEADER_PROTOCOL_IDS[WIRE[column]])
+        if transport == "header-zlib":
+            proto.add_transform(THeaderTransformID.ZLIB)
+        return proto.trans, proto
+    if transport in ZLIB_TRANSPORTS:
+        trans = TZlibTransport(TFramedTransport(sock) if transport == "zlib"
+                               else TBufferedTransport(sock),
+                               max_decompressed_size=ZLIB_INFLATE_LIMIT)
+    else:
+        trans = {"framed": TFramedTransport, "buffered": TBufferedTransport}[transport](sock)
+    return trans, apacheProtocolFactory(column, **limits).getProtocol(trans)
 
 
 def _directHttpClient(port: int) -> THttpClient:
@@ -643,6 +723,8 @@ async def runTxthrift(port: int, transport: str, protocol: str, calls: list[Case
     if transport == "http":
         # One message per POST body: the URL says it, not the transport.
         endpoint, transport = f"http://127.0.0.1:{port}/", "framed"
+    if transport == "header-zlib":
+        transport, limits = "header", {**limits, "transforms": ("zlib",)}
     main = await bounded(txthrift.connect(reactor, endpoint, Conformance, transport=transport,
                                           protocol=protocol, timeout=CALL_WAIT,
                                           service_name=mainName, **limits))

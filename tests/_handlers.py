@@ -10,17 +10,20 @@ what a test checks.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+from collections.abc import Generator
 from typing import Any
 
 from thrift.Thrift import TApplicationException
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import txthrift
 from tests.gen.py.txthrift_test import Calc, Echo
 from tests.gen.py.txthrift_test.ttypes import Oops
 
@@ -53,6 +56,46 @@ class EchoBasics(Echo.Iface):
 
     def add(self, a: int, b: int) -> int:
         return a + b
+
+
+def describeCall() -> str:
+    """
+    What C{txthrift.currentCall()} says of the call being handled, as JSON
+    (so that a handler in another process can tell a test).
+    """
+    call = txthrift.currentCall()
+    certificate = call.tlsCertificate
+    return json.dumps({
+        "service": call.service, "method": call.method, "seqid": call.seqid,
+        "host": getattr(call.peer, "host", None), "identity": call.identity,
+        "subject": None if certificate is None else certificate.subject.rfc4514_string(),
+        "headers": dict(call.headers), "deadline": call.deadline})
+
+
+class WhoIsCalling(EchoBasics):
+    """
+    An C{Echo} answering with what C{currentCall()} says (L{describeCall}):
+    at once (C{getData}), after an await in a coroutine (C{slow}), and
+    after a yield under C{inlineCallbacks} (C{echo}).
+    """
+
+    def __init__(self, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+
+    def getData(self, input: str) -> str:
+        return describeCall()
+
+    async def slow(self, seconds: float, tag: str) -> str:
+        await deferLater(self.reactor, seconds)
+        return json.dumps({"tag": tag, **json.loads(describeCall())})
+
+    @inlineCallbacks
+    def echo(  # type: ignore[override]
+            self, text: str, repeat: int) -> Generator[Deferred[None], None, str]:
+        yield deferLater(self.reactor, 0)
+        return describeCall()
 
 
 class Holding(EchoBasics):

@@ -148,7 +148,9 @@ def _header(codec: Codec, message: bytes) -> tuple[str, int, int] | None:
     return name, mtype, seqid
 
 
-def checkServerIntake(data: bytes, transport: str, protocol: str) -> str:
+def checkServerIntake(data: bytes, transport: str, protocol: str, *,
+                      wrap: Callable[[bytes], bytes] | None = None,
+                      unwrap: Callable[[bytes], bytes] | None = None) -> str:
     """
     Feed C{data} to a fresh auto-detecting server connection, then a valid
     C{ping}; check the fuzz invariants and say which outcome it was:
@@ -158,16 +160,22 @@ def checkServerIntake(data: bytes, transport: str, protocol: str) -> str:
     Whatever the outcome, every call the stream holds whole gets a reply
     (L{callsToAnswer}): a server that ignores one fails here, even when the
     idle timeout closes it later.
+
+    @param wrap: what each of the two sends goes through (a zlib stream's
+        flush, say), and C{unwrap} what the server sent back.
     """
     served = Served(idle_timeout=5.0)
-    served.send(data)  # nothing may escape
+    served.send(wrap(data) if wrap else data)  # nothing may escape
     served.clock.advance(1.0)
     stream = data
     if not served.transport.disconnecting:
         ping = request(protocol, "ping", 0x7FFF0001, 41, transport=transport)
-        served.send(ping)
+        served.send(wrap(ping) if wrap else ping)
+        served.clock.advance(0)
         stream += ping
     out = served.transport.value()
+    if unwrap is not None:
+        out = unwrap(out)
     # The detected framing decides how replies are cut; before detection
     # nothing may have been sent.
     framer = served.proto.framer

@@ -20,11 +20,15 @@ import importlib
 import os
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_twisted
+from thrift.protocol.THeaderProtocol import PROTOCOLS_BY_ID
+from thrift.transport.TTransport import TMemoryBuffer
+from thrift.transport.TZlibTransport import TZlibTransport
 from twisted.internet.threads import deferToThread
 
 import txthrift
@@ -111,7 +115,8 @@ def ends(cell: Cell) -> str:
     client = "txthrift" if cell.client == "txthrift" else (
         "thriftpy2" if cell.client == "thriftpy2" else "apache")
     server = cell.server if cell.server in ("txthrift", "thriftpy2") else "apache"
-    return f"{describeEnd(client, cell.protocol)} → {describeEnd(server, cell.protocol)}"
+    return (f"{describeEnd(client, cell.transport, cell.protocol)} →"
+            f" {describeEnd(server, cell.transport, cell.protocol)}")
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
@@ -425,6 +430,32 @@ def test_constantsAndDefaults(flavour: str) -> None:
                 for name, value in DEFAULTS.items()]
     problems = [problem for problem in checked if problem]
     assert not problems, "\n".join(problems)
+
+
+def test_apacheZlibStillDropsInflatedBytes() -> None:
+    """
+    The defect that keeps accelerated Apache ends out of the zlib columns
+    (L{tests._conformance.APACHE_ZLIB_REFILL}) is still there: Apache's
+    C{TZlibTransport.cstringio_refill}, as its C decoder calls it, drops the
+    bytes it inflated past those asked for.  When a thrift release fixes
+    it, this fails: then those cells should run.
+    """
+    data = bytes(range(256)) * 40
+    deflater = zlib.compressobj()
+    compressed = TMemoryBuffer(deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH))
+    trans = TZlibTransport(compressed)
+    readable = trans.read(4) + trans.cstringio_refill(b"", 100).read()
+    assert compressed.read(1) == b""  # every compressed byte was taken
+    assert len(readable) < len(data)
+
+
+def test_apacheHeaderProtocolIsAlwaysAccelerated() -> None:
+    """
+    What keeps Apache's THeader ends out of the pure-Python columns:
+    C{THeaderProtocol} picks Apache's accelerated protocol classes itself.
+    """
+    assert sorted(cls.__name__ for cls in PROTOCOLS_BY_ID.values()) == [
+        "TBinaryProtocolAccelerated", "TCompactProtocolAccelerated"]
 
 
 # ---------------------------------------------------------------------------

@@ -466,6 +466,11 @@ MISTAKES = [
      "--shutdown-timeout: expected a number of seconds, at least 0, not 'soon'"),
     (["--handler", f"{HANDLERS}.EchoHandler", "--transport", "pigeon"],
      "--transport: unknown transport 'pigeon'; choose one of auto, framed, buffered"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--transport", "header", "--protocol", "json"],
+     "--transport: THeader carries the binary or compact protocol, not JSON"),
+    (["--handler", f"{HANDLERS}.EchoHandler", "--sasl", "PLAIN", "--auth",
+      "file:/nonexistent/users"],
+     "--auth: 'file:/nonexistent/users': no such file"),
     (["--handler", f"{HANDLERS}.EchoHandler", "--protocol", "xml"],
      "--protocol: unknown protocol 'xml'; choose one of auto, binary, compact, json"),
 ]

@@ -9,9 +9,11 @@ over HTTP in a C{twisted.web} site or a klein app: L{txthrift.web}.
 from ._appservice import thriftService
 from ._client import CallTimeout, Client, ClientFactory, ClientProtocol
 from ._codec import Acceleration, Codec, accelerated, acceleration
+from ._context import CallContext, currentCall
 from ._framing import PROTOCOLS, TRANSPORTS, ThriftMessageProtocol
 from ._hosting import connect, serve
 from ._limits import Limits
+from ._sasl import SASLError
 from ._scanning import FrameError
 from ._server import ServerFactory, ServerProtocol
 from ._transport import CallbackTransport, MessageSenderTransport
@@ -21,6 +23,7 @@ __all__ = [
     "PROTOCOLS",
     "TRANSPORTS",
     "Acceleration",
+    "CallContext",
     "CallTimeout",
     "CallbackTransport",
     "Client",
@@ -30,6 +33,7 @@ __all__ = [
     "FrameError",
     "Limits",
     "MessageSenderTransport",
+    "SASLError",
     "ServerFactory",
     "ServerProtocol",
     "ThriftMessageProtocol",
@@ -37,6 +41,7 @@ __all__ = [
     "accelerated",
     "acceleration",
     "connect",
+    "currentCall",
     "serve",
     "thriftService",
 ]

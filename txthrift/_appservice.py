@@ -42,9 +42,12 @@ from twisted.python.failure import Failure
 
 from ._hosting import PortSpec, addressOf, parseEndpoint
 from ._limits import Limits, defaultReactor
+from ._sasl import serverFactory
 from ._server import ServerFactory
 from ._service import Served, resolve
 from ._threads import Threads, threaded
+from ._tls import PREFIX as MUTUAL_TLS
+from ._tls import requiringClientCertificates
 from ._twistedinternals import forgetStopSignal
 from ._version import __version__
 from .web import ThriftResource, ThriftSite
@@ -297,6 +300,18 @@ def describeAddress(kind: str, host: IAddress, tls: bool = False, path: str = "/
     return f"{scheme} on {addressOf(host)} at {path}"
 
 
+def _shown(listener: Listener, description: str, endpoint: IStreamServerEndpoint,
+           port: IListeningPort) -> str:
+    """
+    Where a listening port is, for the startup line, saying whether it
+    requires client certificates.
+    """
+    mutual = description.startswith(f"{MUTUAL_TLS}:")
+    shown = describeAddress(listener.kind, port.getHost(),
+                            mutual or isinstance(endpoint, SSL4ServerEndpoint), listener.path)
+    return f"{shown} (client certificates required)" if mutual else shown
+
+
 class ThriftService(Service):
     """
     Serves Thrift on some endpoints while running: a L{ServerFactory} on
@@ -373,9 +388,9 @@ class ThriftService(Service):
         left = iter(ports)
         for listener in self._listeners:
             listener.ports = [next(left) for _ in listener.endpoints]
-            addresses += [describeAddress(listener.kind, port.getHost(),
-                                          isinstance(endpoint, SSL4ServerEndpoint), listener.path)
-                          for (_, endpoint), port in zip(listener.endpoints, listener.ports)]
+            addresses += [_shown(listener, description, endpoint, port)
+                          for (description, endpoint), port in zip(listener.endpoints,
+                                                                   listener.ports)]
         factory = self.factory
         announce(self._served, addresses,
                  transport=factory.transport, protocol=factory.protocolName,
@@ -512,15 +527,24 @@ def _portSpecs(port: PortSpec | Sequence[PortSpec] | None) -> list[PortSpec]:
     return list(port)
 
 
-def _endpoints(reactor: Any, *ports: PortSpec | Sequence[PortSpec] | None
-               ) -> list[list[tuple[str, IStreamServerEndpoint]]]:
+def _endpoints(reactor: Any, *ports: PortSpec | Sequence[PortSpec] | None,
+               clientCA: str | None = None) -> list[list[tuple[str, IStreamServerEndpoint]]]:
     """
     The Thrift, HTTP and WebSocket endpoints of C{ports}: Thrift on
     L{DEFAULT_PORT} when none of them is given.
 
-    @raise ValueError: for a bad port, or none at all.
+    @param clientCA: a PEM file of CAs: each C{ssl:} string of C{ports}
+        then requires client certificates signed by one of them.
+    @raise ValueError: for a bad port, or none at all; a C{clientCA}
+        without an C{ssl:} string.
     """
-    found = [[parseEndpoint(reactor, spec) for spec in _portSpecs(given)] for given in ports]
+    specs = [_portSpecs(given) for given in ports]
+    if clientCA is not None:
+        changed = [requiringClientCertificates(given, clientCA) for given in specs]
+        if not any(changed):
+            raise ValueError("tls_client_ca: no ssl: port string to require client"
+                             " certificates on")
+    found = [[parseEndpoint(reactor, spec) for spec in given] for given in specs]
     if ports[0] is None and not any(found):
         found[0] = [parseEndpoint(reactor, DEFAULT_PORT)]
     if not any(found):
@@ -564,12 +588,12 @@ def listeners(reactor: Any, served: Served, *, http: Sequence[tuple[str, IStream
 
 def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] | None = None,
                   http_port: PortSpec | Sequence[PortSpec] | None = None,
-                  http_path: str = DEFAULT_HTTP_PATH,
+                  http_path: str = DEFAULT_HTTP_PATH, sasl: object = None,
                   ws_port: PortSpec | Sequence[PortSpec] | None = None,
                   service: ModuleType | None = None, transport: str = "auto",
                   protocol: str = "auto", threads: int = 0,
                   shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT, reactor: Any = None,
-                  **limits: Any) -> ThriftService:
+                  tls_client_ca: str | None = None, **limits: Any) -> ThriftService:
     """
     A service serving a Thrift handler, for a C{.tac} file or any
     C{MultiService}:
@@ -591,31 +615,33 @@ def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] | None
     @param transport: C{"framed"}, C{"buffered"} or C{"auto"}, on C{port}.
     @param protocol: C{"binary"}, C{"compact"}, C{"json"} or C{"auto"}.
     @param threads: when positive, the handler blocks: its plain methods
-        (by definition: a plain C{def} returning a Deferred too) run in a
-        pool of this many threads, its C{async def} and C{inlineCallbacks}
-        ones in the reactor; a plain generated processor runs whole in the
-        pool, a C{py:twisted} one over its handler's methods so threaded.
-        A call cancelled before a thread takes it up never runs.
+        (a plain C{def} returning a Deferred too) run in a pool of this many
+        threads, its C{async def} and C{inlineCallbacks} ones in the reactor;
+        a plain generated processor runs whole in the pool, a C{py:twisted}
+        one over its handler's methods so threaded.  A call cancelled before
+        a thread takes it up never runs.
     @param shutdown_timeout: seconds stopping waits for calls in flight.
     @param reactor: the reactor (an C{IReactorTime} for the shutdown
         timeout too); the global one when omitted.
+    @param tls_client_ca: a PEM file of CAs: every C{ssl:} port string then
+        requires a client certificate they signed (as C{mtls:} does).
+    @param sasl: as C{serve} takes it: SASL PLAIN on C{port} (not HTTP, WebSocket).
     @param limits: keywords of L{Limits}.
     @raise TypeError: for a handler whose service cannot be found, or an
         unknown limit.
-    @raise ValueError: for a bad port, path, transport, protocol, number or
-        limit.
+    @raise ValueError: for a bad port, path, transport, protocol, number,
+        limit, or C{tls_client_ca} without an C{ssl:} port string.
     @raise ImportError: for C{ws_port} without autobahn.
     """
-    if reactor is None:
-        reactor = defaultReactor()
+    reactor = defaultReactor() if reactor is None else reactor
     _checkNumbers(threads, shutdown_timeout)
-    endpoints, http, websocket = _endpoints(reactor, port, http_port, ws_port)
+    endpoints, http, websocket = _endpoints(reactor, port, http_port, ws_port,
+                                            clientCA=tls_client_ca)
     served = resolve(handler, service)
     pool = Threads(reactor, threads) if threads else None
     settings = Limits.from_keywords(**limits)
-    factory = ServerFactory(threaded(served, pool) if pool is not None else served,
-                            transport=transport, protocol=protocol, limits=settings,
-                            clock=reactor)
+    factory = serverFactory(threaded(served, pool) if pool is not None else served, sasl,
+                            transport=transport, protocol=protocol, limits=settings, clock=reactor)
     others = listeners(reactor, served, http=http, websocket=websocket, path=http_path,
                        protocol=protocol, limits=settings, threads=pool)
     return ThriftService(reactor, endpoints, factory, threads=pool,

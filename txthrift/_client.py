@@ -11,7 +11,8 @@ here knows of servers, dispatch or hosting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+import copy
+from collections.abc import Callable, Container, Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from twisted.python.failure import Failure
 from ._budget import budgetFor
 from ._codec import Codec
 from ._framing import NamedLogger, ThriftMessageProtocol, _Framed
+from ._header import ClientHeaders, Envelope, transformIds
 from ._limits import Limits, defaultReactor
 from ._nogc import BIG_MESSAGE, noCollections
 from ._scanning import checkDepth, largeMessageSizes
@@ -97,15 +99,17 @@ class CallTimeout(TTransportException):
 
 
 class _Call:
-    __slots__ = ("deferred", "method", "name", "timer")
+    __slots__ = ("deferred", "method", "name", "replyHeaders", "timer")
 
     def __init__(self, deferred: Deferred[Any], method: Method, name: str,
-                 timer: IDelayedCall | None) -> None:
+                 timer: IDelayedCall | None, replyHeaders: bool = False) -> None:
         self.deferred = deferred
         self.method = method
         #: The name sent on the wire (C{"Service:method"} when multiplexed).
         self.name = name
         self.timer = timer
+        #: Whether the caller wants the reply's THeader headers too.
+        self.replyHeaders = replyHeaders
 
 
 class _Oversized(bytes):
@@ -284,15 +288,30 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
     log: ClassVar[Logger] = NamedLogger(namespace="txthrift.client")
 
     def __init__(self, clock: IReactorTime, transport: str = "framed",
-                 protocol: str = "binary", limits: Limits | None = None) -> None:
+                 protocol: str = "binary", limits: Limits | None = None, *,
+                 headers: Mapping[str, str] | None = None,
+                 transforms: Sequence[str] = ()) -> None:
+        """
+        @param headers: THeader headers every call sends (C{transport="header"}).
+        @param transforms: what THeader does to each call's payload: C{"zlib"}.
+        """
         if transport == "auto" or protocol == "auto":
             raise ValueError("a client must choose its transport and protocol; 'auto' is"
                              " for servers")
-        super().__init__(transport, protocol, limits)
+        super().__init__("zlib" if transport == "zlib-buffered" else transport, protocol, limits)
         if transport == "framed":
             self.framer = _ReplyFraming(protocol, self.limits)
+        elif transport == "zlib" or transport == "zlib-buffered":
+            self.speakZlib(framed=transport == "zlib")
         self._clock = clock
         self._codec = Codec(protocol, self.limits)
+        self._headers: ClientHeaders | None = None
+        if transport == "header":
+            self._codec = self._headers = ClientHeaders(self._codec, self.limits, headers,
+                                                        transformIds(transforms))
+        elif headers or transforms:
+            raise ValueError(f"{'headers' if headers else 'transforms'}= needs"
+                             " transport='header' (headers: or an http:// or ws:// URL)")
         self._depthFloor, self._largeFrom = largeMessageSizes(
             transport, protocol, self.limits, self._codec.checksDepth)
         self._pending: dict[int, _Call] = {}
@@ -314,7 +333,8 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         return len(self._pending)
 
     def call(self, method: Method, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-             timeout: float | None) -> Deferred[Any]:
+             timeout: float | None, *, headers: Mapping[str, str] | None = None,
+             replyHeaders: bool = False) -> Deferred[Any]:
         """
         Send one call.
 
@@ -325,15 +345,25 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
             decoded), a L{CallTimeout}, or a L{TTransportException}: of type
             C{SIZE_LIMIT} for a call or reply over C{max_frame_size} (a call
             that big is not sent), C{NOT_OPEN} when the connection is or gets
-            lost.  Cancelling it forgets the call.
+            lost.  Cancelling it forgets the call.  With C{replyHeaders}, it
+            fires with C{(result, the reply's THeader headers)} instead.
+        @param headers: THeader headers this call sends too.
         @raise TypeError: for arguments the method does not take.
+        @raise ValueError: for C{headers} or C{replyHeaders} on a connection
+            that is not THeader.
         """
         argsStruct = method.args(*args, **kwargs)
+        if (headers or replyHeaders) and self._headers is None:
+            raise ValueError(f"headers are for transport='header', not {self.transportName!r}")
         if self._lostReason is not None or self.transport is None:
             return fail(self._notConnected())
         seqid = self._seqid = nextSeqid(self._seqid, self._pending, self._abandoned)
         try:
             message = encodeCall(self._codec, self.limits, method, name, seqid, argsStruct)
+            if self._headers is not None:
+                # Its size is checked, as it is: THeader's header adds little, and
+                # a transform does not make a call over max_frame_size fit.
+                message = self._headers.seal(message, seqid, headers)
         except Exception:
             return fail()
         if method.oneway:
@@ -343,7 +373,7 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         timer = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._timedOut, seqid, name, timeout)
-        self._pending[seqid] = _Call(deferred, method, name, timer)
+        self._pending[seqid] = _Call(deferred, method, name, timer, replyHeaders)
         self.sendMessage(message)
         return deferred
 
@@ -384,11 +414,15 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         # The rare paths are methods of their own; the common one (a reply
         # to a pending call, small enough to decode at once) calls none.
         self._answered = True
+        headers = self._headers
         try:
             iprot, name, mtype, seqid = self._codec.readHeader(message)
         except Exception as error:
             self._unreadableHeader(message, error)
             return
+        if headers is not None:
+            message = headers.payload
+        envelope = None if headers is None else headers.envelope
         call = self._pending.pop(seqid, None)
         if call is None:
             self._unexpected(name, seqid)
@@ -413,6 +447,8 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         except Exception as error:
             self._malformed(call, error)
             return
+        if call.replyHeaders:
+            outcome = withReplyHeaders(outcome, envelope)
         if isinstance(outcome, Failure):
             call.deferred.errback(outcome)
         else:
@@ -547,6 +583,22 @@ def malformedReply(method: Method, error: BaseException) -> TApplicationExceptio
                                  f"malformed reply to {method.name}: {whyUndecodable(error)}")
 
 
+def withReplyHeaders(outcome: Any, envelope: Envelope | None) -> Any:
+    """
+    A call's outcome with its reply's headers: C{(result, headers)}, or the
+    failure, its exception given a C{replyHeaders} attribute.
+    """
+    headers = dict(envelope.headers) if envelope is not None else {}
+    if isinstance(outcome, Failure):
+        try:
+            # Generated exceptions refuse assignment (they are immutable).
+            object.__setattr__(outcome.value, "replyHeaders", headers)
+        except (AttributeError, TypeError):  # pragma: no cover - one with __slots__
+            pass
+        return outcome
+    return (outcome, headers)
+
+
 class Client:
     """
     Calls a service's methods over a L{ClientProtocol}; subclassed per
@@ -555,8 +607,13 @@ class Client:
 
     A call takes the service method's arguments and, unless the method has
     an argument of that name, C{timeout=} seconds overriding the client's
-    default for that call (C{None}: wait for ever).
+    default for that call (C{None}: wait for ever), and on a THeader
+    connection C{headers=} it sends too.  L{withReplyHeaders} gives the
+    reply's headers as well.
     """
+
+    #: Whether calls fire with C{(result, reply headers)}.
+    _replyHeaders = False
 
     service: ClassVar[ServiceSpec]
     _classes: ClassVar[dict[ModuleType, type[Client]]] = {}
@@ -581,6 +638,17 @@ class Client:
             sub = cls._classes[service] = type(f"{spec.name}Client", (cls,), namespace)
         return sub
 
+    @property
+    def withReplyHeaders(self) -> Any:
+        """
+        This client, its calls firing with C{(result, headers)}: the reply's
+        THeader headers; a failed call's exception has them as
+        C{replyHeaders}.  (C{transport="header"} only.)
+        """
+        other = copy.copy(self)
+        other._replyHeaders = True
+        return other
+
     def close(self) -> Deferred[None]:
         """
         Close the connection (if a service method is called C{close}, reach
@@ -594,12 +662,17 @@ class Client:
 def _clientMethod(method: Method, serviceName: str) -> Callable[..., Deferred[Any]]:
     name = method.name
     ownTimeout = "timeout" in method.argNames
+    ownHeaders = "headers" in method.argNames
 
     def call(self: Client, *args: Any, **kwargs: Any) -> Deferred[Any]:
         timeout = self.timeout
         if not ownTimeout and "timeout" in kwargs:
             timeout = kwargs.pop("timeout")
-        return self.protocol.call(method, self._prefix + name, args, kwargs, timeout)
+        headers = None if ownHeaders else kwargs.pop("headers", None)
+        if headers is None and not self._replyHeaders:
+            return self.protocol.call(method, self._prefix + name, args, kwargs, timeout)
+        return self.protocol.call(method, self._prefix + name, args, kwargs, timeout,
+                                  headers=headers, replyHeaders=self._replyHeaders)
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = (f"Call {serviceName}.{name}({', '.join(method.argNames)})"
@@ -617,7 +690,9 @@ class ClientFactory(Factory):
     def __init__(self, service: ModuleType, *, transport: str = "framed",
                  protocol: str = "binary", limits: Limits | None = None,
                  timeout: float | None = None, service_name: str | None = None,
-                 clock: IReactorTime | None = None) -> None:
+                 clock: IReactorTime | None = None,
+                 headers: Mapping[str, str] | None = None,
+                 transforms: Sequence[str] = ()) -> None:
         self.clientClass = Client.forService(service)
         self.transport = transport
         self.protocolName = protocol
@@ -627,11 +702,15 @@ class ClientFactory(Factory):
         self.timeout = timeout
         self.serviceName = service_name
         self.clock: IReactorTime = clock or defaultReactor()
+        self.headers = headers
+        self.transforms = tuple(transforms)
         # Fail here, not at connection time, on a bad choice.
-        ClientProtocol(self.clock, transport, protocol, self.limits)
+        ClientProtocol(self.clock, transport, protocol, self.limits, headers=headers,
+                       transforms=self.transforms)
 
     def buildProtocol(self, addr: Any) -> ClientProtocol:
-        proto = ClientProtocol(self.clock, self.transport, self.protocolName, self.limits)
+        proto = ClientProtocol(self.clock, self.transport, self.protocolName, self.limits,
+                               headers=self.headers, transforms=self.transforms)
         proto.factory = self
         proto.client = self.clientClass(proto, timeout=self.timeout,
                                         service_name=self.serviceName)

@@ -42,7 +42,7 @@ from ._thriftinternals import (
 )
 
 __all__ = ["CONTENT_TYPES", "Acceleration", "Codec", "accelerated", "acceleration", "protocolFactory",
-           "withStoredHeader"]
+           "readVarint", "varint", "withStoredHeader"]
 
 
 def _built() -> bool:
@@ -193,7 +193,7 @@ _BIG_STRING = 1024
 _COMPACT_BINARY = 8
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     """
     C{value}, not negative, as a compact varint: 7 bits a byte, low first.
     """
@@ -221,10 +221,10 @@ def _compactStart(mtype: int, seqid: int) -> bytes:
         return bytes((0x82, kind, seqid & 0x7F | 0x80, seqid >> 7))
     if seqid < 0x200000:
         return bytes((0x82, kind, seqid & 0x7F | 0x80, seqid >> 7 & 0x7F | 0x80, seqid >> 14))
-    return bytes((0x82, kind)) + _varint(seqid)
+    return bytes((0x82, kind)) + varint(seqid)
 
 
-def _readVarint(data: bytes, at: int) -> tuple[int, int]:
+def readVarint(data: bytes, at: int) -> tuple[int, int]:
     """
     The varint at C{data[at:]} and where it ends, or C{(0, -1)} for one that
     runs past the end or is longer than an i32's 5 bytes.
@@ -275,7 +275,7 @@ def _compactHeader(message: bytes, maxName: int) -> tuple[str, int, int, int] | 
         length = message[at]
         at += 1
         if length > 0x7F:  # A name of 128 bytes or more: rare.
-            length, at = _readVarint(message, at - 1)
+            length, at = readVarint(message, at - 1)
     except IndexError:  # Cut short.
         return None
     end = at + length
@@ -325,8 +325,8 @@ def _compactMoved(body: Any, spec: Any) -> list[_Moved]:
         if data is not None:
             step = fid - last
             head = (bytes((step << 4 | _COMPACT_BINARY,)) if 0 < step <= 15
-                    else bytes((_COMPACT_BINARY,)) + _varint((fid << 1) ^ (fid >> 31)))
-            moved.append((field[2], value, (head, _varint(len(data)), data)))
+                    else bytes((_COMPACT_BINARY,)) + varint((fid << 1) ^ (fid >> 31)))
+            moved.append((field[2], value, (head, varint(len(data)), data)))
         elif moved:
             return []  # Its id would be written as a step from a moved one.
         last = fid
@@ -519,7 +519,7 @@ class Codec:
         """
         encoded = name.encode("utf-8")
         if self._compact:
-            head = _varint(len(encoded)) + encoded
+            head = varint(len(encoded)) + encoded
         else:
             head = _HEADER.pack(_VERSION_1 | mtype, len(encoded)) + encoded
         if len(self._heads) < _MAX_HEADS and mtype != TMessageType.EXCEPTION:

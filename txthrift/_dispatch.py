@@ -22,6 +22,7 @@ from typing import Protocol as TypingProtocol
 
 from thrift.protocol.TProtocol import TProtocolBase, TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
+from thrift.TMultiplexedProcessor import TMultiplexedProcessor
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,7 +33,8 @@ from ._nogc import BIG_MESSAGE, noCollections
 from ._scanning import DepthError, checkDepth
 from ._service import Method, describe, resolve, shortName
 
-__all__ = ["Cancelling", "Dispatcher", "Reply", "dispatchLarge", "exceptionReply", "makeDispatcher"]
+__all__ = ["Cancelling", "Dispatcher", "Reply", "dispatchLarge", "exceptionReply", "makeDispatcher",
+           "processorService"]
 
 log = Logger(namespace="txthrift.server")
 
@@ -44,7 +46,12 @@ Reply = Union[bytes, None, "Deferred[bytes | None]"]
 class Dispatcher(TypingProtocol):
     """
     Turns one request into its reply; never raises.
+
+    @ivar serviceName: the service answering names without a C{"Service:"}
+        part, as L{txthrift.currentCall} tells a handler.
     """
+
+    serviceName: str
 
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply: ...
@@ -123,6 +130,7 @@ class _HandlerDispatcher:
     def __init__(self, handler: object, service: ModuleType) -> None:
         self._handler = handler
         self.service = describe(service)
+        self.serviceName = self.service.name
         # Bound once, by name, for what the handler implements (other names
         # are unknown methods): the method, the handler's function, and how
         # to get the function's arguments out of the args struct.
@@ -245,6 +253,7 @@ class _ProcessorDispatcher:
 
     def __init__(self, processor: Any) -> None:
         self._processor = processor
+        self.serviceName = processorService(processor)
 
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply:
@@ -293,6 +302,21 @@ class _ProcessorDispatcher:
                                f"Internal error processing {name}")
 
 
+def processorService(processor: object) -> str:
+    """
+    The name of the service a processor serves, as far as it tells: a
+    generated C{Processor} is in the module named after its service; a
+    C{TMultiplexedProcessor}'s calls name theirs, but for its default one.
+    """
+    if isinstance(processor, TMultiplexedProcessor):
+        default = processor.defaultProcessor
+        return "" if default is None else processorService(default)
+    kind = type(processor)
+    if kind.__name__ == "Processor":
+        return kind.__module__.rpartition(".")[2]
+    return kind.__name__
+
+
 class _MultiplexedDispatcher:
     """
     Several services on one connection, named as Apache's
@@ -304,6 +328,8 @@ class _MultiplexedDispatcher:
 
     def __init__(self, services: Mapping[str, Dispatcher]) -> None:
         self._services = dict(services)
+        default = self._services.get("")
+        self.serviceName = default.serviceName if default is not None else ""
 
     def dispatch(self, codec: Codec, iprot: TProtocolBase, name: str, mtype: int,
                  seqid: int) -> Reply:

@@ -34,15 +34,17 @@ from ._budget import PartialBudget
 from ._limits import Limits
 from ._scanning import FrameError, Scanner, scannerFor
 from ._writing import atNextTurn, canSendDirectly, send, sendParts
+from ._zlib import ZlibSniffer, ZlibStream
 
 __all__ = [
+    "HEADER_PROTOCOLS",
     "PROTOCOLS",
     "TRANSPORTS",
     "ThriftMessageProtocol",
 ]
 
 #: Transport names accepted wherever a transport is chosen.
-TRANSPORTS: Final = ("auto", "framed", "buffered")
+TRANSPORTS: Final = ("auto", "framed", "buffered", "header", "zlib")
 #: Protocol names accepted wherever a protocol is chosen.
 PROTOCOLS: Final = ("auto", "binary", "compact", "json")
 
@@ -77,6 +79,19 @@ _PAIR = struct.Struct(">ii")
 # the version word 0x8001, compact with its protocol id 0x82, JSON with the
 # "[" opening the message array.  A framed message has it after its length.
 _SIGNATURES: Final = {0x80: "binary", 0x82: "compact", 0x5B: "json"}
+#: THeader's protocol ids (the varint its header starts with).
+HEADER_PROTOCOLS: Final = {0: "binary", 2: "compact"}
+#: Where a THeader frame's protocol id is: after the frame length, magic,
+#: flags, seqid and header length.
+_HEADER_PROTOCOL_AT = 14
+
+
+def checkFraming(transport: str, protocol: str) -> None:
+    """
+    @raise ValueError: for a transport and protocol that cannot go together.
+    """
+    if transport == "header" and protocol == "json":
+        raise ValueError("THeader carries the binary or compact protocol, not JSON")
 
 
 def checkChoice(kind: str, value: str, choices: tuple[str, ...]) -> str:
@@ -233,6 +248,16 @@ class _Framed:
         Bytes held of a message not yet whole.
         """
         return self._partsSize
+
+
+class _HeaderFramed(_Framed):
+    """
+    THeader frames: framed as L{_Framed} frames are, each a whole THeader
+    frame (what follows the length), opened by the connection's codec;
+    what is sent is a whole frame already, its length included.
+    """
+
+    transport = "header"
 
 
 class _Unframed:
@@ -451,7 +476,7 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
     if not head:
         return None
     unframedAs = _SIGNATURES.get(head[0])
-    if unframedAs is not None and transport != "framed":
+    if unframedAs is not None and transport in ("auto", "buffered"):
         found = ("buffered", unframedAs)
     elif transport == "buffered":
         # Old non-strict binary begins with the name length, not a signature.
@@ -463,6 +488,13 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
         raise FrameError(f"first byte 0x{head[0]:02x} starts no Thrift message")
     elif len(head) < 5:
         return None
+    elif head[4] == 0x0F and transport in ("auto", "header"):
+        # THeader: a frame length, then its magic 0x0FFF.
+        if len(head) <= _HEADER_PROTOCOL_AT:
+            return None
+        found = ("header", _headerProtocol(head))
+    elif transport == "header":
+        raise FrameError(f"first bytes {bytes(head[:6])!r} start no THeader frame")
     else:
         framedAs = _SIGNATURES.get(head[4])
         if framedAs is None:
@@ -477,6 +509,19 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
     if protocol not in ("auto", found[1]):
         raise FrameError(f"expected the {protocol} protocol, got {found[1]}")
     return makeFramer(found[0], found[1], limits)
+
+
+def _headerProtocol(head: bytes) -> str:
+    """
+    The protocol of the THeader frame C{head} begins.
+    """
+    if head[5] != 0xFF:
+        raise FrameError(f"first bytes {bytes(head[:6])!r} start no Thrift message")
+    number = head[_HEADER_PROTOCOL_AT]
+    name = HEADER_PROTOCOLS.get(number)
+    if name is None:
+        raise FrameError(f"THeader protocol id {number} is not one of binary (0) and compact (2)")
+    return name
 
 
 def _nonStrictTransport(head: bytes) -> str:
@@ -499,6 +544,8 @@ def _nonStrictTransport(head: bytes) -> str:
 def makeFramer(transport: str, protocol: str, limits: Limits) -> _Framer:
     if transport == "framed":
         return _Framed(protocol, limits)
+    if transport == "header":
+        return _HeaderFramed(protocol, limits)
     # Apache's binary protocol reads the old unversioned header too, so the
     # binary scanner walks it (detectFramer finds it when binary is fixed).
     return _Unframed(protocol, limits)
@@ -556,6 +603,9 @@ class ThriftMessageProtocol(Protocol):
     log: ClassVar[Logger] = NamedLogger(namespace="txthrift.connection")
 
     framer: _Framer | None = None
+    #: The zlib stream beneath the framing (L{txthrift._zlib}), or what tells
+    #: from the first bytes whether there is one; C{None} for none.
+    _zlib: ZlibSniffer | ZlibStream | None = None
     #: Why we closed this connection because of what the peer sent, if we did.
     refusal: str | None = None
 
@@ -581,6 +631,7 @@ class ThriftMessageProtocol(Protocol):
                  limits: Limits | None = None) -> None:
         self.transportName = checkChoice("transport", transport, TRANSPORTS)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
+        checkFraming(transport, protocol)
         self.limits = limits or Limits()
         self._head = b""
         self._broken = False
@@ -594,8 +645,25 @@ class ThriftMessageProtocol(Protocol):
         # txthrift._writing); on other transports, when each read is handled.
         self._nextTurn: IReactorTime | None = None
         self._waiting = False
+        if transport == "auto" or transport == "zlib":
+            # Perhaps (or, for "zlib", surely) a zlib stream, as its first
+            # bytes tell; the framing is detected, inside it or not.
+            self._zlib = ZlibSniffer(self, required=transport == "zlib")
+            self.transportName = transport = "auto"
         if transport != "auto" and protocol != "auto":
             self.framer = makeFramer(transport, protocol, self.limits)
+
+    def speakZlib(self, framed: bool = True) -> None:
+        """
+        Speak a zlib stream from the first byte, the messages in it
+        unframed, as Apache's C{TZlibTransport} does: around
+        C{TFramedTransport} (C{framed}: each write-out one frame holding the
+        next piece of the stream; a client's C{transport="zlib"}) or around
+        C{TBufferedTransport} (the stream bare; C{"zlib-buffered"}).
+        """
+        self.transportName = "buffered"
+        self.framer = makeFramer("buffered", self.protocolName, self.limits)
+        self._zlib = ZlibStream(self, framed=framed)
 
     def makeConnection(self, transport: Any) -> None:
         # Small replies must not wait for the peer's delayed ACK (Nagle).
@@ -609,9 +677,22 @@ class ThriftMessageProtocol(Protocol):
             self._nextTurn = transport.reactor
         if self.limits.partial_budget is not None:
             self._budget = _budgetOf(getattr(self, "factory", None), self.limits.partial_budget)
+        if self._zlib is not None:
+            transport = self._zlib.wrap(transport)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._zlib is not None and not self._broken:
+            # Through the zlib stream (or what tells whether there is one):
+            # back inflated, in bounded steps, through plainReceived.
+            self._zlib.dataReceived(data)
+            return
+        self.plainReceived(data)
+
+    def plainReceived(self, data: bytes) -> None:
+        """
+        Handle bytes as they are beneath any zlib stream.
+        """
         if self._broken:
             return
         if self._reading:
@@ -870,6 +951,8 @@ class ThriftMessageProtocol(Protocol):
         self._broken = True
         self._out, self._outSize = [], 0
         self._endPartial()
+        if self._zlib is not None:
+            self._zlib.connectionLost()
         if self._partialAbort is not None:
             self._partialAbort.cancel()
             self._partialAbort = None

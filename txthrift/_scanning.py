@@ -883,11 +883,11 @@ def depthCheckFloor(transport: str, protocol: str, limits: Limits) -> int | None
     before they are decoded, or C{None} for never.
 
     Unframed messages never: their scanner refused them as they came.  A
-    framed message too short to hold more than C{max_depth} levels is not
+    framed message (or a THeader frame's, whole as well) too short to hold more than C{max_depth} levels is not
     walked either, which spares the small calls that are most of any
     traffic (a walk costs about what decoding them does).
     """
-    if transport != "framed":
+    if transport != "framed" and transport != "header":
         return None
     return (limits.max_depth + 1) * _LEAST_PER_LEVEL[protocol]
 

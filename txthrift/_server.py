@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from ._budget import budgetFor
 from ._codec import Codec
+from ._context import Origin, callingFrom, doneCalling, originOf
 from ._dispatch import (
     Cancelling,
     Dispatcher,
@@ -52,11 +53,14 @@ from ._framing import (
     NamedLogger,
     ThriftMessageProtocol,
     checkChoice,
+    checkFraming,
     peerText,
 )
+from ._header import Envelope, ServerHeaders
 from ._limits import Limits, defaultReactor
-from ._scanning import largeMessageSizes
+from ._scanning import FrameError, largeMessageSizes
 from ._service import shortName
+from ._tls import tlsFailure
 from ._waiters import Waiters
 
 __all__ = ["ServerFactory", "ServerProtocol"]
@@ -105,6 +109,12 @@ class ServerProtocol(ThriftMessageProtocol):
     log: ClassVar[Logger] = NamedLogger(namespace="txthrift.server")
     factory: ServerFactory
     dispatcher: Dispatcher
+    #: Who the peer proved to be, where something before the first request
+    #: (SASL) told; else its TLS certificate's common name says.
+    identity: str | None = None
+    _origin: Origin | None = None
+    #: The codec of a THeader connection, which opens its frames.
+    _headers: ServerHeaders | None = None
     # What largeMessageSizes says, set by _sizes at the first request (0
     # until then).
     _depthFloor = 0
@@ -128,6 +138,8 @@ class ServerProtocol(ThriftMessageProtocol):
         # Timed-out calls whose handlers carry on, ignoring the cancellation.
         self._lingering: set[Deferred[bytes | None]] = set()
         self._queue: deque[bytes] = deque()
+        # On THeader, the seqid and envelope of each call in _calls.
+        self._envelopes: dict[Deferred[bytes | None], tuple[int, list[Envelope | None]]] = {}
         self._readPaused = False
         self._readClosed = False
         self._draining = False
@@ -175,7 +187,10 @@ class ServerProtocol(ThriftMessageProtocol):
             self.framingDetected()
 
     def framingDetected(self) -> None:
-        self._codec = self._makeCodec()
+        codec = self._codec = self._makeCodec()
+        if self.transportName == "header":
+            # Each request comes in a THeader frame, each reply goes in one.
+            codec = self._codec = self._headers = ServerHeaders(codec, self.limits)
 
     def _makeCodec(self) -> Codec:
         """
@@ -207,27 +222,62 @@ class ServerProtocol(ThriftMessageProtocol):
         try:
             iprot, name, mtype, seqid = codec.readHeader(message)
         except Exception as error:
-            self._refuse(f"unreadable message header: {error}")
+            self._unreadable(error)
             return
         if mtype != _CALL and mtype != _ONEWAY:
             self._refuse(f"message type {mtype} of {shortName(name)!r} is not a call")
             return
-        if len(message) < self._largeFrom:
-            try:
+        # The handler learns of its call through currentCall(); on THeader,
+        # the envelope of its request (or of its reply, once the handler
+        # sets reply headers) travels with it.
+        headers = self._headers
+        envelope = None if headers is None else [headers.envelope]
+        token = callingFrom((self._origin or self._makeOrigin(), name, seqid,
+                             None if self._callTimeout is None
+                             else self._clock.seconds() + self._callTimeout, envelope))
+        try:
+            if len(message) < self._largeFrom:
                 reply = self.dispatcher.dispatch(codec, iprot, name, mtype, seqid)
-            except Exception:  # pragma: no cover - dispatchers do not raise
-                reply = self._dispatchFailed(codec, name, mtype, seqid)
-        else:
-            reply = self._dispatchLarge(message, codec, iprot, name, mtype, seqid)
+            else:
+                reply = self._dispatchLarge(message if headers is None else headers.payload,
+                                            codec, iprot, name, mtype, seqid)
+        except Exception:  # pragma: no cover - dispatchers do not raise
+            reply = self._dispatchFailed(codec, name, mtype, seqid)
+        finally:
+            doneCalling(token)
         if type(reply) is bytes:
-            self.sendMessage(reply)
+            self.sendMessage(reply if headers is None else
+                             headers.seal(reply, seqid, envelope[0]))  # type: ignore[index]
         elif isinstance(reply, Deferred):
+            if envelope is not None:
+                self._envelopes[reply] = (seqid, envelope)
             self._await(reply, codec, name, mtype, seqid)
+
+    def _seal(self, reply: bytes, seqid: int, envelope: list[Envelope | None]) -> bytes:
+        headers = self._headers
+        assert headers is not None
+        return headers.seal(reply, seqid, envelope[0])
+
+    def _makeOrigin(self) -> Origin:
+        """
+        Where this connection's calls come from, told once, at its first
+        request (a TLS handshake is over by then, and SASL has said who the
+        peer is).  A subclass whose transport hides the peer tells its own.
+        """
+        served = getattr(self.dispatcher, "serviceName", "")  # a dispatcher of one's own may lack it
+        origin = self._origin = originOf(self.transport, served, identity=self.identity)
+        return origin
 
     #: L{messageReceived} as defined here, without what a subclass's override
     #: does on arrival: how queued requests are processed, and how such an
     #: override hands a request on.
     _processRequest = messageReceived
+
+    def _unreadable(self, error: Exception) -> None:
+        if isinstance(error, FrameError):  # what THeader's frame says around it
+            self._refuse(str(error))
+        else:
+            self._refuse(f"unreadable message header: {error}")
 
     def _refuse(self, reason: str) -> None:
         # What is queued came after this message: none of it is answered.
@@ -287,7 +337,7 @@ class ServerProtocol(ThriftMessageProtocol):
                  name=shortName(name), timeout=timeout)
         self._send(exceptionReply(
             codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
-            f"{name} did not finish within {timeout} seconds on the server"))
+            f"{name} did not finish within {timeout} seconds on the server"), reply)
         Cancelling.cancel(reply)
         self._maybeIdle()
 
@@ -318,7 +368,7 @@ class ServerProtocol(ThriftMessageProtocol):
         timer = self._calls.pop(reply)
         if timer is not None and timer.active():
             timer.cancel()
-        self._send(answer)
+        self._send(answer, reply)
         if not self._calls and self._idleWatch is not None and self._idleWatch._idleWaiters:
             self._maybeIdle()
 
@@ -339,10 +389,15 @@ class ServerProtocol(ThriftMessageProtocol):
             if self.connected:
                 self._drain()
 
-    def _send(self, answer: bytes | None) -> None:
+    def _send(self, answer: bytes | None, reply: Deferred[bytes | None]) -> None:
         """
-        Send a call's answer, if it has one, and make room for the next.
+        Send the answer of the call C{reply} stood for, if it has one, and
+        make room for the next.
         """
+        if self._envelopes:
+            sealing = self._envelopes.pop(reply, None)
+            if sealing is not None and answer is not None:
+                answer = self._seal(answer, *sealing)
         # A reply for a peer that has gone is dropped without fuss.
         if answer is not None and self.connected:
             self.sendMessage(answer)
@@ -531,6 +586,12 @@ class ServerProtocol(ThriftMessageProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.connected = False
+        refused = tlsFailure(reason)
+        if refused is not None:
+            # Before any request, TLS refused the peer (no certificate, or
+            # one not verified): its own logs rarely say so.
+            log.warn("{what} TLS from {peer}: {why}", peer=peerText(self.transport),
+                     what="refused" if self._origin is None else "lost", why=refused)
         self._queue.clear()
         for delayed in (self._idleCall, self._abortCall, self._endedCall, self._probeCall):
             if delayed is not None and delayed.active():
@@ -538,6 +599,7 @@ class ServerProtocol(ThriftMessageProtocol):
         self._abortCall = self._endedCall = self._probeCall = None
         # Nobody is left to answer: the handlers may stop working on it.
         self._lingering.clear()
+        self._envelopes.clear()
         calls, self._calls = self._calls, {}
         for reply, timer in calls.items():
             if timer is not None and timer.active():
@@ -624,6 +686,7 @@ class ServerFactory(Factory):
         self.dispatcher = makeDispatcher(handler, service)
         self.transport = checkChoice("transport", transport, TRANSPORTS)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
+        checkFraming(transport, protocol)
         self.limits = limits or Limits()
         self.clock: IReactorTime = clock or defaultReactor()
         self.connections: set[ServerProtocol] = set()

@@ -21,6 +21,8 @@ from typing import Any, ClassVar, TypeVar
 
 from twisted.application.service import Service
 from twisted.copyright import version as twistedVersion
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
 
@@ -31,12 +33,14 @@ from ._appservice import (
     ThriftService,
     thriftService,
 )
-from ._framing import PROTOCOLS, TRANSPORTS
+from ._framing import PROTOCOLS, TRANSPORTS, checkFraming
 from ._heap import DEFAULT_KEEP, keepFreedMemory
 from ._hosting import parseEndpoint
 from ._limits import Limits, defaultReactor
 from ._loading import HandlerFailed, loadHandlers
+from ._sasl import checkServerMechanism
 from ._service import resolve
+from ._tls import requiringClientCertificates
 from ._version import __version__
 from ._workers import WorkersService
 
@@ -68,7 +72,7 @@ def _helpText(method: _Method) -> _Method:
     return method
 
 
-class Options(usage.Options):
+class Options(AuthOptionMixin, usage.Options):
     """
     The options of C{twistd thrift}.
 
@@ -119,7 +123,8 @@ class Options(usage.Options):
 
     optParameters: ClassVar[list[list[Any]]] = [
         ["transport", None, "auto",
-         "Thrift transport: framed, buffered, or auto to detect it per connection."],
+         ("Thrift transport: framed, buffered, zlib (Apache's TZlibTransport), or auto to"
+          " detect it per connection.")],
         ["protocol", None, "auto",
          "Thrift protocol: binary, compact, json, or auto to detect it per connection."],
         ["http-path", None, DEFAULT_HTTP_PATH,
@@ -160,6 +165,14 @@ class Options(usage.Options):
          ("MiB of freed memory the C allocator (glibc's malloc) keeps for reuse instead of"
           " handing it back at once; big messages then reuse memory instead of faulting"
           " fresh pages in for every call (0: the allocator's own defaults).")],
+        ["tls-client-ca", None, None,
+         ("A PEM file of CA certificates: every ssl: port (of each kind) then requires a"
+          " client certificate signed by one of them, refusing other clients during the"
+          " TLS handshake; handlers see it as txthrift.currentCall().tlsCertificate.")],
+        ["sasl", None, None,
+         ("Require SASL with this mechanism (PLAIN) on every --port, checking credentials"
+          " with --auth; handlers see the user as txthrift.currentCall().identity. Not for"
+          " --http-port or --ws-port.")],
         ["workers", None, "1",
          ("Serve with this many worker processes sharing the listening sockets (TCP ports"
           " only), restarted when they die (1: serve in the twistd process itself).")],
@@ -180,6 +193,8 @@ class Options(usage.Options):
         self["ports"] = []
         self["http-ports"] = []
         self["ws-ports"] = []
+        #: The --auth descriptions, for the workers to make their checkers from.
+        self["auth"] = []
         #: The option each of C{self["ports"]} came with, for messages.
         self._portOptions: list[str] = []
 
@@ -242,6 +257,23 @@ class Options(usage.Options):
         """
         self["ws-ports"].append(value)
 
+    #: What --auth checkers must check: SASL PLAIN's user names and passwords.
+    supportedInterfaces = (IUsernamePassword,)
+
+    @_helpText
+    def opt_auth(self, description: str) -> None:
+        """
+        With --sasl, where user names and passwords are checked, as Twisted's checkers
+        say it: memory:USER:PASSWORD[:USER:PASSWORD...], file:PATH (lines of
+        user:password), unix; repeat to accept users of each. --help-auth lists them.
+        """
+        kind, _, path = description.partition(":")
+        if kind == "file" and not os.path.isfile(path):
+            # Twisted's own file: checker only warns, and then refuses everyone.
+            raise usage.UsageError(f"--auth: {description!r}: no such file")
+        super().opt_auth(description)
+        self["auth"].append(description)
+
     def opt_version(self) -> None:
         """
         Show the versions of txthrift, Twisted and Python, and exit.
@@ -253,6 +285,7 @@ class Options(usage.Options):
         self._checkChoices()
         self._checkNumbers()
         self._checkPorts()
+        self._checkSasl()
         try:
             self["handler"], self["service"] = loadHandlers(
                 self["handlers"], self["services"], self["handler-options"])
@@ -266,6 +299,10 @@ class Options(usage.Options):
             if self[option] not in choices:
                 raise usage.UsageError(f"--{option}: unknown {option} {self[option]!r};"
                                        f" choose one of {', '.join(choices)}")
+        try:
+            checkFraming(self["transport"], self["protocol"])
+        except ValueError as error:
+            raise usage.UsageError(f"--transport: {error}") from None
 
     def _checkNumbers(self) -> None:
         limits: dict[str, Any] = {
@@ -323,6 +360,8 @@ class Options(usage.Options):
                 from . import _websocket  # noqa: F401  autobahn: txthrift[websocket]
             except ImportError as error:
                 raise usage.UsageError(f"--ws-port: {' '.join(str(error).split())}") from None
+        if self["tls-client-ca"] is not None:
+            self._requireClientCertificates(self["tls-client-ca"])
         reactor = defaultReactor()
         options = self._portOptions + ["http-port"] * len(self["http-ports"]) + [
             "ws-port"] * len(self["ws-ports"])
@@ -336,6 +375,35 @@ class Options(usage.Options):
                                                               TCP6ServerEndpoint):
                 raise usage.UsageError(f"--{option}: {port!r}: --workers takes TCP ports only"
                                        " (tcp:PORT or tcp6:PORT)")
+
+
+    def _checkSasl(self) -> None:
+        if self["sasl"] is None:
+            if self["auth"]:
+                raise usage.UsageError("--auth: needs --sasl PLAIN: the credentials it names"
+                                       " are checked in the SASL handshake")
+            return
+        try:
+            self["sasl"] = checkServerMechanism(self["sasl"])
+        except ValueError as error:
+            raise usage.UsageError(f"--sasl: {error}") from None
+        if not self["auth"]:
+            raise usage.UsageError("--sasl: needs --auth, where user names and passwords are"
+                                   " checked (memory:USER:PASSWORD, file:PATH or unix; see"
+                                   " --help-auth)")
+        if self["http-ports"] or self["ws-ports"] or not self["ports"]:
+            raise usage.UsageError("--sasl: applies to --port ports only; --http-port and"
+                                   " --ws-port would serve without authentication")
+
+    def _requireClientCertificates(self, clientCA: str) -> None:
+        """
+        Make every C{ssl:} port of each kind require client certificates.
+        """
+        found = [requiringClientCertificates(self[kind], clientCA)
+                 for kind in ("ports", "http-ports", "ws-ports")]
+        if not any(found):
+            raise usage.UsageError("--tls-client-ca: no ssl: port to require client"
+                                   " certificates on")
 
 
 def versions() -> str:
@@ -365,6 +433,7 @@ def makeService(options: Options) -> Service:
             service=options["service"],
             transport=options["transport"], protocol=options["protocol"],
             threads=options["threads"], shutdown_timeout=options["shutdown-timeout"],
+            sasl=options["credCheckers"] if options["sasl"] else None,
             **options["limits"])
     # Registered first, so run last: after twistd's own clean-up.
     atexit.register(_exitStatus, service)
@@ -400,7 +469,8 @@ def _workersService(options: Options) -> WorkersService:
               "limits": options["limits"], "threads": options["threads"],
               "shutdown_timeout": options["shutdown-timeout"],
               "keep_freed": options["keep-freed-mib"] * 2**20,
-              "http_path": options["http-path"]}
+              "http_path": options["http-path"], "sasl": options["sasl"],
+              "auth": options["auth"]}
     kinds = (["thrift"] * len(options["ports"]) + ["http"] * len(options["http-ports"])
              + ["websocket"] * len(options["ws-ports"]))
     ports = options["ports"] + options["http-ports"] + options["ws-ports"]

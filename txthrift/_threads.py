@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Sequence
+from contextvars import copy_context
 from dataclasses import replace
 from functools import partial
 from threading import Thread
@@ -130,7 +131,8 @@ class Threads:
         self.start()
         pool = self.pool
         assert pool is not None
-        work = _PoolCall(self._reactor, partial(function, *args, **kwargs),
+        # The thread runs it in a copy of the caller's context: currentCall().
+        work = _PoolCall(self._reactor, partial(copy_context().run, function, *args, **kwargs),
                          partial(self._ended, pool))
         self._pending += 1
         pool.callInThread(work.run)

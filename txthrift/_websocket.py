@@ -41,6 +41,7 @@ except ImportError as error:  # tests/test_websocket.py makes it happen
         f" pip install 'txthrift[websocket]' ({error})") from error
 
 from ._client import Client, ClientProtocol
+from ._context import Origin, originOf
 from ._framing import peerText
 from ._limits import Limits
 from ._server import ServerFactory, ServerProtocol
@@ -154,6 +155,15 @@ class _MessageServerProtocol(_OneMessageEach, ServerProtocol):
     """
     A L{ServerProtocol} whose replies are WebSocket messages.
     """
+
+    def _makeOrigin(self) -> Origin:
+        # The peer, its certificate and the opening request's headers are
+        # the WebSocket's, beneath the message transport.
+        websocket = self.transport._websocket
+        served = getattr(self.dispatcher, "serviceName", "")
+        origin = self._origin = originOf(websocket.transport, served, identity=self.identity,
+                                         headers=dict(websocket.http_headers or {}))
+        return origin
 
 
 class _MessageClientProtocol(_OneMessageEach, ClientProtocol):

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.cred.strcred import makeChecker
 from twisted.internet.address import IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ProcessExitedAlready
@@ -421,6 +422,9 @@ def main(argv: Sequence[str]) -> int:
         log.critical("Worker {index} cannot load its handler: {error}", index=config["index"],
                      error=str(error))
         return 1
+    # --sasl: the checkers, made again from the --auth descriptions.
+    sasl = ([makeChecker(description) for description in config["auth"]]
+            if config.get("sasl") else None)
     adopted: dict[str, list[_Adopted]] = {kind: [] for kind in KINDS}
     for fd, family, kind in config["sockets"]:
         adopted[kind].append(_Adopted(reactor, fd, family))
@@ -429,7 +433,7 @@ def main(argv: Sequence[str]) -> int:
         http_path=config.get("http_path", DEFAULT_HTTP_PATH), service=module,
         transport=config["transport"], protocol=config["protocol"],
         threads=config["threads"], shutdown_timeout=config["shutdown_timeout"],
-        reactor=reactor, **config["limits"])
+        reactor=reactor, sasl=sasl, **config["limits"])
     # SIGINT (a terminal's ^C) reaches the whole process group: the parent
     # handles it, telling each worker to stop with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -32,6 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from ._codec import CONTENT_TYPES as _CODEC_CONTENT_TYPES
 from ._codec import Codec
+from ._context import Origin, callingFrom, doneCalling, originOf
 from ._dispatch import (
     Cancelling,
     Dispatcher,
@@ -69,6 +70,16 @@ _REFUSED_GRACE = 10.0
 def _shown(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MOST_SHOWN else text[:_MOST_SHOWN] + "..."
+
+
+def _originOf(request: Any, service: str) -> Origin:
+    """
+    Where a request's call comes from, its headers included (names in
+    lower case, repeated ones joined by commas as HTTP allows).
+    """
+    headers = {name.decode("latin-1").lower(): b", ".join(values).decode("latin-1")
+               for name, values in request.requestHeaders.getAllRawHeaders()}
+    return originOf(request.transport, service, headers=headers)
 
 
 def _plain(request: Any, code: int, why: str) -> bytes:
@@ -224,7 +235,14 @@ class ThriftResource(Resource):
         if mtype != _CALL and mtype != _ONEWAY:
             return _plain(request, http.BAD_REQUEST,
                           f"message type {mtype} of {shortName(name)!r} is not a call")
-        reply = self._dispatch(body, codec, iprot, name, mtype, seqid)
+        served = getattr(self.dispatcher, "serviceName", "")
+        token = callingFrom((_originOf(request, served), name, seqid,
+                             None if self.limits.call_timeout is None
+                             else self.clock.seconds() + self.limits.call_timeout, None))
+        try:
+            reply = self._dispatch(body, codec, iprot, name, mtype, seqid)
+        finally:
+            doneCalling(token)
         if mtype == _ONEWAY:
             # Nothing to wait for: the caller is answered now, the work still
             # counts as in flight until it ends.
