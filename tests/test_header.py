@@ -27,7 +27,11 @@ from thrift.transport.THeaderTransport import (
     THeaderTransformID,
 )
 from thrift.transport.TSocket import TSocket
-from thrift.transport.TTransport import TTransportException, TTransportFactoryBase
+from thrift.transport.TTransport import (
+    TFramedTransport,
+    TTransportException,
+    TTransportFactoryBase,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, gatherResults
 from twisted.internet.endpoints import serverFromString
@@ -61,16 +65,17 @@ class Replying(WhoIsCalling):
         return super().getData(input)
 
 
-def apacheHeaderCalls(port: int, protocol: str, transform: bool,
-                      headers: dict[bytes, bytes]) -> tuple[list[Any], dict[bytes, bytes]]:
+def apacheHeaderCalls(port: int, protocol: str, transform: bool, headers: dict[bytes, bytes],
+                      inFrames: bool = False) -> tuple[list[Any], dict[bytes, bytes]]:
     """
-    Calls by Apache's blocking THeader client: what they returned, and the
-    headers of the last reply.
+    Calls by Apache's blocking THeader client (over C{TFramedTransport}
+    with C{inFrames}, as Apache's cross-language tests run it): what they
+    returned, and the headers of the last reply.
     """
     sock = TSocket("127.0.0.1", port)
     sock.setTimeout(WAIT * 1000)
-    proto = THeaderProtocol(sock, [THeaderClientType.HEADERS],
-                            default_protocol=SUBPROTOCOLS[protocol])
+    proto = THeaderProtocol(TFramedTransport(sock) if inFrames else sock,
+                            [THeaderClientType.HEADERS], default_protocol=SUBPROTOCOLS[protocol])
     sock.open()
     try:
         if transform:
@@ -105,6 +110,20 @@ async def test_apachesHeaderClientOnTheAutoPort(protocol: str, transform: bool) 
     assert got[2]["headers"] == {"x-trace": "t1", "café": "€"}
     assert got[2]["method"] == "getData"
     assert replyHeaders == {b"x-trace": b"t1-back"}
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+@pytest_twisted.ensureDeferred
+async def test_apachesHeaderClientOverAFramedTransport(protocol: str) -> None:
+    """
+    C{THeaderProtocol} over C{TFramedTransport}: each THeader frame inside
+    a frame of its own, and each reply so too.
+    """
+    async with serving(Replying()) as port:
+        got, replyHeaders = await inThread(apacheHeaderCalls, port, protocol, True,
+                                           {b"x-trace": b"t2"}, True)
+    assert got[0] == 5 and got[2]["headers"] == {"x-trace": "t2"}
+    assert replyHeaders == {b"x-trace": b"t2-back"}
 
 
 @pytest_twisted.ensureDeferred

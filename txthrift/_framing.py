@@ -103,6 +103,8 @@ def checkChoice(kind: str, value: str, choices: tuple[str, ...]) -> str:
 class _Framer(TypingProtocol):
     transport: str
     protocol: str
+    #: Whether what is sent goes in a frame of this framing's own.
+    prefixed: bool
 
     def feed(self, data: bytes) -> list[bytes]: ...
 
@@ -115,6 +117,8 @@ class _Framed:
     """
 
     transport = "framed"
+    #: Whether what is sent goes in a frame of this framing's own.
+    prefixed = True
 
     def __init__(self, protocol: str, limits: Limits) -> None:
         self.protocol = protocol
@@ -258,6 +262,18 @@ class _HeaderFramed(_Framed):
     """
 
     transport = "header"
+    prefixed = False
+
+
+class _FramedHeader(_HeaderFramed):
+    """
+    THeader frames each inside a frame of its own, as Apache's
+    C{THeaderProtocol} over C{TFramedTransport} sends them: the codec
+    opens each frame's THeader frame, its length included, and what is
+    sent goes in a frame again.
+    """
+
+    prefixed = True
 
 
 class _Unframed:
@@ -271,6 +287,7 @@ class _Unframed:
     """
 
     transport = "buffered"
+    prefixed = False
 
     def __init__(self, protocol: str, limits: Limits) -> None:
         self.protocol = protocol
@@ -493,6 +510,11 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
         if len(head) <= _HEADER_PROTOCOL_AT:
             return None
         found = ("header", _headerProtocol(head))
+    elif transport in ("auto", "header") and head[4] == 0 and head[8:10] == b"\x0f\xff":
+        # THeader inside a frame: two lengths, then the magic.
+        if len(head) <= _HEADER_PROTOCOL_AT + 4:
+            return None
+        return _checkedProtocol(_FramedHeader(_headerProtocol(head[4:]), limits), protocol)
     elif transport == "header":
         raise FrameError(f"first bytes {bytes(head[:6])!r} start no THeader frame")
     else:
@@ -506,9 +528,13 @@ def detectFramer(head: bytes, transport: str, protocol: str, limits: Limits) -> 
             raise FrameError(f"first bytes {bytes(head[:5])!r} start no Thrift message"
                              " (old non-strict binary is detected only with protocol='binary')")
         found = ("framed", framedAs)
-    if protocol not in ("auto", found[1]):
-        raise FrameError(f"expected the {protocol} protocol, got {found[1]}")
-    return makeFramer(found[0], found[1], limits)
+    return _checkedProtocol(makeFramer(found[0], found[1], limits), protocol)
+
+
+def _checkedProtocol(framer: _Framer, protocol: str) -> _Framer:
+    if protocol not in ("auto", framer.protocol):
+        raise FrameError(f"expected the {protocol} protocol, got {framer.protocol}")
+    return framer
 
 
 def _headerProtocol(head: bytes) -> str:
@@ -936,7 +962,7 @@ class ThriftMessageProtocol(Protocol):
         framer = self.framer
         assert framer is not None, "no message can be sent before the framing is known"
         out = self._out
-        if framer.transport == "framed":
+        if framer.prefixed:
             out.append(_U32.pack(len(message)))
         out.append(message)
         self._outSize += len(message)

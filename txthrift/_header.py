@@ -41,6 +41,7 @@ MAGIC: Final = 0x0FFF
 ZLIB: Final = 1
 _KEY_VALUE = 1
 _FIXED = struct.Struct(">HHiH")
+_LENGTH = struct.Struct(">i")
 _HEAD = struct.Struct(">iHHiH")
 #: A frame saying nothing but its protocol: length, magic, flags 0, seqid,
 #: header length (1 word), protocol id, no transforms, padding.
@@ -222,6 +223,15 @@ def sealFrame(message: bytes, seqid: int, flags: int, protocolId: int,
                                 seqid, len(header) // 4), header, message))
 
 
+def _unwrapped(frame: bytes) -> bytes:
+    """
+    The THeader frame a frame holds, its length checked and taken off.
+    """
+    if len(frame) < 4 or _LENGTH.unpack_from(frame)[0] != len(frame) - 4:
+        raise HeaderError("a frame holds no THeader frame of the frame's length")
+    return frame[4:]
+
+
 class _Headers(Codec):
     """
     A L{Codec} for one THeader connection: it reads the message in a
@@ -235,9 +245,15 @@ class _Headers(Codec):
     @ivar payload: the message of the frame last read.
     """
 
-    def __init__(self, codec: Codec, limits: Limits) -> None:
+    def __init__(self, codec: Codec, limits: Limits, *, inFrames: bool = False) -> None:
+        """
+        @param inFrames: whether each THeader frame comes inside a frame of
+            its own, its own length included (C{THeaderProtocol} over
+            C{TFramedTransport}), not as the frame itself.
+        """
         vars(self).update(vars(codec))
         self._limits = limits
+        self._inFrames = inFrames
         self._protocolId = _IDS[codec.protocol]
         # The header length (one word) and header of a frame saying
         # nothing but the protocol.
@@ -252,6 +268,8 @@ class _Headers(Codec):
         @raise HeaderError: for a frame that cannot be read (its transform
             unknown, say), or in another protocol than the connection's.
         """
+        if self._inFrames:
+            frame = _unwrapped(frame)
         if frame.startswith(_MAGIC_NO_FLAGS) and frame.startswith(self._plainHeader, 8):
             # Most frames say nothing but their protocol: magic, flags 0, a
             # one-word header of the protocol id, no transforms, padding.

@@ -192,12 +192,13 @@ class SaslFrames:
     protocol, detected from the first payload bytes as a connection's are,
     unless given.
 
-    Replies and calls go out one per SASL frame (L{transport} is
-    C{"framed"}: what C{sendMessage} prefixes); a sender whose inner
-    framing is framed puts that frame's length inside it first.
+    Replies and calls go out one per SASL frame (L{prefixed}: what
+    C{sendMessage} prefixes); a sender whose inner framing is framed puts
+    that frame's length inside it first.
     """
 
     transport = "framed"
+    prefixed = True
 
     def __init__(self, transport: str, protocol: str, limits: Limits, *,
                  inner: _Framer | None = None, detected: Callable[[_Framer], None] | None = None,

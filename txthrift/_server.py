@@ -190,7 +190,9 @@ class ServerProtocol(ThriftMessageProtocol):
         codec = self._codec = self._makeCodec()
         if self.transportName == "header":
             # Each request comes in a THeader frame, each reply goes in one.
-            codec = self._codec = self._headers = ServerHeaders(codec, self.limits)
+            framer: Any = self.framer
+            codec = self._codec = self._headers = ServerHeaders(
+                codec, self.limits, inFrames=framer.prefixed)
 
     def _makeCodec(self) -> Codec:
         """
