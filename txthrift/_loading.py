@@ -23,7 +23,7 @@ from twisted.python import usage
 from ._hosting import oneLine
 from ._service import UnknownService, describe, isProcessor, resolve
 
-__all__ = ["HandlerFailed", "loadHandlers"]
+__all__ = ["HandlerFailed", "loadHandlers", "loadService"]
 
 
 class HandlerFailed(Exception):
@@ -114,7 +114,12 @@ def _named(option: str, value: str) -> tuple[str | None, str]:
     return name, path.strip()
 
 
-def _loadService(path: str) -> ModuleType:
+def loadService(path: str) -> ModuleType:
+    """
+    The generated service module at C{path} (a dotted name).
+
+    @raise usage.UsageError: naming C{--service}, for what is no such module.
+    """
     module = _find("service", path)
     try:
         if not isinstance(module, ModuleType):
@@ -220,7 +225,7 @@ def _services(values: Sequence[str], names: Sequence[str | None]) -> dict[str | 
                                    else "--service: name it as the handler: Name=module")
         if name in services:
             raise usage.UsageError(f"--service: given twice for {name or 'the handler'}")
-        services[name] = _loadService(path)
+        services[name] = loadService(path)
     return services
 
 
