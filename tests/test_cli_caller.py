@@ -247,6 +247,7 @@ def test_badInputIsOneLine(apacheServer: ApacheServer) -> None:
         ("echoI32", '{"w": 1}'): "echoI32 has no argument 'w' (its arguments: v)",
         ("echoI32", '{"v": "x"}'): "v: expected an integer or an enum value's name, not 'x'",
         ("echoI32", '{"v": 2147483648}'): "v: 2147483648 is out of range for an i32",
+        ("echoDouble", '{"v": 9007199254740993}'): "v: 9007199254740993 has no exact double",
         ("echoBinary", '{"v": "not base64!"}'): "v: binary is written in base64",
         ("echoPrimitives", '{"v": {"nope": 1}}'): "v: Primitives has no field 'nope'",
         ("echoNames", '{"v": [1]}'): "v[0]: expected a string, not 1",
@@ -259,9 +260,37 @@ def test_badInputIsOneLine(apacheServer: ApacheServer) -> None:
     assert "no module named 'no_such_module'" in line, line
     line = oneLine(txthriftCall("call", "--timeout", "soon", endpoint, SERVICE, "version"))
     assert line == "txthrift call: --timeout: expected seconds above 0, not 'soon'", line
-    line = oneLine(txthriftCall("call", endpoint, SERVICE, "version", "{}", "--timeout", "1"))
-    assert "options go before ENDPOINT: --timeout" in line, line
+    for late, option in ((["version", "{}", "--timeout", "1"], "--timeout"),
+                         (["--timeout", "5"], "--timeout"), (["version", "-h"], "-h")):
+        line = oneLine(txthriftCall("call", endpoint, SERVICE, *late))
+        assert f"options go before ENDPOINT: {option} came after it" in line, line
+    line = oneLine(txthriftCall("describe", SERVICE, "--json"))
+    assert "options go before MODULE.Service: --json" in line, line
     assert oneLine(txthriftCall()) == "txthrift: name a command: call or describe (txthrift --help)"
+
+
+def test_setsOfStructsCannotBeMadeSaysSo() -> None:
+    """
+    Apache's generated structs cannot be hashed: a set of them, or a map
+    keyed by them, is refused with one line saying why.
+    """
+    from thrift.Thrift import TType
+
+    from tests.gen.conformance_py.txthrift_conformance.ttypes import Primitives
+    from txthrift._cli import BadInput, fromJSON
+
+    struct = (TType.STRUCT, [Primitives, None], False)
+    with pytest.raises(BadInput, match="v: a set of, or map keyed by, structs or containers"):
+        fromJSON([{"anI32": 1}], TType.SET, struct, "v", {})
+    with pytest.raises(BadInput, match="cannot hash them"):
+        fromJSON([[{"anI32": 1}, 1]], TType.MAP, (TType.STRUCT, [Primitives, None],
+                                                     TType.I32, None, False), "v", {})
+
+
+def test_versionIsTxthriftsEverywhere() -> None:
+    for args in (["--version"], ["call", "--version"], ["describe", "--version"]):
+        done = txthriftCall(*args)
+        assert (done.returncode, done.stdout.strip()) == (0, f"txthrift {txthrift.__version__}")
 
 
 def test_undeclaredExceptionIsOneLine(apacheServer: ApacheServer) -> None:
@@ -295,6 +324,12 @@ def test_timeoutIsOneLine() -> None:
                               f"127.0.0.1:{silent.getsockname()[1]}", SERVICE, "version")
     line = oneLine(result)
     assert line.startswith("txthrift: CallTimeout") and "0.5" in line, line
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    line = oneLine(txthriftCall("call", "--timeout", "1e-9", f"127.0.0.1:{port}", SERVICE,
+                                "version"))
+    assert line == f"txthrift: cannot connect to 127.0.0.1:{port}: no connection within 1e-09 s"
 
 
 # Headers, HTTP, describe

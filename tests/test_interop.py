@@ -1032,7 +1032,7 @@ async def test_wrongFramingGetsAHint(apache: Any, clientTransport: str,
                     TBinaryProtocolFactory())
     client = await txConnect(server.port, Echo, transport=clientTransport, protocol="binary")
     error = await failure(client.getData("x"))
-    other = "unframed" if clientTransport == "framed" else "framed"
+    other = "buffered" if clientTransport == "framed" else "framed"
     assert isinstance(error, TTransportException), repr(error)
     assert error.type == TTransportException.NOT_OPEN
     assert f"connect with transport={other!r}" in str(error.message)

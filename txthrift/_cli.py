@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from thrift.Thrift import TType
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import react
 from twisted.python import usage
 
@@ -87,14 +88,19 @@ def _enumValue(text: str, enums: Mapping[str, int | None], where: str) -> int:
     return value
 
 
+def _article(name: str) -> str:
+    return "an" if name[0] in "aeiou" else "a"
+
+
 def _integer(value: Any, ttype: int, where: str, enums: Mapping[str, int | None]) -> int:
     name, bits = _INTEGERS[ttype]
     if isinstance(value, str) and ttype == TType.I32:
         value = _enumValue(value, enums, where)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadInput(f"{where}: expected an {name}, not {json.dumps(value)[:80]}")
+        raise BadInput(f"{where}: expected {_article(name)} {name}, not"
+                       f" {json.dumps(value)[:80]}")
     if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-        raise BadInput(f"{where}: {value} is out of range for an {name}")
+        raise BadInput(f"{where}: {value} is out of range for {_article(name)} {name}")
     return value
 
 
@@ -107,7 +113,12 @@ def _scalar(value: Any, ttype: int, typeargs: Any, where: str,
     if ttype == TType.DOUBLE:
         if isinstance(value, str) and value in _NON_FINITE:
             return _NON_FINITE[value]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if float(value) != value:
+                raise BadInput(f"{where}: {value} has no exact double; write it as one"
+                               f" ({float(value)!r})")
             return float(value)
     if ttype == TType.STRING and isinstance(value, str):
         if typeargs != "BINARY":
@@ -152,7 +163,7 @@ def fromJSON(value: Any, ttype: int, typeargs: Any, where: str = "value",
             raise BadInput(f"{where}: expected a {typeName(ttype, typeargs)} (a JSON list)")
         items = [fromJSON(item, typeargs[0], typeargs[1], f"{where}[{index}]", enums)
                  for index, item in enumerate(value)]
-        return items if ttype == TType.LIST else set(items)
+        return items if ttype == TType.LIST else _hashable(set, items, where)
     if ttype == TType.MAP:
         ktype, kargs, vtype, vargs = typeargs[:4]
         if isinstance(value, dict):
@@ -163,10 +174,25 @@ def fromJSON(value: Any, ttype: int, typeargs: Any, where: str = "value",
         else:
             raise BadInput(f"{where}: expected a {typeName(ttype, typeargs)} (a JSON object,"
                            " or a list of [key, value] pairs)")
-        return {fromJSON(key, ktype, kargs, f"{where} key {json.dumps(key)[:40]}", enums):
-                fromJSON(item, vtype, vargs, f"{where}[{json.dumps(key)[:40]}]", enums)
-                for key, item in pairs}
+        return _hashable(dict, [
+            (fromJSON(key, ktype, kargs, f"{where} key {json.dumps(key)[:40]}", enums),
+             fromJSON(item, vtype, vargs, f"{where}[{json.dumps(key)[:40]}]", enums))
+            for key, item in pairs], where)
     return _scalar(value, ttype, typeargs, where, enums)
+
+
+def _hashable(kind: type, items: list[Any], where: str) -> Any:
+    """
+    A set of C{items}, or a dict of them as pairs, for values Python can
+    hash: Apache's generated structs cannot be (they define C{__eq__}
+    alone), nor lists, so no set of them nor map keyed by them exists in
+    its generated code to send.
+    """
+    try:
+        return kind(items)
+    except TypeError:
+        raise BadInput(f"{where}: a set of, or map keyed by, structs or containers cannot be"
+                       " sent: Apache's generated Python cannot hash them") from None
 
 
 def _struct(value: Any, cls: type, where: str, enums: Mapping[str, int | None]) -> Any:
@@ -306,7 +332,27 @@ def _describeText(spec: ServiceSpec, module: ModuleType) -> str:
     return "\n".join(lines) + "\n"
 
 
-class CallOptions(usage.Options):
+def _noOptionsAmong(args: Sequence[str], first: str) -> None:
+    """
+    @raise usage.UsageError: for an option among the arguments (Twisted's
+        parser takes options only before them), saying so.
+    """
+    options = [arg for arg in args if arg.startswith("-") and arg != "-"
+               and not re.fullmatch(r"-\d.*", arg)]
+    if options:
+        raise usage.UsageError(f"options go before {first}: {options[0]} came after it")
+
+
+class _Versioned(usage.Options):
+    def opt_version(self) -> None:
+        """
+        Show txthrift's version and exit.
+        """
+        print(f"txthrift {__version__}")
+        sys.exit(0)
+
+
+class CallOptions(_Versioned):
     """
     C{txthrift call}'s command line.
     """
@@ -351,16 +397,14 @@ class CallOptions(usage.Options):
         self["headers"][key.strip()] = given
 
     def parseArgs(self, *args: str) -> None:
-        options = [arg for arg in args[3:] if arg.startswith("--")]
-        if options:
-            raise usage.UsageError(f"options go before ENDPOINT: {options[0]} came after it")
+        _noOptionsAmong(args, "ENDPOINT")
         if not 3 <= len(args) <= 4:
             raise usage.UsageError("expected ENDPOINT MODULE.Service METHOD [ARGUMENTS]")
         self["endpoint"], self["service"], self["method"] = args[:3]
         self["arguments"] = args[3] if len(args) == 4 else "{}"
 
 
-class DescribeOptions(usage.Options):
+class DescribeOptions(_Versioned):
     """
     C{txthrift describe}'s command line.
     """
@@ -369,12 +413,13 @@ class DescribeOptions(usage.Options):
     optFlags: ClassVar[list[list[Any]]] = [["json", None, "Print the methods as JSON."]]
 
     def parseArgs(self, *args: str) -> None:
+        _noOptionsAmong(args, "MODULE.Service")
         if len(args) != 1:
             raise usage.UsageError("expected one MODULE.Service")
         self["service"] = args[0]
 
 
-class Options(usage.Options):
+class Options(_Versioned):
     """
     The C{txthrift} command line.
     """
@@ -384,13 +429,6 @@ class Options(usage.Options):
         ["call", None, CallOptions, "Call one method; print its result as JSON."],
         ["describe", None, DescribeOptions, "List a service's methods and their types."],
     ]
-
-    def opt_version(self) -> None:
-        """
-        Show txthrift's version and exit.
-        """
-        print(f"txthrift {__version__}")
-        sys.exit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:
@@ -469,7 +507,7 @@ async def _call(reactor: Any, options: CallOptions) -> int:
         raise BadInput(str(error)) from None
     try:
         client = await connecting.addTimeout(timeout, reactor)
-    except (CancelledError, TimeoutError):
+    except (CancelledError, TimeoutError, ConnectingCancelledError):
         raise BadInput(f"cannot connect to {options['endpoint']}: no connection within"
                        f" {timeout:g} s") from None
     except Exception as error:

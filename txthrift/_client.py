@@ -511,9 +511,10 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         self._abandoned.clear()
         pending, self._pending = self._pending, {}
         if pending and not self._answered and not self._closing:
-            other = "unframed" if self.transportName == "framed" else "framed"
+            other = "buffered" if self.transportName == "framed" else "framed"
             self._hint = (f" (the server closed it before any reply: if it expects {other}"
-                          f" messages, connect with transport={other!r})")
+                          f" messages, connect with transport={other!r}; or it refused the"
+                          f" call's service or method)")
         for call in pending.values():
             if call.timer is not None and call.timer.active():
                 call.timer.cancel()
