@@ -200,7 +200,7 @@ class CallContext:
             return {}
         envelope = self._envelope[0]
         if envelope is None:
-            envelope = self._envelope[0] = Envelope(self.seqid, 0, 0, (), _NO_HEADERS)
+            envelope = self._envelope[0] = Envelope(self.seqid, 0, (), _NO_HEADERS)
         return envelope.replyHeaders
 
     def __repr__(self) -> str:

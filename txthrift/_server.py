@@ -249,7 +249,7 @@ class ServerProtocol(ThriftMessageProtocol):
             doneCalling(token)
         if type(reply) is bytes:
             self.sendMessage(reply if headers is None else
-                             headers.seal(reply, seqid, envelope[0]))  # type: ignore[index]
+                             headers.seal(reply, seqid, envelope[0] if envelope else None))
         elif isinstance(reply, Deferred):
             if envelope is not None:
                 self._envelopes[reply] = (seqid, envelope)
