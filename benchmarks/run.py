@@ -64,6 +64,12 @@ TARGETS = [
     Target("txthrift-unframed", "txthrift", False, "txthrift auto, the load sent unframed"),
     Target("txthrift-header", "txthrift", True, "txthrift auto, the load in THeader around binary",
            header=True),
+    Target("txthrift-metrics", "txthrift-metrics", True,
+           "txthrift auto, with --metrics-port (Prometheus metrics counted)"),
+    Target("txthrift-accesslog", "txthrift-accesslog", True,
+           "txthrift auto, with --access-log FILE (a JSON line per call)"),
+    Target("txthrift-trace", "txthrift-trace", True,
+           "txthrift auto, with --trace (opentelemetry-api, no SDK: a no-op tracer)"),
     Target("txthrift-compact", "txthrift", True, "txthrift auto, the load in compact, framed",
            "compact"),
     Target("txthrift-json", "txthrift", True, "txthrift auto, the load in JSON, framed", "json"),
@@ -77,7 +83,13 @@ TARGETS = [
 ]
 SECTIONS = ("client", "http", "intake", "memory", "workers", "profile")
 #: --only names for the targets a comparison needs together.
-ONLY_GROUPS = {"header": ("txthrift", "txthrift-header")}
+ONLY_GROUPS = {"header": ("txthrift", "txthrift-header"),
+               "observers": ("txthrift", "txthrift-metrics", "txthrift-accesslog",
+                             "txthrift-trace")}
+#: The twistd thrift options of the servers watched by an observer.
+OBSERVED = {"txthrift-metrics": ["--metrics-port", f"tcp:0:interface={HOST}"],
+            "txthrift-accesslog": ["--access-log", "{logdir}/access.log"],
+            "txthrift-trace": ["--trace"]}
 
 # (payload bytes, connections, in flight per connection)
 SMALL, MEDIUM, LARGE = 13, 4 * KiB, 1 * MiB
@@ -340,11 +352,12 @@ class Harness:
                 "-n", "--pidfile=", "thrift",
                 "--handler", "hello_handler.HelloServiceHandler",
                 "--http-port", f"tcp:{port}:interface={HOST}"]
-        if kind == "txthrift" and self.twistd is not None:
+        if (kind == "txthrift" or kind in OBSERVED) and self.twistd is not None:
             return self.pinServer + self.twistd + [
                 "-n", "--pidfile=", "thrift",
                 "--handler", "hello_handler.HelloServiceHandler",
-                "--port", f"tcp:{port}:interface={HOST}"]
+                "--port", f"tcp:{port}:interface={HOST}"] + [
+                option.format(logdir=self.logdir) for option in OBSERVED.get(kind, [])]
         argv = self.pinServer + [PY, os.path.join(HERE, "servers.py"), kind, "--port", str(port)]
         if kind == "apache-threadpool":
             argv += ["--threads", str(self.args.pool_threads)]
@@ -1027,6 +1040,11 @@ def evaluate(med: dict, client: dict | None, intake: dict | None, memory: dict |
         if r is not None:
             ratios.append({"point": key, "vs": "txthrift (framed), THeader load",
                            "ratio": r, "metric": metric})
+        for observed in OBSERVED:
+            r = ratio(med, observed, "txthrift", key, metric)
+            if r is not None:
+                ratios.append({"point": key, "vs": f"txthrift (framed), {observed[9:]} on",
+                               "ratio": r, "metric": metric})
 
     for conns, depth in ((4, 16), (32, 8)):
         key = pointKey((SMALL, conns, depth))
@@ -1082,7 +1100,8 @@ def protocolGoals(med: dict, ratios: list[dict], goal: Any) -> None:
     """
     Issue 12's goals: CPU per call of compact and JSON against binary,
     1 MiB against the faster of raw Twisted and thriftpy2, unframed against
-    framed; issue 16's: THeader against framed.
+    framed; issue 16's: THeader against framed; issue 17's: metrics and the
+    access log on against off.
     """
     for point in CPU_POINTS:
         key = pointKey(point)
@@ -1114,6 +1133,10 @@ def protocolGoals(med: dict, ratios: list[dict], goal: Any) -> None:
     goal(f"small {key}: THeader binary >= 0.85x framed binary calls/s",
          ratio(med, "txthrift-header", "txthrift", key), ">=", 0.85, key=key,
          targets=("txthrift", "txthrift-header"))
+    for observed, least in (("txthrift-metrics", 0.90), ("txthrift-accesslog", 0.75)):
+        goal(f"small {key}: {observed[9:]} on >= {least:.2f}x off, calls/s",
+             ratio(med, observed, "txthrift", key), ">=", least, key=key,
+             targets=("txthrift", observed))
 
 
 def machineInfo() -> dict[str, Any]:

@@ -10,6 +10,7 @@ KIND is one of:
                       (the fallback when `twistd thrift` is not available)
   txthrift-fixed      txthrift.serve(..., transport="framed", protocol="binary")
   txthrift-http       txthrift.serve(..., transport="http"): Thrift over HTTP
+  txthrift-metrics    txthrift.serve(..., observer=Metrics()), and -accesslog, -trace
                       (the fallback when `twistd thrift --http-port` is not available)
   apache-twisted      Apache thrift.transport.TTwisted.ThriftServerFactory with
                       py:twisted generated code, pure TBinaryProtocolFactory
@@ -59,13 +60,24 @@ def _reactor():
     return reactor
 
 
-def serve_txthrift(port: int, transport: str, protocol: str) -> None:
+def serve_txthrift(port: int, transport: str, protocol: str, watched: str = "") -> None:
     reactor = _reactor()
     import txthrift
     from hello_handler import HelloServiceHandler
 
+    observer = None
+    if watched == "metrics":
+        from txthrift.metrics import Metrics
+
+        observer = Metrics()
+    elif watched == "accesslog":
+        from txthrift._accesslog import openAccessLog
+
+        observer = openAccessLog("access.log", reactor)
+    elif watched == "trace":
+        observer = txthrift.Tracing()
     d = txthrift.serve(reactor, f"tcp:{port}:interface={HOST}", HelloServiceHandler(),
-                       transport=transport, protocol=protocol)
+                       transport=transport, protocol=protocol, observer=observer)
     d.addErrback(lambda f: (print(f.getTraceback(), file=sys.stderr), reactor.stop()))
     reactor.run()
 
@@ -252,7 +264,8 @@ def serve_thriftpy2_aio(port: int) -> None:
     server.serve()
 
 
-KINDS = ("txthrift", "txthrift-fixed", "txthrift-http", "apache-twisted", "apache-twisted-accel",
+KINDS = ("txthrift", "txthrift-fixed", "txthrift-http", "txthrift-metrics",
+         "txthrift-accesslog", "txthrift-trace", "apache-twisted", "apache-twisted-accel",
          "apache-threadpool", "apache-nonblocking", "raw-twisted", "raw-web", "apache-http",
          "thriftpy2-threaded", "thriftpy2-aio")
 
@@ -270,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         serve_txthrift(args.port, "framed", "binary")
     elif kind == "txthrift-http":
         serve_txthrift(args.port, "http", "auto")
+    elif kind.startswith("txthrift-"):
+        serve_txthrift(args.port, "auto", "auto", kind[len("txthrift-"):])
     elif kind in ("apache-twisted", "apache-twisted-accel"):
         serve_apache_twisted(args.port, accelerated=kind.endswith("accel"))
     elif kind in ("apache-threadpool", "apache-nonblocking"):

@@ -67,6 +67,17 @@ installOpenssl() {
 if ! command -v openssl >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   quietly installOpenssl
 fi
+# HAProxy, which tests/test_pool_hosts.py starts in front of twistd backends (the README's
+# "Many hosts"): installed when missing, as openssl is; elsewhere that test skips, saying so.
+installHaproxy() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends haproxy \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends haproxy; }
+}
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ] && [ "$(id -u)" -eq 0 ] \
+    && command -v apt-get >/dev/null; then
+  quietly installHaproxy
+fi
 if ! command -v thrift >/dev/null; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     quietly installThrift

@@ -231,6 +231,28 @@ class PidEcho(EchoHandler):
         return os.getpid()
 
 
+class CountingEcho(EchoBasics):
+    """
+    An C{Echo} whose C{add(a, b)} writes C{a} as a line to the file C{runs}
+    (C{--handler-option runs=PATH}) each time it runs: a test's proof that
+    a call that is not idempotent ran at most once, whatever happened to
+    the process.  Each line is one C{write} on a file opened to append, so
+    a SIGKILL loses none that was answered.
+    """
+
+    def __init__(self, runs: str) -> None:
+        self._fd = os.open(runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def add(self, a: int, b: int) -> int:
+        os.write(self._fd, b"%d\n" % a)
+        return a + b
+
+    def slow(self, seconds: float, tag: str) -> Deferred[str]:
+        from twisted.internet import reactor
+
+        return deferLater(reactor, seconds, lambda: tag)
+
+
 class CalcHandler(Calc.Iface):
     def multiply(self, a: int, b: int) -> int:
         return a * b

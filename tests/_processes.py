@@ -296,6 +296,14 @@ class Processes:
         return self._track(Process([sys.executable, *args], cwd=cwd,
                                    env=dict(os.environ, PYTHONUNBUFFERED="1"), mergeStderr=True))
 
+    def command(self, *argv: str, cwd: Path | None = None) -> Process:
+        """
+        Start any program (HAProxy, say), its error output merged into its
+        output.
+        """
+        return self._track(Process(list(argv), cwd=cwd, env=dict(os.environ),
+                                   mergeStderr=True))
+
     def killAll(self) -> None:
         """
         Kill every process started, with what each started, and reap them.

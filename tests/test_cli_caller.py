@@ -88,10 +88,11 @@ def specOf(method: str, part: str = "args") -> dict[str, Any]:
     return {entry[2]: entry for entry in cls.thrift_spec if entry is not None}
 
 
-def roundTrip(endpoint: str, case: Any, *extra: str) -> str | None:
+def roundTrip(endpoint: str, case: Any, *extra: str, service: str = SERVICE) -> str | None:
     """
-    Make one conformance call through the command line; what is wrong with
-    its answer, or C{None}.
+    Make one conformance call through the command line (C{extra} options
+    before the endpoint; C{service} as the command line names it); what is
+    wrong with its answer, or C{None}.
     """
     args = specOf(case.method)
     names = list(args) if len(case.args) == len(args) else []
@@ -99,7 +100,7 @@ def roundTrip(endpoint: str, case: Any, *extra: str) -> str | None:
              for name, value in zip(names, case.args)}
     text = json.dumps(given, allow_nan=False)
     stdin = text if len(text) > LONGEST_ARGUMENT else None
-    result = txthriftCall("call", *extra, endpoint, SERVICE, case.method,
+    result = txthriftCall("call", *extra, endpoint, service, case.method,
                           "-" if stdin else text, stdin=stdin)
     if result.returncode != 0 or result.stderr:
         return f"{case.name}: exit {result.returncode}: {result.stderr[:300]}"
@@ -117,9 +118,10 @@ def echoCases() -> list[Any]:
             and case.check is None and case.method != "notify"]
 
 
-def roundTripAll(endpoint: str, *extra: str) -> list[str]:
+def roundTripAll(endpoint: str, *extra: str, service: str = SERVICE) -> list[str]:
     with ThreadPoolExecutor(3) as pool:
-        found = pool.map(lambda case: roundTrip(endpoint, case, *extra), echoCases())
+        found = pool.map(lambda case: roundTrip(endpoint, case, *extra, service=service),
+                         echoCases())
         return [problem for problem in found if problem is not None]
 
 

@@ -25,6 +25,7 @@ from twisted.internet.threads import deferToThread
 
 from tests._handlers import SUFFIX, EchoBasics
 from tests._hardening import frameFor
+from tests._speedups import NOT_BUILT
 from tests.gen.py.txthrift_test import Echo
 from tests.gen.py.txthrift_test.ttypes import Item
 from txthrift import (
@@ -88,7 +89,7 @@ def walking(how: str) -> Iterator[None]:
     """
     walk = {"compiled": compiledSkipFlat, "python": _scanning._skipFlatInPython}[how]
     if walk is None:
-        pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
+        pytest.skip(NOT_BUILT)
     saved = _scanning._skipFlat
     _scanning._skipFlat = walk
     try:
@@ -477,7 +478,7 @@ OVER_64_BITS = b"\x81" + b"\x80" * 8 + b"\x02"
 def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, int, int],
                                                  maxString: int) -> None:
     if compiledSkipFlat is None:
-        pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
+        pytest.skip(NOT_BUILT)
     data, count, evenKind, oddKind = container
     for end in range(len(data) + 1):
         for start in (0, 1):
@@ -490,7 +491,7 @@ def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, in
 
 def test_theCompiledWalkRefusesBadArguments() -> None:
     if compiledSkipFlat is None:
-        pytest.skip("txthrift._speedups was not built (no C compiler at install time)")
+        pytest.skip(NOT_BUILT)
     with pytest.raises(ValueError, match="outside the buffer"):
         compiledSkipFlat(b"abc", 4, 1, 1, 1, 10)
     with pytest.raises(TypeError):

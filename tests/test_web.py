@@ -399,6 +399,74 @@ async def test_slowBodyIsTimedOut() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_bodiesArrivingShareThePartialBudget() -> None:
+    """
+    Bodies still arriving count against C{partial_budget} together, as
+    partial TCP messages do: past it, a connection reading more of its body
+    waits (its bytes stay in the kernel) while the first to go past it
+    finishes; then it goes on, and both are answered.  A connection that
+    goes while waiting gives its share back.
+    """
+    port = await within(txthrift.serve(reactor, "tcp:0:interface=127.0.0.1", Handler(),
+                                       transport="http", partial_budget=1000))
+    site: Any = port.factory
+    budget = site.partialBudget
+    url = f"http://127.0.0.1:{port.getHost().port}/"
+    body = request("echo", "x" * 900, 1)
+    assert len(body) > 900
+
+    async def settled(check: Callable[[], bool]) -> None:
+        for _ in range(int(WAIT / 0.01)):
+            if check():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError(f"never settled: held {budget.held}, waiting {budget.waiting}")
+
+    def opened() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", port.getHost().port), timeout=WAIT)
+
+    def answer(sock: socket.socket) -> bytes:
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < 900:
+            more = sock.recv(65536)
+            if not more:
+                break
+            received += more
+        return received
+
+    first, second, third = await inThread(lambda: (opened(), opened(), opened()))
+    try:
+        await inThread(first.sendall, head(url, str(len(body))) + body[:700])
+        await settled(lambda: budget.held == 700)
+        # Past the budget: the second goes through ...
+        await inThread(second.sendall, head(url, str(len(body))) + body[:700])
+        await settled(lambda: budget.held == 1400)
+        # ... and the first, reading more, waits; its last bytes stay unread.
+        await inThread(first.sendall, body[700:800])
+        await settled(lambda: budget.waiting == 1 and budget.held == 1500)
+        await inThread(first.sendall, body[800:])
+        await deferLater(reactor, 0.2, lambda: None)
+        assert (budget.waiting, budget.held) == (1, 1500)
+        # A third waits too, and goes; it is not read, so not known gone yet.
+        await inThread(third.sendall, head(url, str(len(body))) + body[:300])
+        await settled(lambda: budget.waiting == 2 and budget.held == 1800)
+        await inThread(third.close)
+        # The second finishes: room again, the first goes on, then the third
+        # is read: gone, it gives its share back.
+        await inThread(second.sendall, body[700:])
+        for sock in (second, first):
+            answered = await inThread(answer, sock)
+            assert answered.startswith(b"HTTP/1.1 200 "), answered[:200]
+            assert reply("echo", answered.split(b"\r\n\r\n", 1)[1]) == "x" * 900
+        await settled(lambda: (budget.waiting, budget.held) == (0, 0))
+    finally:
+        for sock in (first, second, third):
+            sock.close()
+        await within(port.stopListening())
+        site.abortConnections()
+
+
+@pytest_twisted.ensureDeferred
 async def test_aSlowRequestBehindAnotherInTheSameReadIsTimedOut() -> None:
     """
     A request that begins in the same read as the end of the one before it

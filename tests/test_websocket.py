@@ -378,6 +378,28 @@ async def test_drainThenCloseWithGoingAway(websockets: WebSockets) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_aBusyPeerStillGetsTheCloseCode(websockets: WebSockets) -> None:
+    """
+    A closing handshake is not cut off after autobahn's one second: a peer
+    busy for longer (here the reactor both ends share, blocked as a long
+    garbage collection blocks it) still gets 1001, not a cut connection.
+    """
+    import time
+
+    url = await websockets.serve(Handler())
+    client = await websockets.connect(url)
+    assert await within(client.ping(1)) == 2
+    serverFactory = websockets.factories[-1].serverFactory
+    for connection in list(serverFactory.connections):
+        connection.close()
+    time.sleep(1.5)  # noqa: ASYNC251 - blocking the reactor is the point
+    await within(serverFactory.whenDisconnected())
+    with pytest.raises(TTransportException) as raised:
+        await within(client.ping(1))
+    assert "1001" in str(raised.value)
+
+
+@pytest_twisted.ensureDeferred
 async def test_idleAndSlowMessagesClosed(websockets: WebSockets) -> None:
     """
     idle_timeout closes a WebSocket with nothing to do; partial_timeout one
@@ -395,6 +417,49 @@ async def test_idleAndSlowMessagesClosed(websockets: WebSockets) -> None:
     code, reason = await within(raw.factory.closed)
     assert code == 1008
     assert "partial_timeout" in reason
+
+
+@pytest_twisted.ensureDeferred
+async def test_messagesArrivingShareThePartialBudget(websockets: WebSockets) -> None:
+    """
+    A WebSocket message arriving frame piece by frame piece counts against
+    C{partial_budget} as a partial TCP message does: past it, a WebSocket
+    reading more of its message waits while the first to go past it
+    finishes; then both are answered, and the budget is empty again.
+    """
+    url = await websockets.serve(Handler(), partial_budget=1000)
+    budget = websockets.factories[-1].serverFactory.partialBudget
+    message = request("binary", "echo", 1, "x" * 900, 1)
+    assert len(message) > 900
+
+    async def settled(check: Any) -> None:
+        for _ in range(int(WAIT / 0.01)):
+            if check():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError(f"never settled: held {budget.held}, waiting {budget.waiting}")
+
+    first, second = await rawClient(url), await rawClient(url)
+    for raw in (first, second):
+        raw.beginMessage(isBinary=True)
+        raw.beginMessageFrame(len(message))
+    first.sendMessageFrameData(message[:700])
+    await settled(lambda: budget.held == 700)
+    second.sendMessageFrameData(message[:700])  # past the budget: it goes through ...
+    await settled(lambda: budget.held == 1400)
+    first.sendMessageFrameData(message[700:800])  # ... and the first waits
+    await settled(lambda: (budget.waiting, budget.held) == (1, 1500))
+    first.sendMessageFrameData(message[800:])
+    first.endMessage()
+    await deferLater(reactor, 0.2, lambda: None)
+    assert (budget.waiting, budget.held) == (1, 1500)
+    assert first.factory.received.pending == []
+    second.sendMessageFrameData(message[700:])
+    second.endMessage()
+    for raw in (second, first):
+        payload, _ = await within(raw.factory.received.get())
+        assert decodeReply("binary", "echo", payload) == (TMessageType.REPLY, 1, "x" * 900)
+    assert (budget.waiting, budget.held) == (0, 0)
 
 
 @pytest_twisted.ensureDeferred

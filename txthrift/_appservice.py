@@ -19,7 +19,7 @@ processes; it is their building block.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
@@ -40,8 +40,10 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from ._accesslog import AccessLog, openAccessLog
 from ._hosting import PortSpec, addressOf, parseEndpoint
 from ._limits import Limits, defaultReactor
+from ._observing import observing
 from ._sasl import serverFactory
 from ._server import ServerFactory
 from ._service import Served, resolve
@@ -50,6 +52,7 @@ from ._tls import PREFIX as MUTUAL_TLS
 from ._tls import requiringClientCertificates
 from ._twistedinternals import forgetStopSignal
 from ._version import __version__
+from .metrics import Metrics
 from .web import ThriftResource, ThriftSite
 
 __all__ = ["KINDS", "CannotListen", "Drain", "Listener", "ThriftService", "announce",
@@ -320,9 +323,12 @@ class ThriftService(Service):
 
     @ivar factory: the factory every Thrift (TCP) endpoint serves.
     @ivar ports: the listening ports, once listening, of every kind.
+    @ivar metricsPort: where C{metrics_port} listens, once it does.
     @ivar shutdownTimeout: seconds L{stopService} waits for calls in flight.
     @ivar gaveUp: whether this service stopped the reactor because it could
         not go on (an endpoint failed to listen after start-up).
+    @ivar closeWhenStopped: called once stopping has closed every
+        connection (an access log's C{close}, to write its last lines).
     """
 
     def __init__(self, reactor: Any, endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
@@ -344,6 +350,9 @@ class ThriftService(Service):
         self._served = served
         self._listening: Deferred[Any] | None = None
         self.gaveUp = False
+        self.closeWhenStopped: list[Callable[[], object]] = []
+        self._metricsAt: tuple[tuple[str, IStreamServerEndpoint], Any] | None = None
+        self.metricsPort: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
         """
@@ -353,6 +362,20 @@ class ThriftService(Service):
         """
         super().privilegedStartService()
         self._listen()
+
+    def serveMetrics(self, endpoint: tuple[str, IStreamServerEndpoint], metrics: Metrics) -> None:
+        """
+        Serve C{metrics} (a L{txthrift.metrics.Metrics}) with C{/healthz} and
+        C{/readyz} on C{endpoint} (description, endpoint) once started; its
+        port outlives the drain (C{/readyz} answers 503 from the moment
+        stopping begins) and closes last.
+        """
+        from twisted.web.server import Site
+
+        from .metrics import metricsResource
+
+        site = Site(metricsResource(metrics, ready=lambda: bool(self.running and self.ports)))
+        self._metricsAt = (endpoint, site)
 
     def startService(self) -> None:
         """
@@ -365,6 +388,15 @@ class ThriftService(Service):
             self._threads.start()
         if self._listening is None:
             self._listen()
+        if self._metricsAt is not None:
+            (_, endpoint), site = self._metricsAt
+            endpoint.listen(site).addCallbacks(self._metricsListening, self._failedLater)
+
+    def _metricsListening(self, port: IListeningPort) -> None:
+        self.metricsPort = port
+        log.info("metrics, /healthz and /readyz on {where}",
+                 where=describeAddress("http", port.getHost()))
+        self.closeWhenStopped.append(port.stopListening)
 
     def _listen(self) -> None:
         endpoints = [pair for listener in self._listeners for pair in listener.endpoints]
@@ -432,6 +464,8 @@ class ThriftService(Service):
         closed = await self._close()
         if self._threads is not None:
             self._threads.stop()
+        for close in self.closeWhenStopped:
+            close()
         if drained and closed:
             stoppedCleanly(self._reactor)
         log.info("Stopped serving {served}; closed {count} connection(s)",
@@ -561,7 +595,8 @@ def _checkNumbers(threads: int, shutdownTimeout: float) -> None:
 
 def listeners(reactor: Any, served: Served, *, http: Sequence[tuple[str, IStreamServerEndpoint]],
               websocket: Sequence[tuple[str, IStreamServerEndpoint]], path: str,
-              protocol: str, limits: Limits, threads: Threads | None) -> list[Listener]:
+              protocol: str, limits: Limits, threads: Threads | None,
+              observer: Any = None) -> list[Listener]:
     """
     The HTTP and WebSocket listeners serving C{served} (resolved, not yet
     threaded), where there are endpoints for them.
@@ -573,14 +608,15 @@ def listeners(reactor: Any, served: Served, *, http: Sequence[tuple[str, IStream
     found: list[Listener] = []
     if http:
         resource = ThriftResource(threaded(served, threads) if threads is not None else served,
-                                  protocol=protocol, clock=reactor, **asdict(limits))
+                                  protocol=protocol, clock=reactor, observer=observer,
+                                  **asdict(limits))
         site = ThriftSite(resource, path=path, reactor=reactor)
         found.append(Listener("http", list(http), site, _SiteDrain(site, resource), path))
     if websocket:
         from ._websocket import websocketFactory  # autobahn: the extra txthrift[websocket]
 
         factory = websocketFactory(served, protocol=protocol, limits=limits, clock=reactor,
-                                   threads=threads)
+                                   threads=threads, observer=observer)
         found.append(Listener("websocket", list(websocket), factory,
                               _FactoryDrain(factory.serverFactory)))
     return found
@@ -588,50 +624,43 @@ def listeners(reactor: Any, served: Served, *, http: Sequence[tuple[str, IStream
 
 def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] | None = None,
                   http_port: PortSpec | Sequence[PortSpec] | None = None,
-                  http_path: str = DEFAULT_HTTP_PATH, sasl: object = None,
                   ws_port: PortSpec | Sequence[PortSpec] | None = None,
-                  service: ModuleType | None = None, transport: str = "auto",
-                  protocol: str = "auto", threads: int = 0,
+                  http_path: str = DEFAULT_HTTP_PATH, service: ModuleType | None = None,
+                  transport: str = "auto", protocol: str = "auto", threads: int = 0,
                   shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT, reactor: Any = None,
-                  tls_client_ca: str | None = None, **limits: Any) -> ThriftService:
+                  tls_client_ca: str | None = None, sasl: object = None, observer: Any = None,
+                  access_log: str | AccessLog | None = None, trace: bool = False,
+                  metrics_port: PortSpec | None = None, **limits: Any) -> ThriftService:
     """
-    A service serving a Thrift handler, for a C{.tac} file or any
-    C{MultiService}:
-
-        application = service.Application("calculator")
-        thriftService(CalculatorHandler(), port="tcp:9090").setServiceParent(application)
+    A service serving a Thrift handler, for a C{.tac} file (as
+    C{examples/hello/hello.tac}) or any C{MultiService}.
 
     @param handler: what L{txthrift.serve} accepts: a handler object, a
         processor, or a mapping of service names to either (multiplexed).
-    @param port: where to serve Thrift on a byte stream: an endpoint
-        description, a port number, an endpoint, or a sequence of those to
-        listen on each; C{"tcp:9090"} when no port of any kind is given.
-    @param http_port: where to serve Thrift over HTTP (as C{port}), each
-        C{POST} to C{http_path} (C{/} by default) one call.
-    @param ws_port: where to serve Thrift over WebSocket (as C{port}), one
-        message per WebSocket message (the extra C{txthrift[websocket]}).
-    @param service: the generated service module, when it cannot be found
-        from the handler's C{Iface}.
-    @param transport: C{"framed"}, C{"buffered"} or C{"auto"}, on C{port}.
-    @param protocol: C{"binary"}, C{"compact"}, C{"json"} or C{"auto"}.
-    @param threads: when positive, the handler blocks: its plain methods
-        (a plain C{def} returning a Deferred too) run in a pool of this many
-        threads, its C{async def} and C{inlineCallbacks} ones in the reactor;
-        a plain generated processor runs whole in the pool, a C{py:twisted}
-        one over its handler's methods so threaded.  A call cancelled before
-        a thread takes it up never runs.
+    @param port: where to serve Thrift on a byte stream: an endpoint or its
+        description, a port number, or a sequence of those; C{"tcp:9090"} by default.
+    @param http_port: where to serve Thrift over HTTP (as C{port}): a call
+        per C{POST} to C{http_path}.  C{ws_port}: over WebSocket (the extra
+        C{txthrift[websocket]}).
+    @param service: the generated module, when the handler's C{Iface} does not say.
+    @param transport: on C{port}: C{"framed"}, C{"buffered"}, C{"auto"}...; C{protocol} too.
+    @param threads: when positive, plain handler methods run in this many threads.
     @param shutdown_timeout: seconds stopping waits for calls in flight.
-    @param reactor: the reactor (an C{IReactorTime} for the shutdown
-        timeout too); the global one when omitted.
+    @param reactor: the reactor; the global one when omitted.
     @param tls_client_ca: a PEM file of CAs: every C{ssl:} port string then
         requires a client certificate they signed (as C{mtls:} does).
     @param sasl: as C{serve} takes it: SASL PLAIN on C{port} (not HTTP, WebSocket).
+    @param observer: an L{ICallObserver} told of every port's calls.
+    @param access_log: an L{AccessLog}, or a path to append one to (C{"-"}: stdout).
+    @param trace: a span per call (L{Tracing}) to OpenTelemetry's tracer.
+    @param metrics_port: where to serve C{/metrics}, C{/healthz}, C{/readyz} (as C{port}).
     @param limits: keywords of L{Limits}.
     @raise TypeError: for a handler whose service cannot be found, or an
-        unknown limit.
-    @raise ValueError: for a bad port, path, transport, protocol, number,
-        limit, or C{tls_client_ca} without an C{ssl:} port string.
-    @raise ImportError: for C{ws_port} without autobahn.
+        unknown limit.  L{ValueError}: for a bad port, path, transport,
+        protocol, number, limit, or C{tls_client_ca} with no C{ssl:} port.
+        L{ImportError}: for C{ws_port} without autobahn, C{trace} without
+        opentelemetry-api, C{metrics_port} without prometheus_client.
+        L{OSError}: for an C{access_log} not opened.
     """
     reactor = defaultReactor() if reactor is None else reactor
     _checkNumbers(threads, shutdown_timeout)
@@ -640,9 +669,40 @@ def thriftService(handler: object, *, port: PortSpec | Sequence[PortSpec] | None
     served = resolve(handler, service)
     pool = Threads(reactor, threads) if threads else None
     settings = Limits.from_keywords(**limits)
+    observer, closers, metrics = _observers(reactor, observer, access_log, trace, metrics_port)
     factory = serverFactory(threaded(served, pool) if pool is not None else served, sasl,
-                            transport=transport, protocol=protocol, limits=settings, clock=reactor)
-    others = listeners(reactor, served, http=http, websocket=websocket, path=http_path,
-                       protocol=protocol, limits=settings, threads=pool)
-    return ThriftService(reactor, endpoints, factory, threads=pool,
-                         shutdownTimeout=shutdown_timeout, served=served.name, listeners=others)
+                            transport=transport, protocol=protocol, limits=settings, clock=reactor,
+                            observer=observer)
+    hosting = ThriftService(reactor, endpoints, factory, threads=pool, served=served.name,
+                            shutdownTimeout=shutdown_timeout, listeners=listeners(
+                                reactor, served, http=http, websocket=websocket,
+                                path=http_path, protocol=protocol, limits=settings, threads=pool,
+                                observer=observer))
+    hosting.closeWhenStopped.extend(closers)
+    if metrics is not None:
+        hosting.serveMetrics(*metrics)
+    return hosting
+
+
+def _observers(reactor: Any, observer: Any, accessLog: str | AccessLog | None, trace: bool,
+               metricsPort: PortSpec | None) -> tuple[Any, list[Callable[[], object]],
+                                                      tuple[tuple[str, Any], Metrics] | None]:
+    """
+    The observer of L{thriftService}'s servers: C{observer}, an access log,
+    tracing and metrics, as asked for; what to close once stopped; and
+    where to serve the metrics, with them.
+    """
+    metrics = serving = None
+    if metricsPort is not None:
+        metrics = Metrics()
+        serving = (parseEndpoint(reactor, metricsPort), metrics)
+    opened = None
+    if isinstance(accessLog, str):
+        accessLog = opened = openAccessLog(accessLog, reactor)
+    tracing = None
+    if trace:
+        from ._tracing import Tracing  # opentelemetry: the extra txthrift[tracing]
+
+        tracing = Tracing()
+    return (observing(observer, metrics, accessLog, tracing),
+            [] if opened is None else [opened.close], serving)

@@ -1,7 +1,8 @@
 """
 The C{txthrift} command (also C{python -m txthrift}): C{txthrift call}
 calls one method of a generated service and prints its result as JSON;
-C{txthrift describe} lists a service's methods and their types.
+C{txthrift describe} lists a service's methods and their types.  With
+C{--idl FILE.thrift}, the service is loaded from its IDL (L{loadIDL}).
 
 Values cross between JSON and Thrift by the generated classes'
 C{thrift_spec}: structs as objects by field name, binary as base64, sets
@@ -32,6 +33,7 @@ from twisted.python import usage
 
 from ._client import Client
 from ._hosting import connect, oneLine
+from ._idl import IDLError, loadIDL
 from ._loading import HandlerFailed, loadService
 from ._service import Method, ServiceSpec, describe
 from ._version import __version__
@@ -267,7 +269,8 @@ def _enumNames() -> dict[str, int | None]:
 def _method(spec: ServiceSpec, name: str, service: str) -> Method:
     method = spec.methods.get(name)
     if method is None:
-        raise BadInput(f"{service} has no method {name!r} (txthrift describe {service}"
+        shown = service.rpartition(" ")[2]
+        raise BadInput(f"{shown} has no method {name!r} (txthrift describe {service}"
                        " lists them)")
     return method
 
@@ -317,8 +320,8 @@ def _signature(method: Method) -> dict[str, Any]:
                        for name, cls in method.exceptions]}
 
 
-def _describeText(spec: ServiceSpec, module: ModuleType) -> str:
-    lines = [f"service {spec.name} ({module.__name__}): {len(spec.methods)} methods"]
+def _describeText(spec: ServiceSpec, source: str) -> str:
+    lines = [f"service {spec.name} ({source}): {len(spec.methods)} methods"]
     for method in spec.methods.values():
         signature = _signature(method)
         arguments = ", ".join(f"{argument['type']} {argument['name']}"
@@ -352,12 +355,18 @@ class _Versioned(usage.Options):
         sys.exit(0)
 
 
+#: C{--idl}, of both commands.
+_IDL = ["idl", None, None, ("A .thrift file to load the service from, with no compiler (the"
+                            " extra txthrift[idl]); the service is then named as in it.")]
+
+
 class CallOptions(_Versioned):
     """
     C{txthrift call}'s command line.
     """
 
     synopsis = ("[options] ENDPOINT MODULE.Service METHOD [ARGUMENTS]\n"
+                "  or: [options] --idl FILE.thrift ENDPOINT Service METHOD [ARGUMENTS]\n"
                 "  ENDPOINT: host:port, a client endpoint string (tcp:host=H:port=P, tls:H:P,"
                 " unix:PATH), or an http(s):// or ws(s):// URL\n"
                 "  ARGUMENTS: a JSON object by argument name (default {}; - reads it from"
@@ -370,6 +379,7 @@ class CallOptions(_Versioned):
         ["service-name", None, None, "The service's name on a multiplexed server."],
         ["ca", None, None, ("A PEM file of the CAs an https:// or wss:// server's certificate"
                             " must chain to (a tls: endpoint takes trustRoots=DIR).")],
+        _IDL,
     ]
 
     def __init__(self) -> None:
@@ -399,7 +409,8 @@ class CallOptions(_Versioned):
     def parseArgs(self, *args: str) -> None:
         _noOptionsAmong(args, "ENDPOINT")
         if not 3 <= len(args) <= 4:
-            raise usage.UsageError("expected ENDPOINT MODULE.Service METHOD [ARGUMENTS]")
+            raise usage.UsageError("expected ENDPOINT MODULE.Service METHOD [ARGUMENTS] (with"
+                                   " --idl, ENDPOINT Service METHOD [ARGUMENTS])")
         self["endpoint"], self["service"], self["method"] = args[:3]
         self["arguments"] = args[3] if len(args) == 4 else "{}"
 
@@ -409,13 +420,18 @@ class DescribeOptions(_Versioned):
     C{txthrift describe}'s command line.
     """
 
-    synopsis = "[--json] MODULE.Service"
+    synopsis = "[--json] MODULE.Service\n  or: [--json] --idl FILE.thrift [Service]"
     optFlags: ClassVar[list[list[Any]]] = [["json", None, "Print the methods as JSON."]]
+    optParameters: ClassVar[list[list[Any]]] = [_IDL]
 
     def parseArgs(self, *args: str) -> None:
         _noOptionsAmong(args, "MODULE.Service")
+        if self["idl"] is not None and not args:
+            self["service"] = None  # The file's one service.
+            return
         if len(args) != 1:
-            raise usage.UsageError("expected one MODULE.Service")
+            raise usage.UsageError("expected one MODULE.Service (with --idl, one Service,"
+                                   " or none for a file of one)")
         self["service"] = args[0]
 
 
@@ -435,11 +451,21 @@ class Options(_Versioned):
             raise usage.UsageError("name a command: call or describe (txthrift --help)")
 
 
-def _load(path: str) -> ModuleType:
+def _load(path: str | None, idl: str | None = None) -> ModuleType:
     """
     The generated service module C{path} names, from C{PYTHONPATH} or the
-    current folder, as C{twistd thrift --service} loads it.
+    current folder, as C{twistd thrift --service} loads it; or, with
+    C{idl}, the service C{path} names in that C{.thrift} file (its one
+    service if C{None}), loaded.
     """
+    if idl is not None:
+        try:
+            return loadIDL(idl, path)
+        except (IDLError, ImportError) as error:
+            raise BadInput(f"--idl {error}" if isinstance(error, IDLError) else str(error)
+                           ) from None
+    if path is None:
+        raise BadInput("expected one MODULE.Service")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -486,8 +512,9 @@ async def _call(reactor: Any, options: CallOptions) -> int:
     Make the call C{options} say, print its outcome; the exit status.
     """
     service = options["service"]
-    module = _load(service)
-    method = _method(describe(module), options["method"], service)
+    module = _load(service, options["idl"])
+    shown = service if options["idl"] is None else f"--idl {options['idl']} {service}"
+    method = _method(describe(module), options["method"], shown)
     arguments = _arguments(method, options["arguments"])
     endpoint, timeout = endpointOf(options["endpoint"]), options["timeout"]
     keywords: dict[str, Any] = {"headers": options["headers"]} if options["headers"] else {}
@@ -532,13 +559,14 @@ async def _run(reactor: Any, argv: Sequence[str]) -> None:
         options.parseOptions(argv)
         sub: Any = options.subOptions
         if options.subCommand == "describe":
-            module = _load(sub["service"])
+            module = _load(sub["service"], sub["idl"])
             spec = describe(module)
+            source = {"module": module.__name__} if sub["idl"] is None else {"idl": sub["idl"]}
             if sub["json"]:
-                _printJSON({"service": spec.name, "module": module.__name__, "methods": [
+                _printJSON({"service": spec.name, **source, "methods": [
                     _signature(method) for method in spec.methods.values()]}, sys.stdout)
             else:
-                sys.stdout.write(_describeText(spec, module))
+                sys.stdout.write(_describeText(spec, next(iter(source.values()))))
             return
         code = await _call(reactor, sub)
     except SystemExit:

@@ -32,9 +32,10 @@ from ._limits import Limits
 from ._nogc import BIG_MESSAGE, noCollections
 from ._scanning import DepthError, checkDepth
 from ._service import Method, describe, resolve, shortName
+from ._thriftinternals import processorParts
 
-__all__ = ["Cancelling", "Dispatcher", "Reply", "dispatchLarge", "exceptionReply", "makeDispatcher",
-           "processorService"]
+__all__ = ["Cancelling", "Dispatcher", "Outcome", "Reply", "dispatchLarge", "exceptionReply",
+           "makeDispatcher", "processorService"]
 
 log = Logger(namespace="txthrift.server")
 
@@ -91,12 +92,29 @@ def dispatchLarge(dispatch: Callable[[], Reply], message: bytes, depthFrom: int,
         return dispatch()
 
 
+class Outcome:
+    """
+    What became of the request dispatched last, for whoever watches calls
+    (metrics, access logs): set as its reply is made, and read at once by
+    the connection that sends it (the reactor runs one thing at a time, and
+    nothing runs between a reply made and its sending).
+    """
+
+    last = "ok"
+
+
+#: The outcome of each kind of L{TApplicationException} a server answers with.
+_KINDS = {TApplicationException.UNKNOWN_METHOD: "unknown_method",
+          TApplicationException.PROTOCOL_ERROR: "protocol_error"}
+
+
 def exceptionReply(codec: Codec, name: str, mtype: int, seqid: int, kind: int,
                    message: str) -> bytes | None:
     """
     The L{TApplicationException} reply of type C{kind} to a request, or
     C{None} for a oneway one (nobody to tell).
     """
+    Outcome.last = _KINDS.get(kind, "internal_error")
     if mtype == TMessageType.ONEWAY:
         return None
     return codec.encodeException(name, seqid, kind, message)
@@ -176,6 +194,7 @@ class _HandlerDispatcher:
         return self._succeeded(value, codec, method, seqid)
 
     def _succeeded(self, value: object, codec: Codec, method: Method, seqid: int) -> bytes | None:
+        Outcome.last = "ok"
         if method.result is None:
             return None
         # One result struct per method serves every success: it is only
@@ -191,6 +210,7 @@ class _HandlerDispatcher:
         except Exception:
             log.failure("cannot encode the result of {service}.{name}",
                         service=self.service.name, name=method.name)
+            Outcome.last = "internal_error"
             return codec.encodeException(method.name, seqid,
                                          TApplicationException.INTERNAL_ERROR,
                                          f"Internal error encoding the result of {method.name}")
@@ -201,6 +221,7 @@ class _HandlerDispatcher:
             # No peer within the same limits could read it.
             log.warn("the result of {name} is {size} bytes, over max_frame_size",
                      name=method.name, size=len(reply))
+            Outcome.last = "internal_error"
             return codec.encodeException(
                 method.name, seqid, TApplicationException.INTERNAL_ERROR,
                 f"the result of {method.name} is larger than the server's max_frame_size")
@@ -209,6 +230,7 @@ class _HandlerDispatcher:
     def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
         error = failure.value
         name = method.name
+        Outcome.last = "internal_error"
         if method.result is None:
             if not Cancelling.active:
                 log.failure("oneway {service}.{name} failed", failure,
@@ -218,6 +240,7 @@ class _HandlerDispatcher:
             if isinstance(error, declared):
                 result = method.result()
                 setattr(result, field, error)
+                Outcome.last = "declared_exception"
                 return self._encodeError(codec, name, TMessageType.REPLY, seqid, result, error)
         if isinstance(error, TApplicationException):
             return self._encodeError(codec, name, TMessageType.EXCEPTION, seqid, error, error)
@@ -240,6 +263,7 @@ class _HandlerDispatcher:
         except Exception:
             log.failure("cannot encode {error!r}, raised by {service}.{name}",
                         error=error, service=self.service.name, name=name)
+            Outcome.last = "internal_error"
             return codec.encodeException(name, seqid, TApplicationException.INTERNAL_ERROR,
                                          f"Internal error encoding the exception of {name}")
 
@@ -265,6 +289,12 @@ class _ProcessorDispatcher:
             return exceptionReply(codec, shown, mtype, seqid,
                                    TApplicationException.UNKNOWN_METHOD,
                                    f"Unknown function {shown}")
+        if not _serves(self._processor, name):
+            # Answered as the processor would, but seen to be unknown (a
+            # name no metric may be labelled with).
+            log.warn("no method {name}", name=shortName(name))
+            return exceptionReply(codec, name, mtype, seqid, TApplicationException.UNKNOWN_METHOD,
+                                  f"Unknown function {name}")
         # We have read the header already; the processor reads it again, and
         # may read the rest later (from a thread): it gets input of its own.
         iprot = withStoredHeader(codec.detach(iprot), (name, mtype, seqid))
@@ -281,6 +311,9 @@ class _ProcessorDispatcher:
 
     @staticmethod
     def _written(oprot: TProtocolBase, mtype: int) -> bytes | None:
+        # A processor writes its reply itself: a declared exception it
+        # answers with counts as an answer.
+        Outcome.last = "ok"
         if mtype == TMessageType.ONEWAY:
             return None
         return oprot.trans.getvalue() or None
@@ -300,6 +333,21 @@ class _ProcessorDispatcher:
             log.failure("processing {name} failed", failure, name=shortName(name))
         return exceptionReply(codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
                                f"Internal error processing {name}")
+
+
+def _serves(processor: object, name: str) -> bool:
+    """
+    Whether C{processor} has a method C{name}, as far as it tells: a
+    generated processor's table says; a C{TMultiplexedProcessor} asks the
+    processor of the service named (when it has none, it refuses the call
+    itself); any other processor is trusted to answer.
+    """
+    if isinstance(processor, TMultiplexedProcessor):
+        service, separator, method = name.partition(":")
+        inner = processor.services.get(service) if separator else processor.defaultProcessor
+        return inner is None or _serves(inner, method if separator else name)
+    parts = processorParts(processor)
+    return parts is None or name in parts[0]
 
 
 def processorService(processor: object) -> str:

@@ -924,6 +924,16 @@ class ThriftMessageProtocol(Protocol):
             self.framer = makeFramer(framer.transport, framer.protocol, self.limits)
         self._partialSize = 0
 
+    def arriving(self, size: int) -> None:
+        """
+        C{size} bytes of a message are held before this connection is given
+        it whole (a WebSocket's frames, which its library gathers): they
+        count against the partial budget as a message of its own would, and
+        pause reading past it; 0 once it is whole.
+        """
+        if self._budget is not None:
+            self._budget.hold(self, size, not size)
+
     def pauseForBudget(self) -> None:
         """
         Stop reading: the budget for partial messages is spent.

@@ -176,17 +176,19 @@ def _serverFactory(reactor: Any, handler: object, *, service: ModuleType | None,
     if sasl is not None and transport in ("http", "websocket"):
         raise ValueError(f"sasl= is for Thrift on a byte stream (TCP, UNIX, TLS), not"
                          f" transport={transport!r}")
+    observer = limits.pop("observer", None)
     if transport == "http":
         resource = ThriftResource(handler, service=service, protocol=protocol, clock=reactor,
-                                  **limits)
+                                  observer=observer, **limits)
         return ThriftSite(resource, path=path, reactor=reactor)
     if transport == "websocket":
         from ._websocket import websocketFactory  # autobahn: the extra txthrift[websocket]
 
         return websocketFactory(handler, service=service, protocol=protocol,
-                                limits=Limits.from_keywords(**limits), clock=reactor)
+                                limits=Limits.from_keywords(**limits), clock=reactor,
+                                observer=observer)
     return serverFactory(handler, sasl, service=service, transport=transport, protocol=protocol,
-                         limits=Limits.from_keywords(**limits), clock=reactor)
+                         limits=Limits.from_keywords(**limits), clock=reactor, observer=observer)
 
 
 def _connectURL(reactor: Any, url: str, service: ModuleType, *, transport: str, protocol: str,

@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._client import ClientFactory, ClientProtocol
+from ._extras import fromExtra
 from ._framing import _Framed, _Framer, detectFramer, peerText
 from ._limits import Limits
 from ._scanning import FrameError
@@ -604,12 +605,7 @@ def pureSASL() -> ModuleType:
 
     @raise ImportError: naming the extra, when it is not installed.
     """
-    try:
-        import puresasl.client  # type: ignore[import-untyped,unused-ignore]
-    except ImportError as error:
-        raise ImportError("a SASL client needs pure-sasl: pip install 'txthrift[sasl]'"
-                          f" ({error})") from error
-    return puresasl.client
+    return fromExtra("sasl", "a SASL client needs pure-sasl", "puresasl.client")
 
 
 def saslClient(options: Mapping[str, Any], host: str | None = None) -> Any:

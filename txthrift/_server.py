@@ -42,6 +42,7 @@ from ._context import Origin, callingFrom, doneCalling, originOf
 from ._dispatch import (
     Cancelling,
     Dispatcher,
+    Outcome,
     Reply,
     dispatchLarge,
     exceptionReply,
@@ -58,6 +59,7 @@ from ._framing import (
 )
 from ._header import Envelope, ServerHeaders
 from ._limits import Limits, defaultReactor
+from ._observing import ICallObserver, refusalKind
 from ._scanning import FrameError, largeMessageSizes
 from ._service import shortName
 from ._tls import tlsFailure
@@ -115,6 +117,10 @@ class ServerProtocol(ThriftMessageProtocol):
     _origin: Origin | None = None
     #: The codec of a THeader connection, which opens its frames.
     _headers: ServerHeaders | None = None
+    #: Who watches this connection's calls (its factory's observer), and
+    #: its optional dispatched().
+    _observer: Any = None
+    _dispatched: Any = None
     # What largeMessageSizes says, set by _sizes at the first request (0
     # until then).
     _depthFloor = 0
@@ -138,6 +144,9 @@ class ServerProtocol(ThriftMessageProtocol):
         # Timed-out calls whose handlers carry on, ignoring the cancellation.
         self._lingering: set[Deferred[bytes | None]] = set()
         self._queue: deque[bytes] = deque()
+        # What the observer gave back for each call in _calls, and whether
+        # it is oneway.
+        self._observed: dict[Deferred[bytes | None], tuple[object, bool]] = {}
         # On THeader, the seqid and envelope of each call in _calls.
         self._envelopes: dict[Deferred[bytes | None], tuple[int, list[Envelope | None]]] = {}
         self._readPaused = False
@@ -180,6 +189,10 @@ class ServerProtocol(ThriftMessageProtocol):
         factory = getattr(self, "factory", None)
         if isinstance(factory, ServerFactory):
             self._idleWatch = factory
+            self._observer = factory.observer
+            if self._observer is not None:
+                self._dispatched = getattr(self._observer, "dispatched", None)
+                self._observer.connectionOpened()
         transport: Any = self.transport
         transport.registerProducer(self, True)
         self._armIdle()
@@ -234,9 +247,12 @@ class ServerProtocol(ThriftMessageProtocol):
         # sets reply headers) travels with it.
         headers = self._headers
         envelope = None if headers is None else [headers.envelope]
-        token = callingFrom((self._origin or self._makeOrigin(), name, seqid,
-                             None if self._callTimeout is None
-                             else self._clock.seconds() + self._callTimeout, envelope))
+        call = (self._origin or self._makeOrigin(), name, seqid,
+                None if self._callTimeout is None else self._clock.seconds() + self._callTimeout,
+                envelope)
+        observer = self._observer
+        started = None if observer is None else observer.callStarted(call, len(message))
+        token = callingFrom(call)
         try:
             if len(message) < self._largeFrom:
                 reply = self.dispatcher.dispatch(codec, iprot, name, mtype, seqid)
@@ -247,13 +263,21 @@ class ServerProtocol(ThriftMessageProtocol):
             reply = self._dispatchFailed(codec, name, mtype, seqid)
         finally:
             doneCalling(token)
+            if self._dispatched is not None:
+                self._dispatched(started)
         if type(reply) is bytes:
             self.sendMessage(reply if headers is None else
                              headers.seal(reply, seqid, envelope[0] if envelope else None))
         elif isinstance(reply, Deferred):
             if envelope is not None:
                 self._envelopes[reply] = (seqid, envelope)
+            if observer is not None:
+                self._observed[reply] = (started, mtype == _ONEWAY)
             self._await(reply, codec, name, mtype, seqid)
+            return
+        if observer is not None:
+            observer.callEnded(started, "oneway" if mtype == _ONEWAY else Outcome.last,
+                               0 if reply is None else len(reply))
 
     def _seal(self, reply: bytes, seqid: int, envelope: list[Envelope | None]) -> bytes:
         headers = self._headers
@@ -280,6 +304,11 @@ class ServerProtocol(ThriftMessageProtocol):
             self._refuse(str(error))
         else:
             self._refuse(f"unreadable message header: {error}")
+
+    def frameError(self, reason: str) -> None:
+        if self._observer is not None:
+            self._observer.refused(refusalKind(reason))
+        super().frameError(reason)
 
     def _refuse(self, reason: str) -> None:
         # What is queued came after this message: none of it is answered.
@@ -339,7 +368,7 @@ class ServerProtocol(ThriftMessageProtocol):
                  name=shortName(name), timeout=timeout)
         self._send(exceptionReply(
             codec, name, mtype, seqid, TApplicationException.INTERNAL_ERROR,
-            f"{name} did not finish within {timeout} seconds on the server"), reply)
+            f"{name} did not finish within {timeout} seconds on the server"), reply, "timeout")
         Cancelling.cancel(reply)
         self._maybeIdle()
 
@@ -391,15 +420,32 @@ class ServerProtocol(ThriftMessageProtocol):
             if self.connected:
                 self._drain()
 
-    def _send(self, answer: bytes | None, reply: Deferred[bytes | None]) -> None:
+    def _observedEnd(self, reply: Deferred[bytes | None], outcome: str | None,
+                     answer: bytes | None) -> None:
+        """
+        Tell the observer a call given up on or answered later has ended:
+        as C{outcome} says, or as its dispatcher said just now.
+        """
+        observed = self._observed.pop(reply, None)
+        if observed is not None and self._observer is not None:
+            started, oneway = observed
+            self._observer.callEnded(started, "oneway" if oneway else outcome or Outcome.last,
+                                     0 if answer is None else len(answer))
+
+    def _send(self, answer: bytes | None, reply: Deferred[bytes | None],
+              outcome: str | None = None) -> None:
         """
         Send the answer of the call C{reply} stood for, if it has one, and
         make room for the next.
+
+        @param outcome: the call's, when its dispatcher did not say it.
         """
         if self._envelopes:
             sealing = self._envelopes.pop(reply, None)
             if sealing is not None and answer is not None:
                 answer = self._seal(answer, *sealing)
+        if self._observed:
+            self._observedEnd(reply, outcome, answer)
         # A reply for a peer that has gone is dropped without fuss.
         if answer is not None and self.connected:
             self.sendMessage(answer)
@@ -583,6 +629,8 @@ class ServerProtocol(ThriftMessageProtocol):
         transport: Any = self.transport
         log.info("closing idle Thrift connection from {peer} after {timeout}s",
                  peer=peerText(transport), timeout=self._idleTimeout)
+        if self._observer is not None:
+            self._observer.refused("idle_timeout")
         self.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -606,7 +654,12 @@ class ServerProtocol(ThriftMessageProtocol):
         for reply, timer in calls.items():
             if timer is not None and timer.active():
                 timer.cancel()
+            if self._observed:
+                self._observedEnd(reply, "cancelled", None)
             Cancelling.cancel(reply)
+        if self._observer is not None:
+            self._observed.clear()
+            self._observer.connectionClosed()
         connections = self._connections()
         if connections is not None:
             connections.discard(self)
@@ -684,8 +737,13 @@ class ServerFactory(Factory):
 
     def __init__(self, handler: object, *, service: ModuleType | None = None,
                  transport: str = "auto", protocol: str = "auto",
-                 limits: Limits | None = None, clock: IReactorTime | None = None) -> None:
+                 limits: Limits | None = None, clock: IReactorTime | None = None,
+                 observer: ICallObserver | None = None) -> None:
+        """
+        @param observer: told of the connections, calls and refusals.
+        """
         self.dispatcher = makeDispatcher(handler, service)
+        self.observer = observer
         self.transport = checkChoice("transport", transport, TRANSPORTS)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         checkFraming(transport, protocol)

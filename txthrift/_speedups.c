@@ -1,6 +1,6 @@
 /*
- * txthrift._speedups: the loops of txthrift's unframed message scanners that
- * Python makes slow.
+ * txthrift._speedups: the loops that Python makes slow, of txthrift's unframed
+ * message scanners and of its metrics.
  *
  * An unframed ("buffered") Thrift message has no length prefix, so its end is
  * found by walking its encoding.  txthrift/_scanning.py walks it in Python,
@@ -17,6 +17,9 @@
  *   "flat" (fixed width, varints or strings), for the Python scanner: a
  *   container of a million strings must not cost a turn of its loop each.
  *
+ * Tally, below, counts calls for txthrift.metrics; accessLines makes the
+ * lines of its access log.
+ *
  * This module is optional: txthrift/_scanning.py does all of it in Python
  * when it was not compiled; the kinds below are its _I32_STRING, _VARINT,
  * _VARINT_STRING, _NESTS_STRUCT, _NESTS_LIST, _NESTS_MAP and _UNKNOWN, and
@@ -26,6 +29,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <structmember.h>
 
 /* Element kinds other than a fixed width (a width is >= 0). */
 #define BINARY_STRING (-1)  /* i32 big-endian length, then the bytes */
@@ -548,22 +554,513 @@ cutMessages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(start);
 }
 
+/*
+ * Tally: the per-call arithmetic of txthrift.metrics.Metrics, whose Python
+ * base class _Tally in txthrift/metrics.py does the same where this module
+ * was not compiled.  A server tells its observer of every call twice; done
+ * in Python, counting a small call cost a fifth of the call.
+ *
+ * A record is a Python list, so that Python reads and sums it without a
+ * copy: one count per outcome (in the order of the outcomes given), one per
+ * duration bucket (bounds given, then +Inf), then the sum of the seconds.
+ * Records are found by the name a call was sent by in self._records (see
+ * tallyKept); a name not there, one kept for another service, or a call of
+ * an unknown method, asks self._record(call, outcome).
+ */
+#include <time.h>
+
+#define MAX_BOUNDS 64
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t inFlight;
+    long long received;
+    long long sent;
+    PyObject *records;  /* name: record */
+    PyObject *outcomes; /* outcome: its index in a record */
+    PyObject *clock;    /* None: CLOCK_MONOTONIC, as time.perf_counter on Linux */
+    PyObject *unknown;  /* the outcome whose calls are all one record */
+    Py_ssize_t unknownIndex; /* its index, -1 if it is no outcome */
+    Py_ssize_t outcomeCount;
+    Py_ssize_t bounds;
+    double bound[MAX_BOUNDS];
+    PyObject *serviceName; /* "service", an origin's attribute */
+    PyObject *lastOrigin;  /* the origin of the call counted last, and its service */
+    PyObject *lastService;
+} Tally;
+
+static int
+tallyInit(Tally *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *outcomes, *bounds, *unknown, *clock = Py_None;
+    static char *names[] = {"outcomes", "bounds", "unknown", "clock", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!U|O", names, &PyTuple_Type, &outcomes,
+                                     &PyTuple_Type, &bounds, &unknown, &clock))
+        return -1;
+    if (PyTuple_GET_SIZE(bounds) > MAX_BOUNDS) {
+        PyErr_SetString(PyExc_ValueError, "too many bounds");
+        return -1;
+    }
+    PyObject *index = PyDict_New();
+    if (index == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(outcomes); i++) {
+        PyObject *number = PyLong_FromSsize_t(i);
+        if (number == NULL || PyDict_SetItem(index, PyTuple_GET_ITEM(outcomes, i), number) < 0) {
+            Py_XDECREF(number);
+            Py_DECREF(index);
+            return -1;
+        }
+        Py_DECREF(number);
+    }
+    self->bounds = PyTuple_GET_SIZE(bounds);
+    for (Py_ssize_t i = 0; i < self->bounds; i++) {
+        self->bound[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds, i));
+        if (self->bound[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(index);
+            return -1;
+        }
+    }
+    PyObject *records = PyDict_New();
+    if (records == NULL) {
+        Py_DECREF(index);
+        return -1;
+    }
+    Py_XSETREF(self->outcomes, index);
+    Py_XSETREF(self->records, records);
+    PyObject *unknownIndex = PyDict_GetItemWithError(index, unknown);
+    if (unknownIndex == NULL && PyErr_Occurred()) {
+        Py_DECREF(index);
+        Py_DECREF(records);
+        return -1;
+    }
+    self->unknownIndex = unknownIndex == NULL ? -1 : PyLong_AsSsize_t(unknownIndex);
+    self->outcomeCount = PyTuple_GET_SIZE(outcomes);
+    Py_INCREF(unknown);
+    Py_XSETREF(self->unknown, unknown);
+    Py_XSETREF(self->serviceName, PyUnicode_InternFromString("service"));
+    if (self->serviceName == NULL)
+        return -1;
+    Py_INCREF(clock);
+    Py_XSETREF(self->clock, clock);
+    self->inFlight = 0;
+    self->received = self->sent = 0;
+    return 0;
+}
+
+/* Whether self was initialised (its __init__ run, and not cleared since). */
+static int
+tallyReady(Tally *self)
+{
+    if (self->outcomes == NULL || self->records == NULL || self->clock == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Tally whose __init__ has not run");
+        return 0;
+    }
+    return 1;
+}
+
+static int
+tallyNow(Tally *self, double *now)
+{
+    if (self->clock == Py_None) {
+        struct timespec spec;
+        clock_gettime(CLOCK_MONOTONIC, &spec);
+        *now = (double)spec.tv_sec + (double)spec.tv_nsec * 1e-9;
+        return 0;
+    }
+    PyObject *value = PyObject_CallNoArgs(self->clock);
+    if (value == NULL)
+        return -1;
+    *now = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return (*now == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *
+tallyStarted(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double now;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "callStarted(call, size)");
+        return NULL;
+    }
+    if (!tallyReady(self))
+        return NULL;
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if ((size == -1 && PyErr_Occurred()) || tallyNow(self, &now) < 0)
+        return NULL;
+    self->inFlight++;
+    self->received += size;
+    PyObject *began = PyFloat_FromDouble(now);
+    if (began == NULL)
+        return NULL;
+    PyObject *token = PyTuple_Pack(2, began, args[0]);
+    Py_DECREF(began);
+    return token;
+}
+
+/*
+ * The record kept for calls of name from origin (a new reference), or NULL
+ * (with no error set when there is none).  self._records keeps, by name,
+ * (service, record): the record is for calls of any service when service
+ * is None (a name that says its service), else for that service's only.
+ */
+static PyObject *
+tallyKept(Tally *self, PyObject *origin, PyObject *name)
+{
+    PyObject *kept = PyDict_GetItemWithError(self->records, name);
+    if (kept == NULL || !PyTuple_CheckExact(kept) || PyTuple_GET_SIZE(kept) != 2)
+        return NULL;
+    Py_INCREF(kept);
+    PyObject *service = PyTuple_GET_ITEM(kept, 0), *record = NULL;
+    int same = service == Py_None;
+    if (!same) {
+        /* The calls of one connection come together: its origin's service
+         * is asked once for them (the origin held, so never another's). */
+        if (origin != self->lastOrigin) {
+            PyObject *theirs = PyObject_GetAttr(origin, self->serviceName);
+            if (theirs == NULL) {
+                Py_DECREF(kept);
+                return NULL;
+            }
+            Py_INCREF(origin);
+            Py_XSETREF(self->lastOrigin, origin);
+            Py_XSETREF(self->lastService, theirs);
+        }
+        same = PyObject_RichCompareBool(service, self->lastService, Py_EQ);
+    }
+    if (same > 0) {
+        record = PyTuple_GET_ITEM(kept, 1);
+        Py_INCREF(record);
+    }
+    Py_DECREF(kept);
+    return record;
+}
+
+/* Add one to the count at index of record, or seconds to its last item. */
+static int
+tallyAdd(PyObject *record, Py_ssize_t index, double seconds)
+{
+    PyObject *old = PyList_GET_ITEM(record, index), *new;
+    if (index == PyList_GET_SIZE(record) - 1) {
+        double sum = PyFloat_AsDouble(old);
+        if (sum == -1.0 && PyErr_Occurred())
+            return -1;
+        new = PyFloat_FromDouble(sum + seconds);
+    } else {
+        long long count = PyLong_AsLongLong(old);
+        if (count == -1 && PyErr_Occurred())
+            return -1;
+        new = PyLong_FromLongLong(count + 1);
+    }
+    if (new == NULL)
+        return -1;
+    PyList_SET_ITEM(record, index, new);
+    Py_DECREF(old);
+    return 0;
+}
+
+static PyObject *
+tallyEnded(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double now;
+    if (nargs != 3 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "callEnded(callStarted's token, outcome, size)");
+        return NULL;
+    }
+    PyObject *call = PyTuple_GET_ITEM(args[0], 1);
+    double began = PyFloat_AsDouble(PyTuple_GET_ITEM(args[0], 0));
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
+    if ((began == -1.0 || size == -1) && PyErr_Occurred())
+        return NULL;
+    if (!tallyReady(self))
+        return NULL;
+    /* What the Python code below (the clock, _record) might change, read
+     * first: the index of the outcome, and the shape of a record. */
+    PyObject *found = PyDict_GetItemWithError(self->outcomes, args[1]);
+    if (found == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "no such outcome: %R", args[1]);
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(found);
+    Py_ssize_t outcomes = self->outcomeCount, bounds = self->bounds;
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    if (tallyNow(self, &now) < 0)
+        return NULL;
+    double elapsed = now - began;
+    Py_ssize_t bucket = 0;
+    while (bucket < bounds && elapsed > self->bound[bucket])
+        bucket++;
+    self->inFlight--;
+    self->sent += size;
+    PyObject *record = NULL;
+    if (PyTuple_CheckExact(call) && PyTuple_GET_SIZE(call) > 1 && index != self->unknownIndex) {
+        record = tallyKept(self, PyTuple_GET_ITEM(call, 0), PyTuple_GET_ITEM(call, 1));
+        if (record == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    if (record == NULL) {
+        record = PyObject_CallMethod((PyObject *)self, "_record", "OO", call, args[1]);
+        if (record == NULL)
+            return NULL;
+    }
+    int failed = !PyList_CheckExact(record) || index < 0 || index >= outcomes ||
+        PyList_GET_SIZE(record) != outcomes + bounds + 2;
+    if (failed)
+        PyErr_SetString(PyExc_TypeError, "a record is a list of counts and a sum");
+    else
+        failed = tallyAdd(record, index, 0) < 0 || tallyAdd(record, outcomes + bucket, 0) < 0 ||
+            tallyAdd(record, PyList_GET_SIZE(record) - 1, elapsed) < 0;
+    Py_DECREF(record);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static int
+tallyTraverse(Tally *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self)); /* a heap type: its instances hold it */
+    Py_VISIT(self->records);
+    Py_VISIT(self->outcomes);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->unknown);
+    Py_VISIT(self->lastOrigin);
+    return 0;
+}
+
+static int
+tallyClear(Tally *self)
+{
+    Py_CLEAR(self->records);
+    Py_CLEAR(self->outcomes);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->unknown);
+    Py_CLEAR(self->serviceName);
+    Py_CLEAR(self->lastOrigin);
+    Py_CLEAR(self->lastService);
+    return 0;
+}
+
+static void
+tallyDealloc(Tally *self)
+{
+    PyTypeObject *type = Py_TYPE(self); /* a heap type: its instances hold it */
+    PyObject_GC_UnTrack(self);
+    tallyClear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef tallyMethods[] = {
+    {"callStarted", (PyCFunction)(void (*)(void))tallyStarted, METH_FASTCALL,
+     "Count a call of size bytes begun; return the token callEnded takes."},
+    {"callEnded", (PyCFunction)(void (*)(void))tallyEnded, METH_FASTCALL,
+     "Count the call callStarted gave the token for, ended with outcome and size bytes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef tallyMembers[] = {
+    {"inFlight", T_PYSSIZET, offsetof(Tally, inFlight), 0, "calls begun and not ended"},
+    {"received", T_LONGLONG, offsetof(Tally, received), 0, "bytes of the calls"},
+    {"sent", T_LONGLONG, offsetof(Tally, sent), 0, "bytes of their replies"},
+    {"_records", T_OBJECT, offsetof(Tally, records), READONLY, "name: record"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot tallySlots[] = {
+    {Py_tp_doc, "Counts of calls by name and outcome, with their durations."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, tallyInit},
+    {Py_tp_traverse, tallyTraverse},
+    {Py_tp_clear, tallyClear},
+    {Py_tp_dealloc, tallyDealloc},
+    {Py_tp_methods, tallyMethods},
+    {Py_tp_members, tallyMembers},
+    {0, NULL},
+};
+
+static PyType_Spec tallySpec = {
+    "txthrift._speedups.Tally", sizeof(Tally), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, tallySlots,
+};
+
+/*
+ * accessLines: the lines of txthrift/_accesslog.py's access log, made as
+ * its formatLines makes them in Python where this module was not built.
+ * Each entry is (time, seconds taken, call, request bytes, outcome, reply
+ * bytes); what many lines share, the JSON of a call's peer and names and
+ * of the second it ended in, comes from prefixes and stamps (asked of
+ * prefixOf(origin, name) and stampOf(second) when missing).  A name longer
+ * than longest is not kept: the caches hold no name a peer made big.
+ */
+static int
+appendText(char **buffer, Py_ssize_t *used, Py_ssize_t *size, PyObject *text)
+{
+    Py_ssize_t length;
+    const char *data = PyUnicode_AsUTF8AndSize(text, &length);
+    if (data == NULL)
+        return -1;
+    if (*used + length + 160 > *size) {
+        Py_ssize_t wanted = (*used + length + 160) * 2;
+        char *grown = PyMem_Realloc(*buffer, wanted);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *buffer = grown;
+        *size = wanted;
+    }
+    memcpy(*buffer + *used, data, length);
+    *used += length;
+    return 0;
+}
+
+/* The value of cache[key], asked of make(*arguments) when missing (kept if keep). */
+static PyObject *
+cached(PyObject *cache, PyObject *key, PyObject *make, PyObject *arguments, int keep)
+{
+    PyObject *value = PyDict_GetItemWithError(cache, key);
+    if (value != NULL) {
+        Py_INCREF(value);
+        return value;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    value = PyObject_Call(make, arguments, NULL);
+    if (value == NULL)
+        return NULL;
+    if (!PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "an access log's piece is a str");
+        Py_DECREF(value);
+        return NULL;
+    }
+    if (keep && PyDict_SetItem(cache, key, value) < 0) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+static int
+accessLine(PyObject *entry, PyObject *const *args, char **buffer, Py_ssize_t *used,
+           Py_ssize_t *size)
+{
+    PyObject *prefixes = args[1], *prefixOf = args[2], *stamps = args[3], *stampOf = args[4];
+    Py_ssize_t longest = PyLong_AsSsize_t(args[5]);
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 6 ||
+            !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(entry, 2)) < 3 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(entry, 4))) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "not an access log entry");
+        return -1;
+    }
+    PyObject *call = PyTuple_GET_ITEM(entry, 2);
+    double now = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
+    double elapsed = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 1));
+    long long seqid = PyLong_AsLongLong(PyTuple_GET_ITEM(call, 2));
+    long long received = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 3));
+    long long sent = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 5));
+    if (PyErr_Occurred())
+        return -1;
+    if (!isfinite(now) || !isfinite(elapsed) || fabs(now) > 1e15 || fabs(elapsed) > 1e9) {
+        PyErr_SetString(PyExc_ValueError, "an access log entry's times are out of range");
+        return -1;
+    }
+    long long second = (long long)now;
+    PyObject *secondObject = PyLong_FromLongLong(second);
+    if (secondObject == NULL)
+        return -1;
+    PyObject *arguments = PyTuple_Pack(1, secondObject);
+    PyObject *stamp = arguments == NULL ? NULL : cached(stamps, secondObject, stampOf,
+                                                        arguments, 1);
+    Py_XDECREF(arguments);
+    Py_DECREF(secondObject);
+    if (stamp == NULL)
+        return -1;
+    PyObject *name = PyTuple_GET_ITEM(call, 1);
+    PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(call, 0), name);
+    PyObject *prefix = key == NULL ? NULL : cached(
+        prefixes, key, prefixOf, key, !PyUnicode_Check(name) ||
+        PyUnicode_GET_LENGTH(name) <= longest);
+    Py_XDECREF(key);
+    int failed = prefix == NULL || appendText(buffer, used, size, stamp) < 0;
+    Py_DECREF(stamp);
+    if (!failed)
+        *used += sprintf(*buffer + *used, ".%06lldZ\",", (long long)((now - second) * 1e6));
+    failed = failed || appendText(buffer, used, size, prefix) < 0;
+    Py_XDECREF(prefix);
+    if (!failed)
+        *used += sprintf(*buffer + *used, "%lld,\"outcome\":\"", seqid);
+    if (failed || appendText(buffer, used, size, PyTuple_GET_ITEM(entry, 4)) < 0)
+        return -1;
+    *used += sprintf(*buffer + *used,
+                     "\",\"duration_us\":%lld,\"request_bytes\":%lld,\"reply_bytes\":%lld}\n",
+                     (long long)(elapsed * 1e6), received, sent);
+    return 0;
+}
+
+static PyObject *
+accessLines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) ||
+            !PyDict_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "accessLines(entries, prefixes, prefixOf, stamps, stampOf, longest)");
+        return NULL;
+    }
+    Py_ssize_t used = 0, size = 256 * (PyList_GET_SIZE(args[0]) + 1);
+    char *buffer = PyMem_Malloc(size);
+    if (buffer == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        PyObject *entry = PyList_GET_ITEM(args[0], i);
+        Py_INCREF(entry);
+        int failed = accessLine(entry, args, &buffer, &used, &size) < 0;
+        Py_DECREF(entry);
+        if (failed) {
+            PyMem_Free(buffer);
+            return NULL;
+        }
+    }
+    PyObject *lines = PyBytes_FromStringAndSize(buffer, used);
+    PyMem_Free(buffer);
+    return lines;
+}
+
+PyDoc_STRVAR(accessLines_doc,
+"accessLines(entries, prefixes, prefixOf, stamps, stampOf, longest) -> bytes\n\n"
+"The access log's lines of entries, as txthrift._accesslog.formatLines makes them.");
+
 static PyMethodDef methods[] = {
     {"skipFlat", (PyCFunction)(void (*)(void))skipFlat, METH_FASTCALL, skipFlat_doc},
     {"messageEnd", (PyCFunction)(void (*)(void))messageEndFunction, METH_FASTCALL,
      messageEnd_doc},
     {"cutMessages", (PyCFunction)(void (*)(void))cutMessages, METH_FASTCALL, cutMessages_doc},
+    {"accessLines", (PyCFunction)(void (*)(void))accessLines, METH_FASTCALL, accessLines_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "txthrift._speedups",
-    "The walks of txthrift's unframed message scanners, in C.", -1, methods,
+    "The walks of txthrift's unframed message scanners, and the counting of calls, in C.", -1, methods,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     fillKinds();
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL)
+        return NULL;
+    PyObject *tally = PyType_FromSpec(&tallySpec);
+    if (tally == NULL || PyModule_AddObject(created, "Tally", tally) < 0) {
+        Py_XDECREF(tally);
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
 }

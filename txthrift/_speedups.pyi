@@ -1,6 +1,23 @@
+from collections.abc import Callable
+from typing import Any
+
 def skipFlat(buffer: bytes | bytearray, pos: int, remaining: int, evenKind: int,
              oddKind: int, maxString: int) -> tuple[int, int]: ...
 def messageEnd(compact: bool, maxFrame: int, maxString: int, maxContainer: int, maxDepth: int,
                buffer: bytes | bytearray) -> int: ...
 def cutMessages(compact: bool, maxFrame: int, maxString: int, maxContainer: int, maxDepth: int,
                 buffer: bytes | bytearray, messages: list[bytes]) -> int: ...
+
+class Tally:
+    inFlight: int
+    received: int
+    sent: int
+    _records: dict[str, tuple[str | None, list[float]]]
+    def __init__(self, outcomes: tuple[str, ...], bounds: tuple[float, ...], unknown: str,
+                 clock: Callable[[], float] | None = None) -> None: ...
+    def callStarted(self, call: tuple[Any, ...], size: int) -> object: ...
+    def callEnded(self, started: object, outcome: str, size: int) -> None: ...
+
+def accessLines(entries: list[tuple[Any, ...]], prefixes: dict[tuple[Any, str], str],
+                prefixOf: Callable[[Any, str], str], stamps: dict[int, str],
+                stampOf: Callable[[int], str], longest: int) -> bytes: ...

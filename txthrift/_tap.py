@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -41,8 +42,10 @@ from ._loading import HandlerFailed, loadHandlers
 from ._sasl import checkServerMechanism
 from ._service import resolve
 from ._tls import requiringClientCertificates
+from ._tracing import openTelemetry
 from ._version import __version__
 from ._workers import WorkersService
+from .metrics import prometheusClient
 
 __all__ = ["Options", "makeService", "versions"]
 
@@ -176,6 +179,19 @@ class Options(AuthOptionMixin, usage.Options):
         ["workers", None, "1",
          ("Serve with this many worker processes sharing the listening sockets (TCP ports"
           " only), restarted when they die (1: serve in the twistd process itself).")],
+        ["metrics-port", None, None,
+         ("Serve /metrics (Prometheus), /healthz and /readyz (503 from the moment a stop"
+          " begins draining) on this server endpoint; needs txthrift[metrics].")],
+        ["access-log", None, None,
+         ("Write one JSON line per call to this file (appended to; - for standard output):"
+          " time, peer, identity, service, method, seqid, outcome, duration_us,"
+          " request_bytes, reply_bytes. Each worker of --workers appends its own lines.")],
+    ]
+
+    optFlags: ClassVar[list[list[Any]]] = [
+        ["trace", None,
+         ("An OpenTelemetry span per call, continuing a traceparent the caller sent, to"
+          " OpenTelemetry's configured tracer provider (needs txthrift[tracing]).")],
     ]
 
     compData = usage.Completions(
@@ -286,6 +302,7 @@ class Options(AuthOptionMixin, usage.Options):
         self._checkNumbers()
         self._checkPorts()
         self._checkSasl()
+        self._checkObserving()
         try:
             self["handler"], self["service"] = loadHandlers(
                 self["handlers"], self["services"], self["handler-options"])
@@ -377,6 +394,33 @@ class Options(AuthOptionMixin, usage.Options):
                                        " (tcp:PORT or tcp6:PORT)")
 
 
+    def _checkObserving(self) -> None:
+        path = self["access-log"]
+        if path is not None and path != "-":
+            try:
+                with open(path, "ab"):
+                    pass
+            except OSError as error:
+                raise usage.UsageError(f"--access-log: cannot append to {path!r}:"
+                                       f" {error.strerror or error}") from None
+        if self["trace"]:
+            try:
+                openTelemetry()
+            except ImportError as error:
+                raise usage.UsageError(f"--trace: {error}") from None
+        if self["metrics-port"] is not None:
+            self._checkMetricsPort(self["metrics-port"])
+
+    def _checkMetricsPort(self, port: str) -> None:
+        try:
+            prometheusClient()
+        except ImportError as error:
+            raise usage.UsageError(f"--metrics-port: {error}") from None
+        try:
+            self["metrics-endpoint"] = parseEndpoint(defaultReactor(), port)
+        except ValueError as error:
+            raise usage.UsageError(f"--metrics-port: {port!r}: {error}") from None
+
     def _checkSasl(self) -> None:
         if self["sasl"] is None:
             if self["auth"]:
@@ -434,6 +478,8 @@ def makeService(options: Options) -> Service:
             transport=options["transport"], protocol=options["protocol"],
             threads=options["threads"], shutdown_timeout=options["shutdown-timeout"],
             sasl=options["credCheckers"] if options["sasl"] else None,
+            access_log=options["access-log"], trace=bool(options["trace"]),
+            metrics_port=options["metrics-port"],
             **options["limits"])
     # Registered first, so run last: after twistd's own clean-up.
     atexit.register(_exitStatus, service)
@@ -470,10 +516,17 @@ def _workersService(options: Options) -> WorkersService:
               "shutdown_timeout": options["shutdown-timeout"],
               "keep_freed": options["keep-freed-mib"] * 2**20,
               "http_path": options["http-path"], "sasl": options["sasl"],
-              "auth": options["auth"]}
+              "auth": options["auth"], "access_log": options["access-log"],
+              "trace": bool(options["trace"])}
+    if options["metrics-port"] is not None:
+        # Each worker dumps its counters here; the parent serves their sum.
+        config["metrics_dir"] = tempfile.mkdtemp(prefix="txthrift-metrics-")
     kinds = (["thrift"] * len(options["ports"]) + ["http"] * len(options["http-ports"])
              + ["websocket"] * len(options["ws-ports"]))
     ports = options["ports"] + options["http-ports"] + options["ws-ports"]
-    return WorkersService(reactor, [parseEndpoint(reactor, port) for port in ports],
-                          options["workers"], config, kinds=kinds,
-                          served=resolve(options["handler"], options["service"]).name)
+    service = WorkersService(reactor, [parseEndpoint(reactor, port) for port in ports],
+                             options["workers"], config, kinds=kinds,
+                             served=resolve(options["handler"], options["service"]).name)
+    if options["metrics-port"] is not None:
+        service.serveMetrics(options["metrics-endpoint"], config["metrics_dir"])
+    return service

@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from ._extras import fromExtra
+
 __all__ = ["PREFIX", "certificatesIn", "mutualTLSEndpoint", "requireClientCertificates",
            "requiringClientCertificates", "tlsFailure"]
 
@@ -97,15 +99,9 @@ def mutualTLSEndpoint(reactor: Any, port: str, privateKey: str = "server.pem",
         usable.
     @raise ImportError: without pyOpenSSL (C{twisted[tls]}).
     """
-    try:
-        from OpenSSL import SSL
-        from twisted.internet.ssl import (
-            CertificateOptions,
-            DiffieHellmanParameters,
-            PrivateCertificate,
-        )
-    except ImportError as error:  # pragma: no cover - CI installs twisted[tls]
-        raise ImportError("TLS needs pyOpenSSL: pip install 'txthrift[tls]'") from error
+    SSL = fromExtra("tls", "TLS needs pyOpenSSL", "OpenSSL.SSL")
+    from twisted.internet.ssl import CertificateOptions, DiffieHellmanParameters, PrivateCertificate
+
     if clientCA is None:
         raise ValueError("mtls: needs clientCA=, the PEM file of the CAs client certificates"
                          " must be signed by")

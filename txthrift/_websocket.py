@@ -27,18 +27,16 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-try:
-    from autobahn.twisted.websocket import (
-        WebSocketClientFactory,
-        WebSocketClientProtocol,
-        WebSocketServerFactory,
-        WebSocketServerProtocol,
-    )
-    from autobahn.websocket.util import parse_url
-except ImportError as error:  # tests/test_websocket.py makes it happen
-    raise ImportError(
-        "Thrift over WebSocket needs autobahn, which the extra txthrift[websocket] installs:"
-        f" pip install 'txthrift[websocket]' ({error})") from error
+from ._extras import fromExtra
+
+fromExtra("websocket", "Thrift over WebSocket needs autobahn", "autobahn.twisted.websocket")
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.util import parse_url
 
 from ._client import Client, ClientProtocol
 from ._context import Origin, originOf
@@ -59,6 +57,11 @@ _NORMAL = 1000
 _GOING_AWAY = 1001
 _INVALID_PAYLOAD = 1007
 _POLICY_VIOLATION = 1008
+#: Seconds a closing handshake may take before the TCP connection is cut,
+#: as long as a TCP peer is given to take what is written when closing
+#: (autobahn's default, one second, cuts a busy peer off, and a cut loses
+#: the close frame and its code).
+_CLOSING = 10.0
 #: The most bytes a close frame's reason may take.
 _MOST_REASON_BYTES = 123
 
@@ -207,7 +210,10 @@ class _ThriftWebSocket:
     factory: Any
     sendMessage: Callable[..., None]
     sendCloseFrame: Callable[..., None]
+    failedByMe: bool
     _partialCall: IDelayedCall | None = None
+    #: Bytes of the message arriving, counted against the partial budget.
+    _arriving = 0
 
     def startThrift(self, proto: ServerProtocol | ClientProtocol, closeCode: int) -> None:
         """
@@ -224,6 +230,19 @@ class _ThriftWebSocket:
         timeout = self._limits().partial_timeout
         if timeout is not None:
             self._partialCall = self.factory.reactor.callLater(timeout, self._tooSlow, timeout)
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        super().onMessageFrameData(payload)  # type: ignore[misc]
+        thrift = self.thrift
+        if thrift is not None and not self.failedByMe:
+            self._arriving += len(payload)
+            thrift.arriving(self._arriving)
+
+    def onMessageEnd(self) -> None:
+        if self._arriving and self.thrift is not None:
+            self._arriving = 0
+            self.thrift.arriving(0)
+        super().onMessageEnd()  # type: ignore[misc]
 
     def _limits(self) -> Limits:
         limits: Limits = self.factory.limits
@@ -317,12 +336,13 @@ class ThriftWebSocketFactory(WebSocketServerFactory):
         # A message over max_frame_size closes its WebSocket (1009) before
         # it is held whole; nothing is compressed (no deflate bombs).
         self.setProtocolOptions(maxFramePayloadSize=size, maxMessagePayloadSize=size,
-                                webStatus=False, failByDrop=False)
+                                webStatus=False, failByDrop=False, closeHandshakeTimeout=_CLOSING)
 
 
 def websocketFactory(handler: object, *, service: ModuleType | None = None,
                      protocol: str = "auto", limits: Limits, clock: IReactorTime,
-                     threads: Threads | None = None) -> ThriftWebSocketFactory:
+                     threads: Threads | None = None,
+                     observer: Any = None) -> ThriftWebSocketFactory:
     """
     A factory serving a Thrift handler over WebSockets, one Thrift message
     per WebSocket message, many calls in flight per WebSocket.
@@ -334,6 +354,7 @@ def websocketFactory(handler: object, *, service: ModuleType | None = None,
         C{max_frame_size} closes its WebSocket (1009).
     @param clock: the reactor, for timeouts.
     @param threads: the pool a blocking handler's plain methods run in.
+    @param observer: told of the WebSockets and their calls.
     @raise TypeError: for a handler whose service cannot be found.
     @raise ValueError: for an unknown protocol.
     """
@@ -341,7 +362,7 @@ def websocketFactory(handler: object, *, service: ModuleType | None = None,
     if threads is not None:
         served = threaded(served, threads)
     serverFactory = _WebSocketServerFactory(served, transport="framed", protocol=protocol,
-                                            limits=limits, clock=clock)
+                                            limits=limits, clock=clock, observer=observer)
     return ThriftWebSocketFactory(serverFactory, clock)
 
 
@@ -386,7 +407,7 @@ class _ClientFactory(WebSocketClientFactory):
         # the calls in flight, before it is held whole.
         size = limits.max_frame_size
         self.setProtocolOptions(maxFramePayloadSize=size, maxMessagePayloadSize=size,
-                                failByDrop=False)
+                                failByDrop=False, closeHandshakeTimeout=_CLOSING)
         self.websocket: _ClientWebSocket | None = None
         self.result: Deferred[Client] = Deferred(self._cancel)
         self.connecting: Deferred[Any] | None = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -40,9 +41,11 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from ._appservice import (
@@ -59,6 +62,7 @@ from ._heap import keepFreedMemory
 from ._limits import Limits
 from ._loading import HandlerFailed, loadHandlers
 from ._waiters import Waiters
+from .metrics import Metrics, SummedMetrics, metricsResource
 
 __all__ = ["WorkersService", "main"]
 
@@ -175,6 +179,17 @@ class WorkersService(Service):
         self._restarts: deque[float] = deque()
         self._stopping = False
         self.gaveUp = False
+        # Where the workers dump their metrics, and where the sum is served.
+        self._metricsAt: tuple[tuple[str, IStreamServerEndpoint], str] | None = None
+        self._metricsPort: IListeningPort | None = None
+
+    def serveMetrics(self, endpoint: tuple[str, IStreamServerEndpoint], folder: str) -> None:
+        """
+        Serve the sum of the metrics the workers dump into C{folder}, with
+        C{/healthz} and C{/readyz} (503 from the moment stopping begins), on
+        C{endpoint} once started; its port closes last.
+        """
+        self._metricsAt = (endpoint, folder)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -187,6 +202,16 @@ class WorkersService(Service):
         self._stopping = False
         for index in range(self.workers):
             self._spawn(index)
+        if self._metricsAt is not None and self._metricsPort is None:
+            (_, endpoint), folder = self._metricsAt
+            site = Site(metricsResource(SummedMetrics(folder),
+                                        ready=lambda: bool(self.running) and not self._stopping))
+            endpoint.listen(site).addCallback(self._metricsListening)
+
+    def _metricsListening(self, port: IListeningPort) -> None:
+        self._metricsPort = port
+        log.info("metrics, /healthz and /readyz on {where}",
+                 where=describeAddress("http", port.getHost()))
 
     def _listen(self) -> None:
         """
@@ -228,6 +253,8 @@ class WorkersService(Service):
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         if self.children.get(worker.index) is worker:
             del self.children[worker.index]
+        if self._metricsAt is not None and worker.pid is not None:
+            _noLongerInFlight(os.path.join(self._metricsAt[1], f"worker-{worker.pid}.json"))
         if self._stopping:
             log.info("Worker {index} (pid {pid}) exited: {why}", index=worker.index,
                      pid=worker.pid, why=_why(reason))
@@ -296,8 +323,28 @@ class WorkersService(Service):
             await within(self._reactor, STOP_MARGIN, self._whenEnded())
         if not killed and not self.gaveUp:
             stoppedCleanly(self._reactor)
+        metricsPort, self._metricsPort = self._metricsPort, None
+        if metricsPort is not None:
+            await maybeDeferred(metricsPort.stopListening)
+        if self._metricsAt is not None:
+            shutil.rmtree(self._metricsAt[1], ignore_errors=True)
         log.info("Stopped serving {served} with {workers} workers", served=self._served,
                  workers=self.workers)
+
+
+def _noLongerInFlight(path: str) -> None:
+    """
+    The metrics a worker that ended dumped, kept (its calls count still),
+    without what it had in flight or connected.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            state = json.load(file)
+    except (OSError, ValueError):
+        return
+    metrics = Metrics()
+    metrics.add(state)
+    metrics.dump(path, gauges=False)
 
 
 # The worker process.
@@ -402,6 +449,36 @@ def _watchParent(reactor: Any) -> None:
     threading.Thread(target=watch, name="txthrift-parent-watch", daemon=True).start()
 
 
+#: Seconds between two dumps of a worker's metrics.
+DUMP_INTERVAL = 1.0
+
+
+def _dumpedMetrics(reactor: Any, config: dict[str, Any]) -> Metrics | None:
+    """
+    With C{--metrics-port}, this worker's metrics, dumped for the parent
+    every L{DUMP_INTERVAL} seconds and as the worker stops.
+    """
+    folder = config.get("metrics_dir")
+    if folder is None:
+        return None
+    metrics = Metrics()
+    path = os.path.join(folder, f"worker-{os.getpid()}.json")
+    def dump() -> None:
+        # A failed dump (a full disk) must not stop the next: the parent
+        # would serve a stale sum for ever.
+        try:
+            metrics.dump(path)
+        except OSError as error:
+            log.warn("cannot dump this worker's metrics to {path}: {error}", path=path,
+                     error=error)
+
+    dumping = LoopingCall(dump)
+    dumping.clock = reactor
+    dumping.start(DUMP_INTERVAL)
+    reactor.addSystemEventTrigger("after", "shutdown", lambda: metrics.dump(path, gauges=False))
+    return metrics
+
+
 def main(argv: Sequence[str]) -> int:
     config = json.loads(argv[0])
     sys.path[:] = config["path"]
@@ -433,7 +510,9 @@ def main(argv: Sequence[str]) -> int:
         http_path=config.get("http_path", DEFAULT_HTTP_PATH), service=module,
         transport=config["transport"], protocol=config["protocol"],
         threads=config["threads"], shutdown_timeout=config["shutdown_timeout"],
-        reactor=reactor, sasl=sasl, **config["limits"])
+        reactor=reactor, sasl=sasl, access_log=config.get("access_log"),
+        trace=config.get("trace", False), observer=_dumpedMetrics(reactor, config),
+        **config["limits"])
     # SIGINT (a terminal's ^C) reaches the whole process group: the parent
     # handles it, telling each worker to stop with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

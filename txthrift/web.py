@@ -30,12 +30,14 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from ._budget import budgetFor
 from ._codec import CONTENT_TYPES as _CODEC_CONTENT_TYPES
 from ._codec import Codec
 from ._context import Origin, callingFrom, doneCalling, originOf
 from ._dispatch import (
     Cancelling,
     Dispatcher,
+    Outcome,
     Reply,
     dispatchLarge,
     exceptionReply,
@@ -43,6 +45,7 @@ from ._dispatch import (
 )
 from ._framing import PROTOCOLS, checkChoice, detectFramer, peerText
 from ._limits import Limits, defaultReactor
+from ._observing import ICallObserver
 from ._scanning import FrameError, largeMessageSizes
 from ._service import shortName
 from ._twistedinternals import WatchedRequest
@@ -114,11 +117,14 @@ class _Call:
     One request whose reply a handler is still computing.
     """
 
-    __slots__ = ("codec", "mtype", "name", "request", "seqid", "timer")
+    __slots__ = ("codec", "mtype", "name", "request", "seqid", "started", "timer")
 
-    def __init__(self, request: Any, codec: Codec, name: str, mtype: int, seqid: int) -> None:
+    def __init__(self, request: Any, codec: Codec, name: str, mtype: int, seqid: int,
+                 started: object) -> None:
         # None for a oneway call, answered already.
         self.request = request
+        #: What the observer gave back for it, if one watches.
+        self.started = started
         self.codec = codec
         self.name = name
         self.mtype = mtype
@@ -162,7 +168,7 @@ class ThriftResource(Resource):
 
     def __init__(self, handler: object, *, service: ModuleType | None = None,
                  protocol: str = "auto", clock: IReactorTime | None = None,
-                 **limits: Any) -> None:
+                 observer: ICallObserver | None = None, **limits: Any) -> None:
         """
         @param handler: what L{txthrift.serve} takes: a handler object, a
             processor, or a mapping of service names to either (multiplexed,
@@ -179,6 +185,9 @@ class ThriftResource(Resource):
         @raise ValueError: for an unknown protocol or a bad limit.
         """
         super().__init__()
+        #: Told of each call (as a server's observer is; HTTP has no
+        #: connections of its own to tell of).
+        self.observer = observer
         self.dispatcher: Dispatcher = makeDispatcher(handler, service)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         self.limits = Limits.from_keywords(**limits)
@@ -236,22 +245,26 @@ class ThriftResource(Resource):
             return _plain(request, http.BAD_REQUEST,
                           f"message type {mtype} of {shortName(name)!r} is not a call")
         served = getattr(self.dispatcher, "serviceName", "")
-        token = callingFrom((_originOf(request, served), name, seqid,
-                             None if self.limits.call_timeout is None
-                             else self.clock.seconds() + self.limits.call_timeout, None))
+        call = (_originOf(request, served), name, seqid,
+                None if self.limits.call_timeout is None
+                else self.clock.seconds() + self.limits.call_timeout, None)
+        observer = self.observer
+        started = None if observer is None else observer.callStarted(call, len(body))
+        token = callingFrom(call)
         try:
             reply = self._dispatch(body, codec, iprot, name, mtype, seqid)
         finally:
             doneCalling(token)
-        if mtype == _ONEWAY:
-            # Nothing to wait for: the caller is answered now, the work still
-            # counts as in flight until it ends.
-            if isinstance(reply, Deferred):
-                self._await(None, reply, codec, name, mtype, seqid)
-            return _thrift(request, protocol, b"")
+            if observer is not None and hasattr(observer, "dispatched"):
+                observer.dispatched(started)
         if isinstance(reply, Deferred):
-            self._await(request, reply, codec, name, mtype, seqid)
-            return NOT_DONE_YET
+            # A oneway caller is answered now, its work still in flight.
+            self._await(None if mtype == _ONEWAY else request, reply, codec, name, mtype, seqid,
+                        started)
+            return _thrift(request, protocol, b"") if mtype == _ONEWAY else NOT_DONE_YET
+        if observer is not None:
+            observer.callEnded(started, "oneway" if mtype == _ONEWAY else Outcome.last,
+                               len(reply or b""))
         return _thrift(request, protocol, reply or b"")
 
     def _protocolOf(self, body: bytes) -> str:
@@ -305,8 +318,8 @@ class ThriftResource(Resource):
                                    TApplicationException.INTERNAL_ERROR, "Internal error")
 
     def _await(self, request: Any, reply: Deferred[bytes | None], codec: Codec, name: str,
-               mtype: int, seqid: int) -> None:
-        call = _Call(request, codec, name, mtype, seqid)
+               mtype: int, seqid: int, started: object = None) -> None:
+        call = _Call(request, codec, name, mtype, seqid, started)
         timeout = self.limits.call_timeout
         if timeout is not None:
             call.timer = self.clock.callLater(timeout, self._timedOut, reply, timeout)
@@ -321,6 +334,7 @@ class ThriftResource(Resource):
         if call is None:
             return  # Answered already (timed out), or its client went.
         call.stopTimer()
+        self._ended(call, Outcome.last, answer)
         if call.request is not None:
             _thrift(call.request, call.codec.protocol, answer or b"", finish=True)
         self._maybeIdle()
@@ -346,13 +360,19 @@ class ThriftResource(Resource):
         name = call.name
         log.warn("{name} got no answer from its handler within {timeout}s; cancelled",
                  name=shortName(name), timeout=timeout)
+        answer = exceptionReply(
+            call.codec, name, call.mtype, call.seqid, TApplicationException.INTERNAL_ERROR,
+            f"{name} did not finish within {timeout} seconds on the server")
+        self._ended(call, "timeout", answer)
         if call.request is not None:
-            _thrift(call.request, call.codec.protocol, exceptionReply(
-                call.codec, name, call.mtype, call.seqid, TApplicationException.INTERNAL_ERROR,
-                f"{name} did not finish within {timeout} seconds on the server") or b"",
-                finish=True)
+            _thrift(call.request, call.codec.protocol, answer or b"", finish=True)
         Cancelling.cancel(reply)
         self._maybeIdle()
+
+    def _ended(self, call: _Call, outcome: str, answer: bytes | None) -> None:
+        if self.observer is not None:
+            self.observer.callEnded(call.started, "oneway" if call.mtype == _ONEWAY else outcome,
+                                    len(answer or b""))
 
     def _lost(self, failure: Failure, reply: Deferred[bytes | None]) -> None:
         """
@@ -360,6 +380,7 @@ class ThriftResource(Resource):
         """
         call = self._calls.pop(reply, None)
         if call is not None:
+            self._ended(call, "cancelled", None)
             call.stopTimer()
             Cancelling.cancel(reply)
             self._maybeIdle()
@@ -439,9 +460,15 @@ class _ThriftRequest(WatchedRequest):
         if self._received > self._most:
             self._tooBig()
             return False
+        budget = self.channel.site.partialBudget
+        if budget is not None:
+            budget.hold(self.channel, self._received, False)
         return True
 
     def bodyEnded(self) -> None:
+        budget = self.channel.site.partialBudget
+        if budget is not None and self._received:
+            budget.hold(self.channel, 0, True)
         self.channel.requestWhole()
 
     def _tooBig(self) -> None:
@@ -470,6 +497,7 @@ class _Channel(http.HTTPChannel):
     _partialTimer: IDelayedCall | None = None
     _cutOff: IDelayedCall | None = None
     _host: IAddress | None = None
+    _budgetPaused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -514,6 +542,23 @@ class _Channel(http.HTTPChannel):
         self.refuse(http.REQUEST_TIMEOUT,
                     f"the request did not arrive whole within {timeout:g}s (partial_timeout)")
 
+    # BudgetHolder: a body read as it comes holds part of the site's budget.
+    def pauseForBudget(self) -> None:
+        transport: Any = self.transport
+        self._budgetPaused = True
+        transport.pauseProducing()
+
+    def resumeForBudget(self) -> None:
+        transport: Any = self.transport
+        if self._budgetPaused and transport is not None:
+            self._budgetPaused = False
+            transport.resumeProducing()
+
+    def _releaseBudget(self) -> None:
+        budget = self.factory.partialBudget
+        if budget is not None:
+            budget.release(self)
+
     def refuse(self, code: int, why: str) -> None:
         """
         Answer C{code} and close, before a request is whole: no request can
@@ -523,6 +568,7 @@ class _Channel(http.HTTPChannel):
         grace period before the connection is cut.
         """
         self.requestWhole()
+        self._releaseBudget()  # What still comes is dropped, not held.
         transport = self.transport
         if transport is None or self._cutOff is not None:
             return
@@ -543,6 +589,7 @@ class _Channel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.requestWhole()
+        self._releaseBudget()
         _cancelled(self._cutOff)
         self._cutOff = None
         super().connectionLost(reason)
@@ -559,7 +606,9 @@ class ThriftSite(Site):
     connection closed; a connection idle for C{idle_timeout} (when set;
     never otherwise, as on TCP) is closed.  No access log: as on TCP,
     calls are not logged one by one.  Bodies are held in memory, bounded by
-    C{max_frame_size}.  HTTP/1.1 only.
+    C{max_frame_size} each and by C{partial_budget} together while they
+    arrive (past it, connections reading more wait, as on TCP).  HTTP/1.1
+    only.
 
     @ivar limits: the limits above.
     @ivar connections: the open HTTP connections.
@@ -588,6 +637,8 @@ class ThriftSite(Site):
                          timeout=limits.idle_timeout)
         self.connections: set[http.HTTPChannel] = set()
         self._goneWaiters = Waiters()
+        #: Bytes of bodies arriving, over all connections (C{partial_budget}).
+        self.partialBudget = budgetFor(limits)
 
     def log(self, request: Any) -> None:
         """
