@@ -270,3 +270,16 @@ async def test_stoppingAbortsAPeerThatNeverReads(monkeypatch: pytest.MonkeyPatch
             hog.transport.abortConnection()
         if stopped is None:
             await service.stopService()
+
+
+def test_everyTestTheReliabilityNotesNameExists() -> None:
+    """
+    docs/reliability.md names the test pinning each failure path: each of
+    those tests is defined, so a renamed or removed one cannot leave the
+    notes pointing at nothing.
+    """
+    named = set(re.findall(r"`(test_\w+)`", (REPO / "docs" / "reliability.md").read_text()))
+    defined = {found for path in (REPO / "tests").glob("*.py")
+               for found in re.findall(r"def (test_\w+)\(", path.read_text())}
+    assert len(named) > 100
+    assert sorted(named - defined) == []
