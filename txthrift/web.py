@@ -188,6 +188,8 @@ class ThriftResource(Resource):
         #: Told of each call (as a server's observer is; HTTP has no
         #: connections of its own to tell of).
         self.observer = observer
+        # Asked once, as a server connection asks it: not per request.
+        self._dispatched = getattr(observer, "dispatched", None)
         self.dispatcher: Dispatcher = makeDispatcher(handler, service)
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         self.limits = Limits.from_keywords(**limits)
@@ -255,8 +257,8 @@ class ThriftResource(Resource):
             reply = self._dispatch(body, codec, iprot, name, mtype, seqid)
         finally:
             doneCalling(token)
-            if observer is not None and hasattr(observer, "dispatched"):
-                observer.dispatched(started)
+            if self._dispatched is not None:
+                self._dispatched(started)
         if isinstance(reply, Deferred):
             # A oneway caller is answered now, its work still in flight.
             self._await(None if mtype == _ONEWAY else request, reply, codec, name, mtype, seqid,
