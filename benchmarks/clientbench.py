@@ -17,6 +17,11 @@ KIND:
                 txthrift's whole client path over an in-memory transport (100
                 in flight, replies fed 100 at a time, each starting the next
                 call); 1e6 / the floor bounds any such client's calls/s
+  parts         no server: floor's txthrift path taken apart, CPU per call of
+                each part measured alone (the arguments struct, the C encoder,
+                the message header around it, the Deferred, the framing of
+                the call; cutting the replies, decoding one, firing its
+                Deferred), and what is left of the whole path: the glue
 
 Every result is checked against input + " from server 1024".  Prints one JSON
 object: calls, calls_per_s, errors, cpu_s (this process, measured window).
@@ -236,19 +241,94 @@ def bench_floor(count: int) -> dict:
             "txthrift_calls_per_s": 1e6 / txthriftUs, "errors": len(errors)}
 
 
+def bench_parts(count: int) -> dict:
+    """
+    The parts of txthrift's client path, each timed alone, and the whole.
+    """
+    import struct
+
+    from HelloService import HelloService
+    from thrift.protocol import fastbinary
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from txthrift._client import ClientFactory, cutReplies
+
+    whole = bench_floor(count)
+    protocol = ClientFactory(HelloService, clock=Clock()).buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    protocol._reading = True  # Calls are made in a read: sends are gathered.
+    method = protocol.client.service.methods["getData"]
+    codec = protocol._codec
+    argsStruct = method.args(INPUT)
+    typeArgs = [method.args, method.args.thrift_spec]
+    encoder = protocol._encoderOf(method, "getData")[1]
+    message = encoder(1, argsStruct)
+    result = fastbinary.encode_binary(HelloService.getData_result(success=EXPECTED),
+                                      [HelloService.getData_result,
+                                       HelloService.getData_result.thrift_spec])
+    reply = struct.pack("!HBBi7si", 0x8001, 0, 2, 7, b"getData", 1) + result
+    replies = struct.pack("!I", len(reply)) + reply
+    replies *= 100
+    ignore: Callable[[object], None] = lambda _: None
+
+    def repeat(statement: Callable[[], object]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                statement()
+        return run
+
+    def sent() -> None:
+        protocol.sendMessage(message)
+        protocol._out.clear()
+
+    def fired() -> None:
+        d: Deferred[object] = Deferred(lambda d: None)
+        d.addCallbacks(ignore, ignore)
+        d.callback(None)
+
+    def decoded() -> None:
+        codec.readBodyAt(reply, 19, method.result())
+
+    def cut(n: int) -> None:
+        for _ in range(n // 100):
+            cutReplies(replies, 1 << 24, 1 << 24, [])
+
+    parts = {
+        "args_struct_us": cpuPerCall(repeat(lambda: method.args(INPUT)), count),
+        "c_encode_us": cpuPerCall(repeat(lambda: fastbinary.encode_binary(argsStruct, typeArgs)),
+                                  count),
+        "encoder_us": cpuPerCall(repeat(lambda: encoder(1, argsStruct)), count),
+        "deferred_us": cpuPerCall(repeat(lambda: Deferred(lambda d: None)), count),
+        "send_us": cpuPerCall(repeat(sent), count),
+        "cut_us": cpuPerCall(cut, count),
+        "decode_us": cpuPerCall(repeat(decoded), count),
+        "fire_us": cpuPerCall(repeat(fired), count),
+    }
+    # The encoder's own part is what it adds to the C encoder; the Deferred's
+    # making is in its firing too.
+    parts["header_us"] = parts.pop("encoder_us") - parts["c_encode_us"]
+    made = parts.pop("deferred_us")
+    measured = sum(parts.values())
+    return {"txthrift_us": whole["txthrift_us"], **parts, "deferred_made_us": made,
+            "glue_us": whole["txthrift_us"] - measured}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=("txthrift", "apache-sync", "floor"))
+    parser.add_argument("kind", choices=("txthrift", "apache-sync", "floor", "parts"))
     parser.add_argument("--port", type=int)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--in-flight", type=int, default=100)
     parser.add_argument("--count", type=int, default=100_000, help="floor: calls per round")
     args = parser.parse_args()
-    if args.kind != "floor" and args.port is None:
+    if args.kind not in ("floor", "parts") and args.port is None:
         parser.error("--port is required")
     if args.kind == "floor":
         result = bench_floor(args.count)
+    elif args.kind == "parts":
+        result = bench_parts(args.count)
     elif args.kind == "apache-sync":
         result = bench_apache(args.port, args.warmup, args.duration)
     else:

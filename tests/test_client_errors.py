@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
@@ -24,6 +26,7 @@ from twisted.python.failure import Failure
 import txthrift
 from tests._handlers import Hardened
 from tests._hardening import bounded, frameFor, resultStruct
+from tests._speedups import compiled
 from tests.gen.py.txthrift_test import Echo
 from txthrift import ClientFactory, Codec, Limits
 from txthrift._client import whyUndecodable
@@ -510,3 +513,214 @@ async def _listen(reactor: Any) -> Any:
     from twisted.internet.endpoints import serverFromString
 
     return await serverFromString(reactor, LOCAL).listen(Factory.forProtocol(_BadServer))
+
+
+# ---------------------------------------------------------------------------
+# Framed binary replies are cut, and their headers read, a read at a time
+# (txthrift._speedups.cutReplies, or its Python twin): with the same outcome
+# for each call as one message at a time, wherever the reads end.
+# ---------------------------------------------------------------------------
+
+MAX_FRAME, MAX_NAME = 1000, 32
+
+
+def strict(name: bytes, seqid: int, body: bytes = b"\x00", mtype: int = TMessageType.REPLY,
+           version: bytes = b"\x80\x01", nameLength: int | None = None) -> bytes:
+    """
+    A strict binary message: the version word, a byte nobody reads, the
+    type, the name's length and bytes, the seqid, the body.
+    """
+    length = len(name) if nameLength is None else nameLength
+    return version + bytes((0, mtype)) + _I32.pack(length) + name + _I32.pack(seqid) + body
+
+
+def lengthy(message: bytes, length: int | None = None) -> bytes:
+    return _I32.pack(len(message) if length is None else length) + message
+
+
+GOOD = lengthy(strict(b"getData", 7, b"\x0b\x00\x00\x00\x00\x00\x00\x00"))
+CUT_INPUTS = {
+    "nothing": b"",
+    "a length cut short": GOOD[:3],
+    "one": GOOD,
+    "three": GOOD * 3,
+    "then a frame begun": GOOD * 2 + GOOD[:-1],
+    "a length of 0": lengthy(b"", 0) + GOOD,
+    "a negative length": lengthy(GOOD[4:], -1),
+    "a length over max_frame_size": lengthy(GOOD[4:], MAX_FRAME + 1) + GOOD,
+    "a length of max_frame_size": lengthy(strict(b"x", 1, b"\x00" * (MAX_FRAME - 13))),
+    "another version": lengthy(strict(b"getData", 7, version=b"\x80\x02")),
+    "no version": lengthy(strict(b"getData", 7, version=b"\x00\x00")),
+    "the unread byte set": lengthy(b"\x80\x01\x07\x02" + strict(b"getData", 7)[4:]),
+    "a name that is not UTF-8": GOOD + lengthy(strict(b"get\xffData", 7)) + GOOD,
+    "a name over max_name": lengthy(strict(b"x" * (MAX_NAME + 1), 7)),
+    "a name of max_name": lengthy(strict("é".encode() * (MAX_NAME // 2), 7)),
+    "a negative name length": lengthy(strict(b"getData", 7, nameLength=-1)),
+    "a name past the frame": lengthy(strict(b"getData", 7, b"", nameLength=8)),
+    "a seqid past the frame": lengthy(strict(b"getData", 7, b"")[:-1]),
+    "no body": lengthy(strict(b"getData", 7, b"")),
+    "an empty name": lengthy(strict(b"", 3)),
+    "shorter than a header": lengthy(b"\x80\x01\x00\x02\x00\x00\x00\x00"),
+    "seqids at the ends of i32": lengthy(strict(b"a", -0x80000000)) + lengthy(
+        strict(b"a", 0x7FFFFFFF)),
+    "every type byte": b"".join(lengthy(strict(b"a", 1, mtype=t)) for t in (0, 1, 3, 4, 255)),
+    "then garbage": GOOD + b"\xff" * 9,
+}
+
+
+@pytest.mark.parametrize("data", CUT_INPUTS.values(), ids=CUT_INPUTS.keys())
+def test_repliesAreCutInCAsInPython(data: bytes) -> None:
+    from txthrift._client import _cutRepliesInPython
+
+    cutReplies = compiled("cutReplies")
+    inC: list[tuple[int, int, str, bytes, int]] = []
+    inPython: list[tuple[int, int, str, bytes, int]] = []
+    taken = cutReplies(data, MAX_FRAME, MAX_NAME, inC)
+    assert taken == _cutRepliesInPython(data, MAX_FRAME, MAX_NAME, inPython)
+    assert inC == inPython
+    assert taken == sum(4 + len(message) for _, _, _, message, _ in inC)
+    for seqid, mtype, name, message, start in inC:
+        # What the codec reads of the same message.
+        _, codecName, codecType, codecSeqid = Codec("binary", Limits(
+            max_frame_size=MAX_FRAME, max_string_length=MAX_NAME)).readHeader(message)
+        assert (codecName, codecType, codecSeqid) == (name, mtype, seqid)
+        assert start == 12 + len(name.encode())
+
+
+@given(st.binary(max_size=80), st.integers(0, 3))
+@settings(max_examples=300, deadline=None)
+def test_anyBytesAreCutInCAsInPython(tail: bytes, good: int) -> None:
+    from txthrift._client import _cutRepliesInPython
+
+    cutReplies = compiled("cutReplies")
+    for data in (GOOD * good + tail, GOOD * good + lengthy(tail),
+                 GOOD * good + lengthy(b"\x80\x01" + tail)):
+        inC: list[tuple[int, int, str, bytes, int]] = []
+        inPython: list[tuple[int, int, str, bytes, int]] = []
+        assert cutReplies(data, MAX_FRAME, MAX_NAME, inC) == _cutRepliesInPython(
+            data, MAX_FRAME, MAX_NAME, inPython)
+        assert inC == inPython
+
+
+def test_cutRepliesRefusesBadArguments() -> None:
+    cutReplies = compiled("cutReplies")
+    with pytest.raises(TypeError):
+        cutReplies(GOOD, MAX_FRAME, MAX_NAME)
+    with pytest.raises(TypeError):
+        cutReplies(GOOD, MAX_FRAME, MAX_NAME, ())
+    with pytest.raises(TypeError):
+        cutReplies("text", MAX_FRAME, MAX_NAME, [])
+    with pytest.raises(TypeError):
+        cutReplies(GOOD, None, MAX_NAME, [])
+
+
+@pytest.fixture(params=["compiled", "python"])
+def cutting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """
+    Framed binary clients made while this is in use cut replies with the C
+    loop or with its Python twin.
+    """
+    from txthrift import _client
+
+    if request.param == "compiled":
+        monkeypatch.setattr(_client, "cutReplies", compiled("cutReplies"))
+    else:
+        monkeypatch.setattr(_client, "cutReplies", _client._cutRepliesInPython)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("piece", [None, 1, 5, 23, 64])
+def test_repliesInAnyReadsAreEachAnswered(cutting: str, piece: int | None) -> None:
+    peer = Peer()
+    calls = [peer.client.getData(str(i)) for i in range(6)]
+    seqids = peer.seqids()
+    # In another order than the calls', one answer declared exception among them.
+    data = b"".join(peer.frame(peer.encode("getData", seqid, success=f"{seqid}!"))
+                    for seqid in reversed(seqids[1:]))
+    data += peer.frame(peer.encode("getData", seqids[0], mtype=TMessageType.EXCEPTION,
+                                   method="getData"))
+    peer.send(data, piece)
+    for d, seqid in zip(calls[1:], seqids[1:]):
+        assert outcome(d) == f"{seqid}!"
+    assert isinstance(outcome(calls[0]), TApplicationException)
+    assert peer.open and peer.proto.pending == 0
+
+
+def test_aReplyToNoCallAmongOthersIsDroppedAlone(cutting: str,
+                                                  logged: list[dict[str, Any]]) -> None:
+    peer = Peer()
+    first, second = peer.client.getData("a"), peer.client.getData("b")
+    seqFirst, seqSecond = peer.seqids()
+    peer.send(b"".join(peer.frame(peer.encode("getData", seqid, success=f"{seqid}!"))
+                       for seqid in (seqFirst, 999, seqSecond)))
+    assert (outcome(first), outcome(second)) == (f"{seqFirst}!", f"{seqSecond}!")
+    assert any("no pending call (seqid 999)" in str(event.get("log_format", "")) or
+               event.get("seqid") == 999 for event in logged), logged
+    assert peer.open
+
+
+def test_aCallbackClosingTheConnectionFailsTheRestOfItsRead(cutting: str) -> None:
+    peer = Peer()
+    calls = [peer.client.getData(str(i)) for i in range(3)]
+    seqids = peer.seqids()
+    def lose(result: str) -> str:
+        peer.lose()
+        return result
+
+    calls[0].addCallback(lose)
+    peer.send(b"".join(peer.frame(peer.encode("getData", seqid, success="x"))
+                       for seqid in seqids))
+    assert outcome(calls[0]) == "x"
+    for d in calls[1:]:
+        error = outcome(d)
+        assert isinstance(error, TTransportException), error
+        assert error.type == TTransportException.NOT_OPEN
+
+
+def test_aReadBroughtInByACallbackFollowsTheBytesBeforeIt(cutting: str) -> None:
+    # The first read ends inside the third reply; the first caller's callback
+    # brings in the rest (as a synchronous in-memory peer may).
+    peer = Peer()
+    calls = [peer.client.getData(str(i)) for i in range(4)]
+    seqids = peer.seqids()
+    data = b"".join(peer.frame(peer.encode("getData", seqid, success=f"{seqid}!"))
+                    for seqid in seqids)
+    cut = len(data) // 2 + 3
+    def bringTheRest(result: str) -> str:
+        peer.send(data[cut:])
+        return result
+
+    calls[0].addCallback(bringTheRest)
+    peer.send(data[:cut])
+    assert [outcome(d) for d in calls] == [f"{seqid}!" for seqid in seqids]
+    assert peer.open and peer.proto.pending == 0
+
+
+def test_aReplyNamedInBadUTF8AfterGoodOnesClosesAndSaysWhy(cutting: str) -> None:
+    peer = Peer()
+    good, bad = peer.client.getData("a"), peer.client.getData("b")
+    seqGood, seqBad = peer.seqids()
+    peer.send(peer.frame(peer.encode("getData", seqGood, success="a!")) +
+              lengthy(strict(b"get\xffData", seqBad)))
+    assert outcome(good) == "a!"
+    assert not peer.open
+    assert "unreadable reply header" in (peer.proto.refusal or "")
+    peer.lose()
+    error = outcome(bad)
+    assert isinstance(error, TTransportException), error
+    assert "unreadable reply header" in str(error)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("body", [
+    Echo.getData_args("small"), Echo.getData_args("x" * 5000), Echo.getData_args(),
+    Echo.echo_args(text="é" * 3000, repeat=2), Echo.echo_args(text="t", repeat=-1)],
+    ids=["small", "big", "unset", "big-with-another", "two-small"])
+def test_aMethodsEncoderWritesWhatTheCodecWrites(protocol: str, body: Any) -> None:
+    # What a client's calls of one method are encoded by, its lookups made
+    # once: the same bytes as the codec's encode, big strings or not.
+    codec = Codec(protocol)
+    name = type(body).__name__.removesuffix("_args")
+    encoder = codec.encoder(name, TMessageType.CALL, type(body))
+    for seqid in (1, 0x7FFFFFFF, -5):
+        assert encoder(seqid, body) == codec.encode(name, TMessageType.CALL, seqid, body)

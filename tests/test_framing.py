@@ -6,6 +6,7 @@ into messages.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
@@ -40,6 +41,7 @@ from txthrift import (
 from txthrift._framing import _Framed, detectFramer, makeFramer
 
 try:
+    from txthrift import _speedups
     from txthrift._speedups import skipFlat as compiledSkipFlat
 except ImportError:  # pragma: no cover - depends on the install
     compiledSkipFlat = None  # type: ignore[assignment]
@@ -308,23 +310,35 @@ def test_autoRefusesWhatIsNotThrift(first: bytes) -> None:
 class ScanCounter:
     """
     Feeds one big unframed binary message in 4 KiB pieces, counting the
-    scanner's calls and the bytes it steps over.
+    scanner's calls (scans, and walks over pieces), the bytes it steps over
+    and the bytes of the buffers it is handed to scan.
     """
 
     def __init__(self, message: bytes) -> None:
         self.proto = connected("buffered", "binary")
-        self.scans = self.steps = 0
+        self.scans = self.steps = self.walks = self.scanned = 0
         scanner = self.proto.framer._scanner  # type: ignore[union-attr]
         original = scanner.scan
 
         def counting(buffer: bytearray) -> int | None:
             before = scanner._pos
+            self.scanned += len(buffer)
             result = original(buffer)
             self.scans += 1
             self.steps += (result if result is not None else scanner._pos) - before
             return result
 
+        walkOriginal = scanner.walkPieces
+
+        def countingWalk(pieces: list[bytes]) -> tuple[int, int]:
+            before = scanner._pos
+            done, passed = walkOriginal(pieces)
+            self.walks += 1
+            self.steps += passed + scanner._pos - before
+            return done, passed
+
         scanner.scan = counting
+        scanner.walkPieces = countingWalk
         self.pieces = range(0, len(message), 4096)
         for start in self.pieces:
             self.proto.dataReceived(message[start:start + 4096])
@@ -351,6 +365,165 @@ def test_aLongFlatContainerIsNotRescannedForEveryPiece(walker: str) -> None:
     message = encode("binary", Item(id=1, counts={f"k{i:06d}": i for i in range(100_000)}))
     counted = ScanCounter(message)
     assert len(counted.pieces) > 300 and counted.scans < 40
+
+
+def stringsCall(protocol: str, strings: list[bytes]) -> bytes:
+    """
+    An unframed call whose arguments are one C{list<string>} field.
+    """
+    if protocol == "binary":
+        return (struct.pack(">Ii", 0x80010001, 4) + b"list" + struct.pack(">i", 1)
+                + b"\x0f\x00\x01\x0b" + struct.pack(">i", len(strings))
+                + b"".join(struct.pack(">i", len(each)) + each for each in strings) + b"\x00")
+    return (b"\x82\x21\x01\x04list\x19\xf8" + varint(len(strings))
+            + b"".join(varint(len(each)) + each for each in strings) + b"\x00")
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_aLongFlatContainerIsWalkedInThePiecesItCameIn(protocol: str, walker: str) -> None:
+    """
+    The elements of a long container of strings are walked across the
+    reads they came in: those reads are set aside themselves, not joined
+    into a buffer to be scanned, and the message is joined once, whole.
+    """
+    message = stringsCall(protocol, [b"%011d" % i for i in range(200_000)])
+    pieces = [message[start:start + 4096] for start in range(0, len(message), 4096)]
+    proto = connected("buffered", protocol)
+    framer: Any = proto.framer
+    for piece in pieces[:-1]:
+        proto.dataReceived(piece)
+    fed = {id(piece) for piece in pieces}
+    setAside = sum(len(held) for held in framer._passed if id(held) in fed)
+    assert setAside > 0.9 * len(message)
+    proto.dataReceived(pieces[-1])
+    assert proto.messages == [message]
+    assert framer.buffered() == 0
+
+
+def test_aLongFlatContainerIsWalkedOnceAndNotJoinedToBeScanned(walker: str) -> None:
+    message = stringsCall("binary", [b"%011d" % i for i in range(200_000)])
+    counted = ScanCounter(message)
+    assert counted.walks > 5
+    assert counted.steps <= len(message)
+    # What scan() is handed: the first read and the bytes around a walk's
+    # end, not the reads held while the container's elements came.
+    assert counted.scanned < 16 * 4096
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+@pytest.mark.parametrize("read", [1, 5, 4096, 65536])
+def test_aBadElementOfALongContainerIsRefusedAsWhenItCameWhole(protocol: str, read: int,
+                                                               walker: str) -> None:
+    """
+    A string over max_string_length among many good ones is refused with
+    the same error however the message is cut, before the message's end
+    has come (reads are held unwalked only until the least the container's
+    elements left could take).
+    """
+    strings = [b"%011d" % i for i in range(20_000)]
+    strings[12_345] = b"y" * 200
+    message = stringsCall(protocol, strings)
+    limits = Limits(max_string_length=100)
+    whole = connected("buffered", protocol, limits)
+    whole.dataReceived(message)
+    assert "string length 200 is outside 0..100 (max_string_length)" in str(whole.refusal)
+    proto = connected("buffered", protocol, limits)
+    badAt = message.index(b"y" * 200)
+    first = 0
+    if read < 4096:
+        # In small reads only around the bad string.
+        first = badAt - 100
+        for at in range(0, first, 4096):
+            proto.dataReceived(message[at:min(at + 4096, first)])
+    for start in range(first, len(message), read):
+        proto.dataReceived(message[start:start + read])
+        if proto.refusal is not None:
+            break
+    assert str(proto.refusal) == str(whole.refusal)
+    assert proto.messages == []
+    assert start + read < len(message)
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_aLongContainerPastMaxFrameSizeIsRefusedAsItComes(protocol: str, walker: str) -> None:
+    """
+    A container whose header fits max_frame_size but whose elements do not
+    is refused once they pass it, with what is held bounded by the limit.
+    """
+    message = stringsCall(protocol, [b"%030d" % i for i in range(20_000)])
+    limit = 300_000
+    assert len(message) > 2 * limit
+    proto = connected("buffered", protocol, Limits(max_frame_size=limit))
+    framer: Any = proto.framer
+    for start in range(0, len(message), 4096):
+        proto.dataReceived(message[start:start + 4096])
+        if proto.refusal is not None:
+            break
+        assert framer.buffered() <= limit
+    assert "max_frame_size" in str(proto.refusal)
+    assert start < limit + 4096
+
+
+@pytest.mark.parametrize("protocol", ["binary", "compact"])
+def test_aStringLimitPastCIntegersHoldsInTheFlatWalks(protocol: str, walker: str) -> None:
+    """
+    max_string_length past what a C integer holds is taken by the walks of
+    flat containers as it is by the rest (it cannot be reached anyway).
+    """
+    message = stringsCall(protocol, [b"%011d" % i for i in range(2_000)])
+    for read in (4096, len(message)):
+        proto = connected("buffered", protocol, Limits(max_string_length=2**70))
+        for start in range(0, len(message), read):
+            proto.dataReceived(message[start:start + read])
+        assert proto.messages == [message] and proto.refusal is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(protocol=st.sampled_from(["binary", "compact"]), data=st.data())
+def test_longFlatContainersCutAnywhereAgreeWithWhole(protocol: str,
+                                                    data: st.DataObject) -> None:
+    """
+    Calls of long lists of strings, some with a bad element (too long,
+    negative or a varint of 11 bytes) or cut short, fed in reads cut
+    anywhere: each walk (the C one and its Python twin) gives what feeding
+    the stream whole gives, read by read the same messages and held bytes.
+    """
+    sizes = data.draw(st.lists(st.integers(0, 40), min_size=20, max_size=300))
+    strings = [bytes([97 + size % 26]) * size for size in sizes]
+    stream = stringsCall(protocol, strings)
+    if data.draw(st.booleans()):
+        at = data.draw(st.integers(len(stream) // 4, len(stream) - 1))
+        bad = data.draw(st.sampled_from([b"\xff\xff\xff\xfe", b"\x80" * 11, b"\x00\x00\x01\x00"]))
+        stream = stream[:at] + bad + stream[at:]
+    stream += stream[:data.draw(st.integers(0, len(stream)))]
+    limits = Limits(max_string_length=data.draw(st.sampled_from([30, 100])))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=40)))
+    chunks = [stream[start:end] for start, end in pairwise([0, *cuts, len(stream)])]
+    outcomes = {}
+    for how in WALKS if compiledSkipFlat is not None else ["python"]:
+        with walking(how):
+            framer = makeFramer("buffered", protocol, limits)
+            got: list[Any] = []
+            for chunk in chunks:
+                try:
+                    got.append((framer.feed(chunk), framer.buffered()))
+                except FrameError as error:
+                    got.append((str(error), error.messages))
+                    break
+            wholeFramer = makeFramer("buffered", protocol, limits)
+            try:
+                whole: Any = (wholeFramer.feed(stream), wholeFramer.buffered())
+            except FrameError as error:
+                whole = (str(error), error.messages)
+        messages = [m for step in got if isinstance(step[0], list) for m in step[0]]
+        if isinstance(got[-1][0], str):
+            messages += got[-1][1]
+            assert isinstance(whole[0], str) and got[-1][0] == whole[0]
+            assert messages == whole[1]
+        else:
+            assert messages == whole[0] and got[-1][1] == whole[1]
+        outcomes[how] = got
+    assert len(set(map(repr, outcomes.values()))) == 1
 
 
 @pytest.mark.parametrize("protocol", ["binary", "compact"])
@@ -487,6 +660,73 @@ def test_theCompiledWalkDoesWhatThePythonOneDoes(container: tuple[bytes, int, in
                 continue
             arguments = (buffer, start, count, evenKind, oddKind, maxString)
             assert compiledSkipFlat(*arguments) == _scanning._skipFlatInPython(*arguments)
+
+
+@settings(max_examples=300, deadline=None)
+@given(container=flatContainers(), maxString=st.sampled_from([5, 100]), data=st.data())
+def test_theWalkAcrossPiecesIsTheWalkOfThemJoined(container: tuple[bytes, int, int, int],
+                                                  maxString: int, data: st.DataObject) -> None:
+    """
+    C{skipFlatPieces} and its Python twin walk pieces (empty ones, bytes and
+    bytearrays among them) as C{skipFlat} walks them joined, cut short at
+    every byte: the same elements left and the same offset, given as the
+    piece it is in and where in it.
+    """
+    body, count, evenKind, oddKind = container
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=6)))
+    asBytearray = data.draw(st.booleans())
+    start = data.draw(st.integers(0, 3))
+    walks = [_scanning._skipFlatPiecesInPython]
+    if compiledSkipFlat is not None:
+        walks.append(_speedups.skipFlatPieces)
+    for end in range(len(body) + 1):
+        bounds = [0, *(cut for cut in cuts if cut <= end), end]
+        pieces: list[Any] = [body[left:right] for left, right in pairwise(bounds)]
+        if asBytearray:
+            pieces[::2] = [bytearray(piece) for piece in pieces[::2]]
+        if start > end:
+            continue
+        joined = _scanning._skipFlatInPython(body[:end], start, count, evenKind, oddKind,
+                                             maxString)
+        for walk in walks:
+            index, pos, remaining, passed = walk(pieces, start, count, evenKind, oddKind,
+                                                 maxString)
+            assert (passed + pos, remaining) == joined
+            assert passed == sum(map(len, pieces[:index]))
+            assert index == len(pieces) or pos < len(pieces[index])
+
+
+def test_theCompiledWalkAcrossPiecesRefusesBadArguments() -> None:
+    if compiledSkipFlat is None:
+        pytest.skip(NOT_BUILT)
+    walk = _speedups.skipFlatPieces
+    with pytest.raises(ValueError, match="outside the pieces"):
+        walk([b"ab", b"c"], 4, 1, 1, 1, 10)
+    with pytest.raises(ValueError, match="outside the pieces"):
+        walk([b"ab"], -1, 1, 1, 1, 10)
+    with pytest.raises(TypeError, match="not bytes"):
+        walk([b"ab", memoryview(b"c")], 0, 1, 1, 1, 10)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        walk((b"ab",), 0, 1, 1, 1, 10)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        walk([b"ab"], 0)  # type: ignore[call-arg]
+    # The first bad argument's error, not the last's.
+    with pytest.raises(TypeError):
+        walk([b"ab"], None, 2**80, 1, 1, 10)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("walker", ["C", "Python"])
+def test_aStringAsLongAsAnyLimitStopsTheWalk(walker: str) -> None:
+    """
+    A compact string declaring 2**63 - 1 bytes under a limit as large (the
+    most a C size holds) stops the walk across pieces, as one too long for
+    any message must, rather than running its end past what a size holds.
+    """
+    if walker == "C" and compiledSkipFlat is None:
+        pytest.skip(NOT_BUILT)
+    walk = _speedups.skipFlatPieces if walker == "C" else _scanning._skipFlatPiecesInPython
+    longest = b"\xff" * 8 + b"\x7f"  # the varint of 2**63 - 1
+    assert walk([longest + b"x", b"y"], 0, 1, -3, -3, sys.maxsize) == (0, 0, 1, 0)
 
 
 def test_theCompiledWalkRefusesBadArguments() -> None:

@@ -250,7 +250,7 @@ def _request(name: str, seqid: int, args: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _sendThenHalfClose(port: int, data: bytes) -> bytes:
+def sendThenHalfClose(port: int, data: bytes) -> bytes:
     """
     Send C{data}, shut down the sending side, read until the server closes.
     """
@@ -285,7 +285,7 @@ async def test_halfClosedPeerGetsEveryReplyThenTheClose(hosted: Any, transport: 
                 for seqid in (1, 2, 3)]
     if transport == "framed":
         requests = [struct.pack(">I", len(r)) + r for r in requests]
-    received = await settle(deferToThread(_sendThenHalfClose, port, b"".join(requests)))
+    received = await settle(deferToThread(sendThenHalfClose, port, b"".join(requests)))
     codec = txthrift.Codec("binary")
     framer = txthrift._framing.makeFramer(transport, "binary", Limits())
     replies = []
@@ -476,7 +476,7 @@ async def test_wholeCallsBeforeBadBytesAreAnsweredThenTheClose(hosted: Any,
     requests = [_request("getData", seqid, Echo.getData_args(input=str(seqid)))
                 for seqid in (1, 2, 3)]
     data = b"".join(struct.pack(">I", len(r)) + r for r in requests) + b"\xff" * 8
-    received = await settle(deferToThread(_sendThenHalfClose, port, data))
+    received = await settle(deferToThread(sendThenHalfClose, port, data))
     codec = txthrift.Codec("binary")
     framer = txthrift._framing.makeFramer("framed", "binary", Limits())
     seqids = [codec.readHeader(message)[3] for message in framer.feed(received)]

@@ -63,6 +63,7 @@ from tests.test_interop import (
     inThread,
     within,
 )
+from tests.test_replies import sendThenHalfClose
 from txthrift import TTwisted
 from txthrift.web import CONTENT_TYPES, ThriftResource, ThriftSite, mounted
 
@@ -603,16 +604,44 @@ def exchangeAndGo(url: str, data: bytes) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("chunk", [False, True], ids=["plain", "chunked"])
 @pytest_twisted.ensureDeferred
-async def test_aClientThatGoesCancelsItsCall() -> None:
+async def test_aClientThatGoesCancelsItsCall(chunk: bool) -> None:
+    """
+    A client that closes its connection looks, to begin with, like one
+    that only stopped sending: its call is cancelled once no answer has
+    come for C{half_closed_timeout}, whoever reads its request.
+    """
     handler = Hardened()
-    async with httpServer(handler) as url:
+    async with httpServer(handler, half_closed_timeout=0.3) as url:
         body = request("slow", 30.0, "gone")
-        await inThread(exchangeAndGo, url, head(url, str(len(body))) + body)
+        data = (head(url) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunk
+                else head(url, str(len(body))) + body)
+        await inThread(exchangeAndGo, url, data)
         deadline = time.monotonic() + WAIT
         while handler.finished != ["gone cancelled"]:
             assert time.monotonic() < deadline, handler.finished
             await deferLater(reactor, 0.02)
+
+
+@pytest.mark.parametrize("chunk", [False, True], ids=["plain", "chunked"])
+@pytest_twisted.ensureDeferred
+async def test_aClientThatHalfClosesGetsItsAnswers(chunk: bool) -> None:
+    """
+    A client that shuts down its sending side after its requests (as some
+    HTTP/1.0-era clients do) still gets every answer; then the server
+    closes.
+    """
+    async with httpServer(Hardened()) as url:
+        quick, slow = request("ping", 1, seqid=1), request("slow", 0.2, "late", seqid=2)
+        last = (head(url) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(slow), slow) if chunk
+                else head(url, str(len(slow))) + slow)
+        port = int(url.split("/")[2].split(":")[1])
+        answer = await inThread(sendThenHalfClose, port,
+                                head(url, str(len(quick))) + quick + last)
+    first, second = answer.split(b"HTTP/1.1 200 OK")[1:]
+    assert reply("ping", first.split(b"\r\n\r\n", 1)[1]) == 2
+    assert reply("slow", second.split(b"\r\n\r\n", 1)[1]) == "late"
 
 
 # ---------------------------------------------------------------------------

@@ -7,11 +7,17 @@ that fails only its own call where the stream stays in sync),
 L{ClientFactory}, the generated-service surface L{Client}, and the seqid
 allocation L{nextSeqid} that L{txthrift.TTwisted}'s client shares.  Nothing
 here knows of servers, dispatch or hosting.
+
+Its hot path, for framed binary: the replies of a read are cut and their
+headers read in one loop (C{txthrift._speedups.cutReplies}, in C where it
+was built; L{_cutRepliesInPython} otherwise), and each call is encoded by
+an encoder made once per method (L{Codec.encoder}).
 """
 
 from __future__ import annotations
 
 import copy
+import struct
 from collections.abc import Callable, Container, Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
@@ -78,15 +84,67 @@ def encodeCall(codec: Codec, limits: Limits, method: Method, name: str, seqid: i
     @raise Exception: whatever the encoder raises for arguments it cannot
         encode.
     """
-    message = codec.encode(name, TMessageType.ONEWAY if method.oneway else TMessageType.CALL,
+    message = codec.encode(name, TMessageType.CALL if method.result else TMessageType.ONEWAY,
                            seqid, argsStruct)
-    limit = limits.max_frame_size
-    if len(message) > limit:
-        raise TTransportException(
-            TTransportException.SIZE_LIMIT,
-            f"the {shortName(name)} call is {len(message)} bytes, over this client's"
-            f" max_frame_size of {limit}; nothing was sent")
+    if len(message) > limits.max_frame_size:
+        raise callTooBig(name, len(message), limits.max_frame_size)
     return message
+
+
+def callTooBig(name: str, size: int, limit: int) -> TTransportException:
+    """
+    Why a call of C{size} bytes, over C{max_frame_size}, was not sent: the
+    server would close the connection, failing every call on it.
+    """
+    return TTransportException(
+        TTransportException.SIZE_LIMIT,
+        f"the {shortName(name)} call is {size} bytes, over this client's"
+        f" max_frame_size of {limit}; nothing was sent")
+
+
+_FRAME_LENGTH = struct.Struct(">i")
+# A strict binary message's version word, type and name length: the version
+# word 0x8001, then a byte nobody reads, then the type byte.
+_BINARY_START = struct.Struct(">HxBi")
+
+
+def _cutRepliesInPython(buffer: bytes, maxFrame: int, maxName: int,
+                        replies: list[tuple[int, int, str, bytes, int]]) -> int:
+    """
+    C{txthrift._speedups.cutReplies}, for where it was not built: append
+    C{(seqid, type, name, message, where its body starts)} for each frame
+    from the start of C{buffer} that is whole, of a length in
+    1..C{maxFrame}, holding a strict binary message whose name (UTF-8, at
+    most C{maxName} bytes) and seqid fit in it; stop at the first that is
+    not (the framer and the codec deal with it).
+
+    @return: the bytes taken.
+    """
+    size = len(buffer)
+    offset = 0
+    while size - offset >= 4:
+        (length,) = _FRAME_LENGTH.unpack_from(buffer, offset)
+        end = offset + 4 + length
+        if not 0 < length <= maxFrame or end > size or length < 12:
+            break
+        version, mtype, nameLength = _BINARY_START.unpack_from(buffer, offset + 4)
+        if version != 0x8001 or not 0 <= nameLength <= maxName or nameLength > length - 12:
+            break
+        nameEnd = offset + 12 + nameLength
+        try:
+            name = buffer[offset + 12 : nameEnd].decode("utf-8")
+        except UnicodeDecodeError:
+            break
+        (seqid,) = _FRAME_LENGTH.unpack_from(buffer, nameEnd)
+        replies.append((seqid, mtype, name, buffer[offset + 4 : end], 12 + nameLength))
+        offset = end
+    return offset
+
+
+try:
+    from ._speedups import cutReplies
+except ImportError:  # pragma: no cover - built without a C compiler
+    cutReplies = _cutRepliesInPython
 
 
 class CallTimeout(TTransportException):
@@ -98,18 +156,11 @@ class CallTimeout(TTransportException):
         super().__init__(TTransportException.TIMED_OUT, message)
 
 
-class _Call:
-    __slots__ = ("deferred", "method", "name", "replyHeaders", "timer")
-
-    def __init__(self, deferred: Deferred[Any], method: Method, name: str,
-                 timer: IDelayedCall | None, replyHeaders: bool = False) -> None:
-        self.deferred = deferred
-        self.method = method
-        #: The name sent on the wire (C{"Service:method"} when multiplexed).
-        self.name = name
-        self.timer = timer
-        #: Whether the caller wants the reply's THeader headers too.
-        self.replyHeaders = replyHeaders
+#: A call awaiting its reply: its Deferred, its method, the name it was sent
+#: as (C{"Service:method"} when multiplexed), its timer, and whether the
+#: caller wants the reply's THeader headers too.  A tuple, not an object:
+#: one is made and taken apart per call.
+_Call = tuple[Deferred[Any], Method, str, IDelayedCall | None, bool]
 
 
 class _Oversized(bytes):
@@ -166,6 +217,13 @@ class _ReplyFraming(_Framed):
                 self._headSize = 0
         self._skipping -= take
         return data[take:]
+
+    def holding(self) -> bool:
+        """
+        Whether a frame is begun or being skipped, so that what comes next
+        must go through L{feed}.
+        """
+        return bool(self._parts) or self._skipping > 0
 
     def buffered(self) -> int:
         """
@@ -244,11 +302,19 @@ class ReplyDecoding:
             return Failure(remote)
         return self._result(self._codec, method, iprot)
 
-    @staticmethod
-    def _result(codec: Codec, method: Method, iprot: Any) -> Any:
+    @classmethod
+    def _result(cls, codec: Codec, method: Method, iprot: Any) -> Any:
         assert method.result is not None
         result = method.result()
         codec.readBody(iprot, result)
+        return cls._outcome(method, result)
+
+    @staticmethod
+    def _outcome(method: Method, result: Any) -> Any:
+        """
+        A decoded result struct's outcome: the declared exception it holds,
+        its C{success}, or a failure saying it holds neither.
+        """
         for field, _ in method.exceptions:
             error = getattr(result, field)
             if error is not None:
@@ -315,6 +381,13 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         self._depthFloor, self._largeFrom = largeMessageSizes(
             transport, protocol, self.limits, self._codec.checksDepth)
         self._pending: dict[int, _Call] = {}
+        self._maxFrame = self.limits.max_frame_size
+        self._maxName = self.limits.string_limit
+        # What cuts framed strict binary replies, where they are.
+        self._cutReplies = cutReplies if (
+            transport == "framed" and self._headers is None and self._codec.plainBinary) else None
+        # Each method's call encoder, and the name it encodes.
+        self._encoders: dict[Method, tuple[str, Callable[[int, Any], bytes]]] = {}
         # Seqids of calls timed out or cancelled, in that order: the server
         # may still answer them, so no new call takes them until it does.
         self._abandoned: dict[int, None] = {}
@@ -357,25 +430,42 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
             raise ValueError(f"headers are for transport='header', not {self.transportName!r}")
         if self._lostReason is not None or self.transport is None:
             return fail(self._notConnected())
-        seqid = self._seqid = nextSeqid(self._seqid, self._pending, self._abandoned)
+        # nextSeqid, inlined for the common case: the next one up is free.
+        seqid = self._seqid % _MAX_SEQID + 1
+        if seqid in self._pending or seqid in self._abandoned:
+            seqid = nextSeqid(seqid, self._pending, self._abandoned)
+        self._seqid = seqid
         try:
-            message = encodeCall(self._codec, self.limits, method, name, seqid, argsStruct)
+            encoder = self._encoders.get(method)
+            if encoder is None or encoder[0] != name:
+                encoder = self._encoderOf(method, name)
+            message = encoder[1](seqid, argsStruct)
+            if len(message) > self._maxFrame:
+                raise callTooBig(name, len(message), self._maxFrame)
             if self._headers is not None:
                 # Its size is checked, as it is: THeader's header adds little, and
                 # a transform does not make a call over max_frame_size fit.
                 message = self._headers.seal(message, seqid, headers)
         except Exception:
             return fail()
-        if method.oneway:
+        if method.result is None:  # Oneway.
             self.sendMessage(message)
             return succeed(None)
         deferred: Deferred[Any] = Deferred(lambda d: self._forget(seqid))
         timer = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._timedOut, seqid, name, timeout)
-        self._pending[seqid] = _Call(deferred, method, name, timer, replyHeaders)
+        self._pending[seqid] = (deferred, method, name, timer, replyHeaders)
         self.sendMessage(message)
         return deferred
+
+    def _encoderOf(self, method: Method, name: str) -> tuple[str, Callable[[int, Any], bytes]]:
+        """
+        What encodes calls of C{method} sent as C{name}, kept for the next.
+        """
+        mtype = TMessageType.CALL if method.result else TMessageType.ONEWAY
+        encoder = self._encoders[method] = (name, self._codec.encoder(name, mtype, method.args))
+        return encoder
 
     def _notConnected(self) -> TTransportException:
         reason = self._lostReason
@@ -392,14 +482,15 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         call = self._pending.pop(seqid, None)
         if call is not None:
             self._abandon(seqid)
-            if call.timer is not None and call.timer.active():
-                call.timer.cancel()
+            timer = call[3]
+            if timer is not None and timer.active():
+                timer.cancel()
 
     def _timedOut(self, seqid: int, name: str, timeout: float) -> None:
         call = self._pending.pop(seqid, None)
         if call is not None:
             self._abandon(seqid)
-            call.deferred.errback(CallTimeout(f"{name} got no reply within {timeout} seconds"))
+            call[0].errback(CallTimeout(f"{name} got no reply within {timeout} seconds"))
 
     def _abandon(self, seqid: int) -> None:
         """
@@ -411,8 +502,6 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
             del abandoned[next(iter(abandoned))]
 
     def messageReceived(self, message: bytes) -> None:
-        # The rare paths are methods of their own; the common one (a reply
-        # to a pending call, small enough to decode at once) calls none.
         self._answered = True
         headers = self._headers
         try:
@@ -420,23 +509,79 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         except Exception as error:
             self._unreadableHeader(message, error)
             return
-        if headers is not None:
-            message = headers.payload
-        envelope = None if headers is None else headers.envelope
         call = self._pending.pop(seqid, None)
         if call is None:
             self._unexpected(name, seqid)
             return
-        if call.timer is not None and call.timer.active():
-            call.timer.cancel()
-        method = call.method
+        if headers is not None:
+            message = headers.payload
+        self._answer(call, name, mtype, message, iprot, headers)
+
+    def _handle(self, data: bytes) -> None:
+        # Framed strict binary replies are cut, and their headers read, in one
+        # loop (in C where txthrift._speedups was built), not message by
+        # message; and the common reply (a REPLY, small enough to decode at
+        # once) is answered here, calling nothing but the codec and the
+        # caller's callbacks.  The rest go the way of any other message.
+        framer = self.framer
+        cut = self._cutReplies
+        if cut is None or type(framer) is not _ReplyFraming or framer.holding():
+            super()._handle(data)
+            return
+        replies: list[tuple[int, int, str, bytes, int]] = []
+        taken = cut(data, self._maxFrame, self._maxName, replies)
+        # What follows goes to the framer before any reply is handed on, as
+        # all of a read does: a caller's callback may bring in the next read.
+        messages, refused = self._cut(data[taken:]) if taken < len(data) else ([], None)
+        if replies:
+            self._answered = True
+            pending = self._pending
+            codec = self._codec
+            largeFrom = self._largeFrom
+            for seqid, mtype, name, message, start in replies:
+                if self._broken:
+                    return
+                call = pending.pop(seqid, None)
+                if call is None:
+                    self._unexpected(name, seqid)
+                    continue
+                deferred, method, callName, timer, replyHeaders = call
+                if timer is not None and timer.active():
+                    timer.cancel()
+                if mtype != _REPLY or (name != callName and name != method.name) or (
+                        len(message) >= largeFrom or replyHeaders):
+                    self._answer(call, name, mtype, message, codec.readerAt(message, start), None)
+                    continue
+                assert method.result is not None
+                try:
+                    result = method.result()
+                    codec.readBodyAt(message, start, result)
+                except Exception as error:
+                    self._malformed(call, error)
+                    continue
+                if method.exceptions or not method.returnsValue or result.success is None:
+                    self._fire(call, self._outcome(method, result), None)
+                else:
+                    deferred.callback(result.success)
+        self._handOn(messages, refused)
+
+    def _answer(self, call: _Call, name: str, mtype: int, message: bytes, iprot: Any,
+                headers: ClientHeaders | None) -> None:
+        """
+        Answer C{call} with its reply, C{message}, whose header (C{name},
+        C{mtype}) C{iprot} has read.
+        """
+        timer = call[3]
+        if timer is not None and timer.active():
+            timer.cancel()
+        method = call[1]
         if type(message) is _Oversized:
             self._skipped(call, message.length)
             return
         # Checked in the order of Apache's generated clients: a server's
         # exception whatever its name, then the type, then the name.
         if (mtype != _REPLY and mtype != _EXCEPTION) or (
-                mtype == _REPLY and name != call.name and name != method.name):
+                mtype == _REPLY and name != call[2] and name != method.name):
             self._mismatched(call, name, mtype)
             return
         try:
@@ -447,12 +592,16 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
         except Exception as error:
             self._malformed(call, error)
             return
-        if call.replyHeaders:
-            outcome = withReplyHeaders(outcome, envelope)
+        self._fire(call, outcome, headers)
+
+    @staticmethod
+    def _fire(call: _Call, outcome: Any, headers: ClientHeaders | None) -> None:
+        if call[4]:
+            outcome = withReplyHeaders(outcome, None if headers is None else headers.envelope)
         if isinstance(outcome, Failure):
-            call.deferred.errback(outcome)
+            call[0].errback(outcome)
         else:
-            call.deferred.callback(outcome)
+            call[0].callback(outcome)
 
     def _unreadableHeader(self, message: bytes, error: Exception) -> None:
         # No call to fail alone: fail them all rather than leave one waiting
@@ -474,17 +623,17 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
                      name=shortName(name), seqid=seqid)
 
     def _skipped(self, call: _Call, length: int) -> None:
-        call.deferred.errback(TTransportException(
+        call[0].errback(TTransportException(
             TTransportException.SIZE_LIMIT,
-            f"the reply to {call.method.name} is {length} bytes, over this"
+            f"the reply to {call[1].name} is {length} bytes, over this"
             f" client's max_frame_size of {self.limits.max_frame_size}; it was skipped"))
 
     def _mismatched(self, call: _Call, name: str, mtype: int) -> None:
-        call.deferred.errback(mismatchedReply(call.method, name, mtype))
+        call[0].errback(mismatchedReply(call[1], name, mtype))
 
     def _malformed(self, call: _Call, error: Exception) -> None:
-        malformed = malformedReply(call.method, error)
-        call.deferred.errback(malformed)
+        malformed = malformedReply(call[1], error)
+        call[0].errback(malformed)
         why = str(malformed.message)
         if self.transportName != "framed":
             # Where the message ended was found by walking bytes the decoder
@@ -515,10 +664,10 @@ class ClientProtocol(ThriftMessageProtocol, ReplyDecoding):
             self._hint = (f" (the server closed it before any reply: if it expects {other}"
                           f" messages, connect with transport={other!r}; or it refused the"
                           f" call's service or method)")
-        for call in pending.values():
-            if call.timer is not None and call.timer.active():
-                call.timer.cancel()
-            call.deferred.errback(self._notConnected())
+        for deferred, _, _, timer, _ in pending.values():
+            if timer is not None and timer.active():
+                timer.cancel()
+            deferred.errback(self._notConnected())
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -666,6 +815,8 @@ def _clientMethod(method: Method, serviceName: str) -> Callable[..., Deferred[An
     ownHeaders = "headers" in method.argNames
 
     def call(self: Client, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        if not kwargs and not self._replyHeaders:
+            return self.protocol.call(method, self._prefix + name, args, kwargs, self.timeout)
         timeout = self.timeout
         if not ownTimeout and "timeout" in kwargs:
             timeout = kwargs.pop("timeout")

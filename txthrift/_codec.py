@@ -13,7 +13,9 @@ Knows nothing of sockets, the reactor, framing, services or handlers.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
@@ -172,7 +174,7 @@ _HEADER = struct.Struct(">iI")
 # A strict binary message's version, type and name length.
 _START = struct.Struct(">HxBi")
 _VERSION_1 = -0x7FFF0000  # 0x80010000 as an i32
-#: Encoded headers kept per codec.
+#: Encoders (see Codec.encoder) kept per codec.
 _MAX_HEADS = 4096
 
 # A field header (type, id) and a string's length.
@@ -333,6 +335,58 @@ def _compactMoved(body: Any, spec: Any) -> list[_Moved]:
     return moved
 
 
+def _binaryStart(message: bytes | bytearray,
+                 maxName: int) -> tuple[str, int, int, BytesIO] | None:
+    """
+    The header of a strict binary message -- 0x8001, a byte not read, the
+    type byte, the name as an i32 length and UTF-8 bytes, then the i32
+    seqid -- as (name, type, seqid, the message in a buffer positioned at
+    its body); C{None} for a message not so (old non-strict binary, cut
+    short) or whose name is over C{maxName}.  The twin of
+    C{txthrift._speedups.binaryStart}, used where that was not built.
+
+    @raise UnicodeDecodeError: for a name that is not UTF-8.
+    """
+    if len(message) < 12:
+        return None
+    version, mtype, length = _START.unpack_from(message)
+    end = 8 + length
+    if version != 0x8001 or not 0 <= length <= maxName or end + 4 > len(message):
+        return None
+    (seqid,) = _I32.unpack_from(message, end)
+    name = message[8:end].decode("utf-8")
+    body = BytesIO(message)
+    body.seek(end + 4)
+    return name, mtype, seqid, body
+
+
+try:
+    from ._speedups import binaryStart
+except ImportError:  # pragma: no cover - built without a C compiler
+    binaryStart = _binaryStart
+
+
+binaryMessage: Callable[[bytes, int, Any, tuple[Any, ...]], bytes | None] | None
+compactMessage: Callable[[int, int, bytes, Any, tuple[Any, ...]], bytes | None] | None
+try:
+    from ._speedups import binaryMessage, compactMessage
+except ImportError:  # pragma: no cover - built without a C compiler
+    binaryMessage = compactMessage = None  # Apache's coder writes every body.
+
+#: The field types C{binaryMessage} and C{compactMessage} write: bool, byte,
+#: double, i16, i32, i64 and string.
+_FLAT = frozenset((TType.BOOL, TType.BYTE, TType.DOUBLE, TType.I16, TType.I32, TType.I64,
+                   TType.STRING))
+
+
+def _isFlat(spec: Any) -> bool:
+    """
+    Whether every field of a C{thrift_spec} is of a type C{binaryMessage}
+    and C{compactMessage} write.
+    """
+    return all(field is None or field[1] in _FLAT for field in spec)
+
+
 def _stringFields(spec: Any) -> tuple[tuple[int, str], ...]:
     return tuple((field[0], field[2]) for field in spec
                  if field is not None and field[1] == TType.STRING)
@@ -383,9 +437,18 @@ class Codec:
         # with one parse into one reader, and written with one join.
         self._json = JSONMessages(self.factory) if outputFactory is None and isinstance(
             self.factory, JSONProtocolFactory) else None
+        # What encoder() made, by name, type and body class.
+        self._encoders: dict[tuple[str, int, type], Callable[[int, Any], bytes]] = {}
+        #: Encoders from L{encoder} that this codec's users keep, by keys of
+        #: their own (a server's dispatcher: by method), to find one per
+        #: message in one look-up; they live as long as the codec.
+        self.kept: dict[object, Callable[[int, Any], bytes]] = {}
         # Apache's C coder, called on whole structs (see _thriftinternals).
         coders = (decodeCompact, encodeCompact) if compact else (decodeBinary, encodeBinary)
         self._decode, self._encode = coders if self._fast else (None, None)
+        #: Whether messages are strict binary, read through this codec's
+        #: shortcut (L{readerAt} reads past headers read elsewhere).
+        self.plainBinary = self._fast and not self._compact
         if self._fast:
             self._maxName = limits.string_limit
             # One input buffer, pointed at each message in turn.
@@ -393,12 +456,8 @@ class Codec:
             self._reader = self.factory.getProtocol(self._input)
             self._chunks = _Chunks()
             self._writer = self.outputFactory.getProtocol(self._chunks)
-            # Encoded message headers (without the seqid) by name and type.
-            self._heads: dict[tuple[str, int], bytes] = {}
             # What the C coder is told about a struct class: [class, spec].
             self._typeArgs: dict[type, list[Any] | None] = {}
-            # Each struct class's string fields: (field id, attribute).
-            self._stringFields: dict[type, tuple[tuple[int, str], ...]] = {}
 
     def reader(self, message: bytes) -> TProtocolBase:
         """
@@ -423,17 +482,10 @@ class Codec:
                 buffer.seek(start)
                 self._input.cstringio_buf = buffer
                 return self._reader, name, mtype, seqid
-        elif self._fast and len(message) >= 12:
-            # Strict binary: 0x8001, a zero byte, the type byte, the name as
-            # an i32 length and UTF-8 bytes, then the i32 seqid.
-            version, mtype, length = _START.unpack_from(message)
-            end = 8 + length
-            if version == 0x8001 and 0 <= length <= self._maxName and end + 4 <= len(message):
-                name = message[8:end].decode("utf-8")
-                (seqid,) = _I32.unpack_from(message, end)
-                buffer = BytesIO(message)
-                buffer.seek(end + 4)
-                self._input.cstringio_buf = buffer
+        elif self._fast:
+            strict = binaryStart(message, self._maxName)
+            if strict is not None:
+                name, mtype, seqid, self._input.cstringio_buf = strict
                 return self._reader, name, mtype, seqid
         if self._json is not None:
             return self._json.readHeader(message)
@@ -473,6 +525,32 @@ class Codec:
         body.read(iprot)
         iprot.readMessageEnd()
 
+    def readerAt(self, message: bytes, start: int) -> TProtocolBase:
+        """
+        L{readHeader}'s protocol, for a strict binary message whose header
+        ends at C{start} (read by whoever cut the message), on a
+        L{plainBinary} codec: shared, as L{readHeader}'s is.
+        """
+        buffer = BytesIO(message)
+        buffer.seek(start)
+        self._input.cstringio_buf = buffer
+        return self._reader
+
+    def readBodyAt(self, message: bytes, start: int, body: Any) -> None:
+        """
+        L{readerAt} and L{readBody} in one, for a generated struct C{body}.
+        """
+        buffer = BytesIO(message)
+        buffer.seek(start)
+        self._input.cstringio_buf = buffer
+        decode = self._decode
+        typeArgs = None if decode is None else (
+            self._typeArgs.get(type(body)) or self._typeArgsOf(type(body)))
+        if decode is None or typeArgs is None:  # No C coder, or no thrift_spec.
+            body.read(self._reader)
+            return
+        decode(body, self._reader, typeArgs)
+
     def _typeArgsOf(self, cls: type) -> list[Any] | None:
         try:
             return self._typeArgs[cls]
@@ -486,46 +564,80 @@ class Codec:
         Encode a whole message around C{body} (an args or result struct or an
         exception).
         """
-        if self._fast:
-            # The header in two parts, around the body: one cached by name
-            # and type, one for the seqid (binary puts it last, compact
-            # between the type and the name).
-            cached = self._heads.get((name, mtype)) or self._head(name, mtype)
-            if self._compact:
-                first, second = _compactStart(mtype, seqid), cached
-            else:
-                first, second = cached, _I32.pack(seqid)
-            typeArgs = self._typeArgs.get(type(body)) or self._typeArgsOf(type(body))
-            encode = self._encode
-            if typeArgs is not None and encode is not None:
-                strings = self._stringFields.get(typeArgs[0])
-                if strings is None:
-                    strings = self._stringFields[typeArgs[0]] = _stringFields(typeArgs[1])
-                for field in strings:
-                    value = getattr(body, field[1], None)
-                    if value is not None and len(value) >= _BIG_STRING:
-                        return b"".join((first, second,
-                                         *self._encodeAround(body, typeArgs, strings)))
-                return b"".join((first, second, encode(body, typeArgs)))
-            return self._encodeInPython(first, second, body)
-        if self._json is not None:
-            return self._json.encode(name, mtype, seqid, body)
-        return encodeThrough(self.outputFactory, name, mtype, seqid, body)
+        cls = type(body)
+        encoder = self._encoders.get((name, mtype, cls)) or self.encoder(name, mtype, cls)
+        return encoder(seqid, body)
 
-    def _head(self, name: str, mtype: int) -> bytes:
+    def encoder(self, name: str, mtype: int, cls: type) -> Callable[[int, Any], bytes]:
         """
-        The part of a message header that L{encode} caches, by name and type:
-        binary's all but the seqid, compact's name.
+        L{encode} for messages named C{name} of type C{mtype} around bodies of
+        class C{cls}, as a function of the seqid and the body: what does not
+        change from one such message to the next (the header but its seqid,
+        how the C coder is told of C{cls}, its string fields) worked out
+        once, for callers encoding many alike (a server's replies to one
+        method).
+        """
+        encoder: Callable[[int, Any], bytes]
+        if self._fast:
+            encoder = self._fastEncoder(name, mtype, cls)
+        elif self._json is not None:
+            encoder = partial(self._json.encode, name, mtype)
+        else:
+            encoder = partial(encodeThrough, self.outputFactory, name, mtype)
+        if len(self._encoders) < _MAX_HEADS and mtype != TMessageType.EXCEPTION:
+            # Names of calls and replies are the service's own: few.
+            self._encoders[name, mtype, cls] = encoder
+        return encoder
+
+    def _fastEncoder(self, name: str, mtype: int, cls: type) -> Callable[[int, Any], bytes]:
+        """
+        L{encoder} for our own binary and compact codecs: the header in two
+        parts around the body, one made here and one for the seqid (binary
+        puts it last, compact between the type and the name), and the body
+        by the C coder where it can; a message of strings and numbers by
+        C{binaryMessage} or C{compactMessage}, whole.
         """
         encoded = name.encode("utf-8")
-        if self._compact:
-            head = varint(len(encoded)) + encoded
-        else:
-            head = _HEADER.pack(_VERSION_1 | mtype, len(encoded)) + encoded
-        if len(self._heads) < _MAX_HEADS and mtype != TMessageType.EXCEPTION:
-            # Names of calls and replies are the service's own: few.
-            self._heads[name, mtype] = head
-        return head
+        compact = self._compact
+        fixed = (varint(len(encoded)) + encoded if compact
+                 else _HEADER.pack(_VERSION_1 | mtype, len(encoded)) + encoded)
+        pack = _I32.pack
+        typeArgs = self._typeArgsOf(cls)
+        encode = self._encode
+        if typeArgs is None or encode is None:
+            def inPython(seqid: int, body: Any) -> bytes:
+                if compact:
+                    return self._encodeInPython(_compactStart(mtype, seqid), fixed, body)
+                return self._encodeInPython(fixed, pack(seqid), body)
+            return inPython
+        strings = _stringFields(typeArgs[1])
+        join = b"".join
+
+        def inC(seqid: int, body: Any) -> bytes:
+            if compact:
+                first, second = _compactStart(mtype, seqid), fixed
+            else:
+                first, second = fixed, pack(seqid)
+            for field in strings:
+                value = getattr(body, field[1], None)
+                if value is not None and len(value) >= _BIG_STRING:
+                    return join((first, second, *self._encodeAround(body, typeArgs, strings)))
+            return join((first, second, encode(body, typeArgs)))
+        if binaryMessage is None or compactMessage is None or not _isFlat(typeArgs[1]):
+            return inC
+        spec = typeArgs[1]
+
+        # A struct of strings and numbers (a call's arguments, a reply's
+        # result, most often) written whole in one pass, header and all;
+        # what it does not write, Apache's coder does.
+        def flat(seqid: int, body: Any) -> bytes:
+            message = binaryMessage(fixed, seqid, body, spec)
+            return inC(seqid, body) if message is None else message
+
+        def flatCompact(seqid: int, body: Any) -> bytes:
+            message = compactMessage(mtype, seqid, fixed, body, spec)
+            return inC(seqid, body) if message is None else message
+        return flatCompact if compact else flat
 
     def _encodeInPython(self, first: bytes, second: bytes, body: _Writable) -> bytes:
         """

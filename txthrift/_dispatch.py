@@ -183,8 +183,8 @@ class _HandlerDispatcher:
         kind = type(value)
         # Plain values are told apart by type first: isinstance against
         # Deferred (an ABC subclass) is the slow path.
-        if kind is Deferred or kind is CoroutineType or (
-                kind not in _PLAIN and isinstance(value, _ASYNC)):
+        if kind not in _PLAIN and (kind is Deferred or kind is CoroutineType
+                                   or isinstance(value, _ASYNC)):
             if not isinstance(value, Deferred):
                 value = Deferred.fromCoroutine(value)
             return value.addCallbacks(self._succeeded, self._failed,
@@ -194,7 +194,8 @@ class _HandlerDispatcher:
         return self._succeeded(value, codec, method, seqid)
 
     def _succeeded(self, value: object, codec: Codec, method: Method, seqid: int) -> bytes | None:
-        Outcome.last = "ok"
+        if Outcome.last != "ok":  # Read first: setting a class attribute costs more.
+            Outcome.last = "ok"
         if method.result is None:
             return None
         # One result struct per method serves every success: it is only
@@ -206,7 +207,7 @@ class _HandlerDispatcher:
         if keep:
             result.success = value
         try:
-            reply = codec.encode(method.name, _REPLY, seqid, result)
+            reply = (codec.kept.get(method) or self._encoder(codec, method))(seqid, result)
         except Exception:
             log.failure("cannot encode the result of {service}.{name}",
                         service=self.service.name, name=method.name)
@@ -226,6 +227,15 @@ class _HandlerDispatcher:
                 method.name, seqid, TApplicationException.INTERNAL_ERROR,
                 f"the result of {method.name} is larger than the server's max_frame_size")
         return reply
+
+    @staticmethod
+    def _encoder(codec: Codec, method: Method) -> Callable[[int, Any], bytes]:
+        """
+        What encodes C{method}'s replies in C{codec}, kept by the codec.
+        """
+        assert method.result is not None
+        encoder = codec.kept[method] = codec.encoder(method.name, _REPLY, method.result)
+        return encoder
 
     def _failed(self, failure: Failure, codec: Codec, method: Method, seqid: int) -> bytes | None:
         error = failure.value

@@ -161,8 +161,10 @@ class _Framed:
             if not data:
                 return messages
         size = len(data)
-        offset = 0
         limit = self._max
+        # The whole frames first, at once; then, in Python, what stopped
+        # that: a frame begun, or a length refused.
+        offset = cutFrames(data, limit, messages)
         while size - offset >= 4:
             (length,) = _I32.unpack_from(data, offset)
             if not 0 < length <= limit:
@@ -325,6 +327,12 @@ class _Unframed:
             if buffer:
                 pieces.insert(0, bytes(buffer))
                 buffer.clear()
+            if scanner.walkingFlat():
+                # Walked as they came, not joined (a million strings).
+                rest = self._walkHeld(pieces)
+                if rest is None:
+                    return messages
+                pieces = rest
             source = b"".join(pieces)
         elif len(buffer) > _SMALL_REST:
             # Not let go of (a JSON string): grown in place.
@@ -369,6 +377,27 @@ class _Unframed:
             if not source:
                 break
         return source
+
+    def _walkHeld(self, pieces: list[bytes]) -> list[bytes] | None:
+        """
+        Walk the elements of the flat container begun over C{pieces}, the
+        bytes held, and set aside the pieces walked past, whole.
+
+        @return: the pieces from the one the container ends in, to be
+            scanned on; C{None} if it has not ended yet, the rest held.
+        """
+        done, passed = self._scanner.walkPieces(pieces)
+        for piece in pieces[:done]:
+            self._passOn(piece)
+        self._passedSize += passed
+        rest = pieces[done:]
+        if not self._scanner.walkingFlat():
+            return rest
+        self._held = rest
+        self._heldSize = sum(map(len, rest))
+        if self._passedSize + self._heldSize > self._max:
+            raise FrameError(f"message is longer than {self._max} bytes (max_frame_size)")
+        return None
 
     def _whole(self, source: bytes | bytearray, end: int) -> bytes:
         """
@@ -467,6 +496,46 @@ def _addPiece(parts: list[Any], piece: bytes | memoryview) -> None:
         parts[-1] += piece
     else:
         parts.append(bytearray(piece))
+
+
+def _cutFrames(data: bytes, maxFrame: int, messages: list[bytes]) -> int:
+    """
+    Add to C{messages} each whole frame's message at the start of C{data},
+    one after another, stopping at a frame not whole or whose length is
+    outside 1..C{maxFrame}; return where the last ends.  The twin of
+    C{txthrift._speedups.cutFrames}, used where that was not built.
+    """
+    size = len(data)
+    offset = 0
+    while size - offset >= 4:
+        (length,) = _I32.unpack_from(data, offset)
+        end = offset + 4 + length
+        if not 0 < length <= maxFrame or end > size:
+            break
+        messages.append(data[offset + 4 : end])
+        offset = end
+    return offset
+
+
+def _withLengths(messages: list[bytes]) -> list[bytes]:
+    """
+    C{messages}, each after its length as a big-endian u32.
+    """
+    return [piece for message in messages for piece in (_U32.pack(len(message)), message)]
+
+
+def _joinFrames(messages: list[bytes]) -> bytes:
+    """
+    C{messages} joined, each after its length as a big-endian u32: the twin
+    of C{txthrift._speedups.joinFrames}, used where that was not built.
+    """
+    return b"".join(_withLengths(messages))
+
+
+try:
+    from ._speedups import cutFrames, joinFrames
+except ImportError:  # pragma: no cover - built without a C compiler
+    cutFrames, joinFrames = _cutFrames, _joinFrames
 
 
 def _dropped(source: bytes | bytearray, count: int) -> bytes | bytearray:
@@ -663,9 +732,15 @@ class ThriftMessageProtocol(Protocol):
         self._broken = False
         self._reading = False
         # What is to be sent, gathered so that it goes out in one write, not
-        # in a write (and poller update) per message.
+        # in a write (and poller update) per message: the messages, their
+        # size, the framer they were sent through (while it lasts), whether
+        # each goes after its length (all alike: a batch ends where that
+        # changes), and how many a batch holds at most.
         self._out: list[bytes] = []
         self._outSize = 0
+        self._outFramer: _Framer | None = None
+        self._outPrefixed = False
+        self._outMost = _BATCH_PIECES
         # On a TCP connection, what is sent during one turn of its reactor
         # goes out at the start of the next, straight onto the socket (see
         # txthrift._writing); on other transports, when each read is handled.
@@ -756,8 +831,9 @@ class ThriftMessageProtocol(Protocol):
         out = self._out
         if not out:
             return
-        big = self._outSize >= _BATCH_LIMIT and len(out) <= _GATHER_MOST
-        self._out, self._outSize = [], 0
+        prefixed = self._outPrefixed
+        big = self._outSize >= _BATCH_LIMIT and len(out) * (1 + prefixed) <= _GATHER_MOST
+        self._out, self._outSize, self._outFramer = [], 0, None
         transport = self.transport
         if transport is None:
             return
@@ -765,17 +841,25 @@ class ThriftMessageProtocol(Protocol):
             # Big messages go onto the socket as they are: joining them would
             # copy every byte once more, and the transport would send only
             # SEND_LIMIT (128 KiB) of them per turn of the reactor.
-            sendParts(transport, out)
+            sendParts(transport, _withLengths(out) if prefixed else out)
             return
-        # One string: the transport's writeSequence walks its items in
-        # Python, twice.
-        data = b"".join(out)
+        # One string (the transport's writeSequence walks its items in
+        # Python, twice), each message after its length if framed.
+        data = (joinFrames(out) or _joinFrames(out)) if prefixed else b"".join(out)
         if self._nextTurn is not None:
             send(transport, data)
         else:
             transport.write(data)
 
     def _handle(self, data: bytes) -> None:
+        messages, refused = self._cut(data)
+        self._handOn(messages, refused)
+
+    def _cut(self, data: bytes) -> tuple[list[bytes], FrameError | None]:
+        """
+        Cut C{data} into the whole messages it ends, keeping the rest; and
+        the refusal of bytes that break the framing, if any followed them.
+        """
         try:
             framer = self.framer
             if framer is None:
@@ -784,20 +868,24 @@ class ThriftMessageProtocol(Protocol):
                                       self.limits)
                 if framer is None:
                     self._partialHeld(len(self._head), False)
-                    return
+                    return [], None
                 self.framer = framer
                 self.transportName, self.protocolName = framer.transport, framer.protocol
                 data, self._head = self._head, b""
                 self.framingDetected()
             messages = framer.feed(data)
         except FrameError as error:
-            refused: FrameError | None = error
-            messages = error.messages
-        else:
-            refused = None
-            held = framer.buffered()
-            if held or self._partialSize:
-                self._partialHeld(held, bool(messages))
+            return error.messages, error
+        held = framer.buffered()
+        if held or self._partialSize:
+            self._partialHeld(held, bool(messages))
+        return messages, None
+
+    def _handOn(self, messages: list[bytes], refused: FrameError | None) -> None:
+        """
+        Hand C{messages} on, one by one, while this connection is not
+        broken; then close it for C{refused}.
+        """
         for message in messages:
             if self._broken:
                 return
@@ -972,20 +1060,37 @@ class ThriftMessageProtocol(Protocol):
         framer = self.framer
         assert framer is not None, "no message can be sent before the framing is known"
         out = self._out
-        if framer.prefixed:
-            out.append(_U32.pack(len(message)))
+        if not out:
+            self._startBatch(framer)
+        elif framer is not self._outFramer:
+            if framer.prefixed != self._outPrefixed:
+                # The framing changed (a SASL handshake's end): what is
+                # gathered goes as it was framed.
+                self._writeOut()
+                out = self._out
+            self._startBatch(framer)
         out.append(message)
         self._outSize += len(message)
-        if self._outSize >= _BATCH_LIMIT or len(out) >= _BATCH_PIECES:
+        if self._outSize >= _BATCH_LIMIT or len(out) >= self._outMost:
             # Hand a big batch over now, so that a transport whose buffer
             # fills can pause us before the rest of this read is handled.
             self._writeOut()
         elif not self._reading:
             self._release()
 
+    def _startBatch(self, framer: _Framer) -> None:
+        """
+        Gather messages to send as C{framer} frames them: each after its
+        length, or bare.
+        """
+        self._outFramer = framer
+        self._outPrefixed = prefixed = framer.prefixed
+        # A framed message is two pieces: its length and itself.
+        self._outMost = _BATCH_PIECES // 2 if prefixed else _BATCH_PIECES
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._broken = True
-        self._out, self._outSize = [], 0
+        self._out, self._outSize, self._outFramer = [], 0, None
         self._endPartial()
         if self._zlib is not None:
             self._zlib.connectionLost()

@@ -18,10 +18,11 @@ handed bytes and says where a message ends.
 
 What Python makes slow has C twins in C{txthrift._speedups}: the walk of a
 flat container's elements (C{skipFlat}, kept in step with
-L{_skipFlatInPython}), and the walk of a whole binary or compact message
-(C{messageEnd}, C{cutMessages}: a 13-byte getData call takes 0.05 us to be
-cut from a read in C, against 1.9 us walked here, and 0.23 us for a framed
-one's length prefix to be read).  The whole-message walk only ever accepts:
+L{_skipFlatInPython}; C{skipFlatPieces}, across the reads a message came in,
+with L{_skipFlatPiecesInPython}), and the walk of a whole binary or compact
+message (C{messageEnd}, C{cutMessages}: a 13-byte getData call takes 0.05
+us to be cut from a read in C, against 1.9 us walked here, and 0.23 us for a
+framed one's length prefix to be read).  The whole-message walk only ever accepts:
 a message not whole yet, or bad, is left to the Python walk, which resumes
 across reads and says what is wrong.  The C walks are used together or not
 at all (L{_compiled}).
@@ -208,6 +209,82 @@ def _skipFlatInPython(buffer: bytes | bytearray, pos: int, remaining: int, evenK
     return pos, remaining
 
 
+def _flatSize(head: bytes, kind: int, maxString: int) -> int | None:
+    """
+    The size of the flat element of C{kind} that C{head} starts with (at most
+    10 bytes of it); C{None} if C{head} ends before its header does, or it is
+    not a valid element (as L{_skipFlatInPython} judges).
+    """
+    if kind >= 0:
+        return kind
+    if kind == _I32_STRING:
+        if len(head) < 4:
+            return None
+        (length,) = _I32.unpack_from(head)
+        return 4 + length if 0 <= length <= maxString else None
+    try:
+        got = _readVarint(head, 0, len(head))
+    except FrameError:
+        return None
+    if got is None:
+        return None
+    if kind == _VARINT_STRING:
+        return got[1] + got[0] if got[0] <= maxString else None
+    return got[1]
+
+
+#: The most bytes of a flat element read to know its size: a varint's 10.
+_MOST_FLAT_HEAD: Final = 10
+
+
+def _headOf(pieces: list[bytes], index: int, pos: int, most: int) -> bytes:
+    """
+    Up to C{most} bytes of C{pieces} from C{pos} in C{pieces[index]} on.
+    """
+    head = b""
+    while index < len(pieces) and len(head) < most:
+        head += pieces[index][pos:pos + most - len(head)]
+        pos = 0
+        index += 1
+    return head
+
+
+def _skipFlatPiecesInPython(pieces: list[bytes], pos: int, remaining: int, evenKind: int,
+                            oddKind: int, maxString: int) -> tuple[int, int, int, int]:
+    """
+    What C{txthrift._speedups.skipFlatPieces} does, for when it was not built:
+    L{_skipFlatInPython} over C{pieces} as if joined, from C{pos} in the first.
+
+    @return: where the walk stopped (the index of a piece and an offset
+        inside it; C{len(pieces)} and 0 when all were walked), the elements
+        left, and the bytes of the pieces before that index.
+    """
+    index = passed = 0
+    count = len(pieces)
+    total = sum(map(len, pieces))
+    while True:
+        while index < count and pos >= len(pieces[index]):
+            pos -= len(pieces[index])
+            passed += len(pieces[index])
+            index += 1
+        if not remaining:
+            return index, pos, remaining, passed
+        if index < count:
+            piece = pieces[index]
+            pos, remaining = _skipFlatInPython(piece, pos, remaining, evenKind, oddKind,
+                                               maxString)
+            if not remaining or pos >= len(piece):
+                continue
+        # The element at pos runs past its piece (or is bad), or there are
+        # no more bytes (for a fixed width, it may need none).
+        kind = oddKind if remaining & 1 else evenKind
+        size = _flatSize(_headOf(pieces, index, pos, _MOST_FLAT_HEAD), kind, maxString)
+        if size is None or pos + size > total - passed:
+            return index, pos, remaining, passed
+        pos += size
+        remaining -= 1
+
+
 try:
     from . import _speedups
 except ImportError:  # pragma: no cover - built without a C compiler
@@ -290,6 +367,30 @@ class Scanner:
         """
         return 0
 
+    def walkingFlat(self) -> bool:
+        """
+        Whether the scan stopped among the elements of a flat container
+        (strings and numbers only), which L{walkPieces} goes on with.
+        """
+        return False
+
+    def walkPieces(self, pieces: list[bytes]) -> tuple[int, int]:
+        """
+        Go on with the flat container's elements (see L{walkingFlat}) over
+        C{pieces}, the bytes from where the buffer last scanned starts, as
+        they came: a container of a million strings is walked across the
+        reads it came in without copying them into one buffer.
+
+        The scanner lets go of the pieces it walked past (as L{release}
+        does): its offsets and L{need} then count from the first piece it
+        did not.  Once the container has ended, L{scan} goes on with that
+        piece and those after it, joined.
+
+        @return: how many pieces it let go of, and their bytes.
+        @raise FrameError: if an element breaks a limit.
+        """
+        raise NotImplementedError
+
     def _checkEnd(self, end: int) -> None:
         if end + self._base > self._maxFrame:
             raise FrameError(f"message is longer than {self._maxFrame} bytes (max_frame_size)")
@@ -364,6 +465,10 @@ class _StructScanner(Scanner):
     def __init__(self, limits: Limits) -> None:
         self._stack: list[_Open] = []
         super().__init__(limits)
+        # For the flat walks, in C a C integer: no length past it can be
+        # whole, so the walk stops at it either way, and the Python check
+        # that follows names the limit given.
+        self._flatMaxString = min(self._maxString, sys.maxsize)
         if _speedups is not None:
             # A string or container over max_frame_size cannot be in a
             # message within it: the C walk takes the limits as C integers.
@@ -563,6 +668,34 @@ class _StructScanner(Scanner):
         finally:
             self._pos, self._pending = pos, ttype
 
+    def walkingFlat(self) -> bool:
+        return self._pending == _FLAT_WALK
+
+    def walkPieces(self, pieces: list[bytes]) -> tuple[int, int]:
+        top = self._stack[-1]
+        evenKind, oddKind = self._KINDS[top.evenType], self._KINDS[top.oddType]
+        walk = _skipFlatPiecesInPython if _skipFlat is _skipFlatInPython else (
+            _speedups.skipFlatPieces)
+        index, pos, remaining, passed = walk(pieces, self._pos, top.remaining, evenKind,
+                                             oddKind, self._flatMaxString)
+        self._base += passed
+        self._pos = pos
+        top.remaining = remaining
+        if remaining:
+            # The next element is not whole (or is bad: this raises).
+            kind = oddKind if remaining & 1 else evenKind
+            head = _headOf(pieces, index, pos, _MOST_FLAT_HEAD)
+            least = pos + self._elementSize(head, 0, len(head), kind) + (remaining - 1) * min(
+                _leastSize(evenKind), _leastSize(oddKind))
+            self._checkEnd(least)
+            self.need = least
+        else:
+            self._stack.pop()
+            self._pending = _NO_VALUE
+            self.need = 0
+            self._checkEnd(pos)
+        return index, passed
+
     def _walkFlat(self, buffer: bytes | bytearray, pos: int, size: int, evenKind: int,
                   oddKind: int, remaining: int) -> tuple[int, int]:
         """
@@ -573,7 +706,7 @@ class _StructScanner(Scanner):
             left, L{need} says how long the buffer must get before they can
             all be there.
         """
-        pos, remaining = _skipFlat(buffer, pos, remaining, evenKind, oddKind, self._maxString)
+        pos, remaining = _skipFlat(buffer, pos, remaining, evenKind, oddKind, self._flatMaxString)
         if remaining:
             # The next element is not whole (or is bad: this raises).
             kind = oddKind if remaining & 1 else evenKind

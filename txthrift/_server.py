@@ -159,7 +159,9 @@ class ServerProtocol(ThriftMessageProtocol):
         self._ended: float | None = None
         self._endedCall: IDelayedCall | None = None
         self._probeCall: IDelayedCall | None = None
-        # Read per message, so kept at hand.
+        # Read per message, so kept at hand, on the instance (a class
+        # attribute read through an instance is Python's slower path).
+        self._headers = self._observer = self._dispatched = None
         self._idleTimeout = self.limits.idle_timeout
         self._callTimeout = self.limits.call_timeout
         self._maxPending = self.limits.max_pending
@@ -479,12 +481,12 @@ class ServerProtocol(ThriftMessageProtocol):
             self.close()
 
     def _updateReading(self) -> None:
-        if not self.connected or self._readClosed:
-            return
+        transport: Any = self.transport
+        if not self.connected or self._readClosed or getattr(transport, "disconnecting", False):
+            return  # Closing: what it reads no longer matters.
         pause = self._writePaused or bool(self._queue)
         if pause != self._readPaused:
             self._readPaused = pause
-            transport: Any = self.transport
             if pause:
                 transport.pauseProducing()
                 self._armProbe()

@@ -16,9 +16,14 @@
  * - skipFlat walks the elements of one container whose elements are all
  *   "flat" (fixed width, varints or strings), for the Python scanner: a
  *   container of a million strings must not cost a turn of its loop each.
+ *   skipFlatPieces walks them across the pieces a message came in, so that
+ *   a big one is not joined to be walked.
  *
  * Tally, below, counts calls for txthrift.metrics; accessLines makes the
- * lines of its access log.
+ * lines of its access log; cutReplies cuts a client's framed replies.
+ * cutFrames, binaryStart, joinFrames and binaryMessage, at the end, take a
+ * framed binary call's per-message framing and header, and the writing of a
+ * flat reply, out of Python.
  *
  * This module is optional: txthrift/_scanning.py does all of it in Python
  * when it was not compiled; the kinds below are its _I32_STRING, _VARINT,
@@ -411,25 +416,41 @@ PyDoc_STRVAR(skipFlat_doc,
 "element that is not whole, or is a string longer than maxString, a negative\n"
 "one or a varint of more than 10 bytes.");
 
+/*
+ * The five integers after the first argument of skipFlat and
+ * skipFlatPieces: pos, remaining, evenKind, oddKind and maxString, each
+ * checked as it is read (a second bad one must not hide the first's error).
+ */
+static int
+walkArguments(PyObject *const *args, Py_ssize_t *values)
+{
+    int index;
+
+    for (index = 0; index < 5; index++) {
+        values[index] = PyLong_AsSsize_t(args[index + 1]);
+        if (values[index] == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyObject *
 skipFlat(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
-    Py_ssize_t pos, remaining, evenKind, oddKind, maxString, size;
+    Py_ssize_t values[5], pos, remaining, evenKind, oddKind, maxString, size;
     const unsigned char *data;
 
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "skipFlat takes exactly 6 arguments");
         return NULL;
     }
-    pos = PyLong_AsSsize_t(args[1]);
-    remaining = PyLong_AsSsize_t(args[2]);
-    evenKind = PyLong_AsSsize_t(args[3]);
-    oddKind = PyLong_AsSsize_t(args[4]);
-    maxString = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred()) {
+    if (walkArguments(args, values) < 0) {
         return NULL;
     }
+    pos = values[0], remaining = values[1], evenKind = values[2], oddKind = values[3];
+    maxString = values[4];
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
@@ -1035,12 +1056,922 @@ PyDoc_STRVAR(accessLines_doc,
 "accessLines(entries, prefixes, prefixOf, stamps, stampOf, longest) -> bytes\n\n"
 "The access log's lines of entries, as txthrift._accesslog.formatLines makes them.");
 
+/*
+ * The walk of skipFlatPieces: a flat container's elements across the pieces
+ * of a message as they came, so that they need not be joined to be walked.
+ */
+
+/*
+ * Walk the whole elements of a flat container in data[pos:size], counting
+ * them off *remaining (as skipFlat does); return where the walk stopped.
+ *
+ * Strings of one length (a list<string> of ids, say) are walked as a run: the
+ * next element is taken to be as long as the last, and its length is only
+ * compared, so that where each element starts does not wait on reading the
+ * one before it.
+ */
+static Py_ssize_t
+flatRun(const unsigned char *data, Py_ssize_t pos, Py_ssize_t size, Py_ssize_t *remaining,
+        Py_ssize_t evenKind, Py_ssize_t oddKind, Py_ssize_t maxString)
+{
+    Py_ssize_t left = *remaining;
+    int strings = evenKind == oddKind && (evenKind == BINARY_STRING || evenKind == COMPACT_STRING);
+
+    while (left > 0) {
+        Py_ssize_t end = elementEnd(data, pos, size, (left & 1) ? oddKind : evenKind, maxString);
+        if (end < 0) {
+            break;
+        }
+        if (strings) {
+            /* The same header (i32 length, or a one-byte varint) is the same
+             * length, already checked against maxString. */
+            Py_ssize_t stride = end - pos;
+            if (evenKind == BINARY_STRING) {
+                int32_t length = readI32(data + pos);
+                pos = end;
+                left--;
+                while (left > 0 && size - pos >= stride && readI32(data + pos) == length) {
+                    pos += stride;
+                    left--;
+                }
+                continue;
+            }
+            if (!(data[pos] & 0x80)) {
+                unsigned char header = data[pos];
+                pos = end;
+                left--;
+                while (left > 0 && size - pos >= stride && data[pos] == header) {
+                    pos += stride;
+                    left--;
+                }
+                continue;
+            }
+        }
+        pos = end;
+        left--;
+    }
+    *remaining = left;
+    return pos;
+}
+
+/* The bytes and size of a piece: a bytes or a bytearray, as checked before. */
+static const unsigned char *
+pieceAt(PyObject *pieces, Py_ssize_t index, Py_ssize_t *size)
+{
+    PyObject *piece = PyList_GET_ITEM(pieces, index);
+    if (PyBytes_Check(piece)) {
+        *size = PyBytes_GET_SIZE(piece);
+        return (const unsigned char *)PyBytes_AS_STRING(piece);
+    }
+    *size = PyByteArray_GET_SIZE(piece);
+    return (const unsigned char *)PyByteArray_AS_STRING(piece);
+}
+
+/*
+ * The size of the element of the given kind at (index, pos), whose start runs
+ * past its piece: its header read across the pieces; -1 if they end before
+ * its header does, or it is bad (see elementEnd).
+ */
+static Py_ssize_t
+crossingSize(PyObject *pieces, Py_ssize_t index, Py_ssize_t pos, Py_ssize_t kind,
+             Py_ssize_t maxString)
+{
+    unsigned char head[MAX_VARINT];
+    Py_ssize_t got = 0, count = PyList_GET_SIZE(pieces), after;
+    uint64_t length;
+
+    if (kind >= 0) {
+        return kind;
+    }
+    while (got < MAX_VARINT && index < count) {
+        Py_ssize_t size;
+        const unsigned char *data = pieceAt(pieces, index, &size);
+        Py_ssize_t take = size - pos < MAX_VARINT - got ? size - pos : MAX_VARINT - got;
+        memcpy(head + got, data + pos, (size_t)take);
+        got += take;
+        pos = 0;
+        index++;
+    }
+    if (kind == BINARY_STRING) {
+        int32_t signedLength;
+        if (got < 4) {
+            return -1;
+        }
+        signedLength = readI32(head);
+        return signedLength < 0 || signedLength > maxString ? -1 : 4 + (Py_ssize_t)signedLength;
+    }
+    after = varintEnd(head, 0, got, &length);
+    if (after < 0 || kind == VARINT) {
+        return after;
+    }
+    /* The second bound keeps after + length a Py_ssize_t whatever the limit. */
+    if (kind != COMPACT_STRING || length > (uint64_t)maxString
+            || length > (uint64_t)(PY_SSIZE_T_MAX - after)) {
+        return -1;
+    }
+    return after + (Py_ssize_t)length;
+}
+
+PyDoc_STRVAR(skipFlatPieces_doc,
+"skipFlatPieces(pieces, pos, remaining, evenKind, oddKind, maxString)\n"
+"    -> (index, pos, remaining, passed)\n\n"
+"skipFlat over the bytes of `pieces` (a list of bytes or bytearray) as if\n"
+"joined, from `pos` in the first: elements may run across pieces.  Returns\n"
+"where the walk stopped as a piece's index and an offset in it (the offset\n"
+"inside that piece: past a piece's end is the next piece's start, and\n"
+"index == len(pieces) when all were walked), the elements left, and the\n"
+"bytes of the pieces before index.");
+
+static PyObject *
+skipFlatPieces(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *pieces;
+    Py_ssize_t values[5], pos, remaining, evenKind, oddKind, maxString, index, count;
+    Py_ssize_t total = 0, passed = 0;
+
+    if (nargs != 6 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "skipFlatPieces(pieces, pos, remaining, evenKind, oddKind, maxString)");
+        return NULL;
+    }
+    pieces = args[0];
+    if (walkArguments(args, values) < 0) {
+        return NULL;
+    }
+    pos = values[0], remaining = values[1], evenKind = values[2], oddKind = values[3];
+    maxString = values[4];
+    count = PyList_GET_SIZE(pieces);
+    for (index = 0; index < count; index++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, index);
+        if (PyBytes_Check(piece)) {
+            total += PyBytes_GET_SIZE(piece);
+        } else if (PyByteArray_Check(piece)) {
+            total += PyByteArray_GET_SIZE(piece);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "skipFlatPieces: a piece is not bytes or bytearray");
+            return NULL;
+        }
+    }
+    if (pos < 0 || pos > total) {
+        PyErr_SetString(PyExc_ValueError, "pos is outside the pieces");
+        return NULL;
+    }
+    /* No Python code runs below: the list and its pieces stay as they are. */
+    index = 0;
+    for (;;) {
+        Py_ssize_t size, elementSize;
+        const unsigned char *data;
+        /* Into the piece pos is in (past empty ones and those walked). */
+        while (index < count) {
+            pieceAt(pieces, index, &size);
+            if (pos < size) {
+                break;
+            }
+            pos -= size;
+            passed += size;
+            index++;
+        }
+        if (remaining <= 0) {
+            break;
+        }
+        if (index < count) {
+            data = pieceAt(pieces, index, &size);
+            pos = flatRun(data, pos, size, &remaining, evenKind, oddKind, maxString);
+            if (remaining <= 0 || pos >= size) {
+                continue;
+            }
+        }
+        /* The element at pos is not whole in its piece (or is bad), or
+         * there are no more bytes (for a fixed width, it may need none). */
+        elementSize = crossingSize(pieces, index, pos, (remaining & 1) ? oddKind : evenKind,
+                                   maxString);
+        if (elementSize < 0 || elementSize > total - passed - pos) {
+            break;
+        }
+        pos += elementSize;
+        remaining--;
+    }
+    return Py_BuildValue("nnnn", index, pos, remaining, passed);
+}
+
+/*
+ * cutReplies: the frames a client reads, cut and their message headers read
+ * in one loop, for txthrift/_client.py (whose _cutRepliesInPython is its
+ * twin).  Each frame is a big-endian i32 length, 1..maxFrame, then a strict
+ * binary message: the version word 0x8001, a byte nobody reads, the type
+ * byte, the name as an i32 length (0..maxName) and UTF-8 bytes, the i32
+ * seqid, then the body.  For each such frame whole in buffer, from its
+ * start, it appends (seqid, type, name, message, where its body starts in
+ * message) to replies; it stops at the first that is not one (not whole
+ * yet, or anything else), leaving it to the framer and the codec, which
+ * say what is wrong.  It returns the bytes it took.
+ */
+static uint32_t
+bigEndian32(const unsigned char *data)
+{
+    return (uint32_t)data[0] << 24 | (uint32_t)data[1] << 16 | (uint32_t)data[2] << 8 | data[3];
+}
+
+static PyObject *
+oneReply(const unsigned char *message, Py_ssize_t length, Py_ssize_t maxName)
+{
+    /* The reply of a frame of length bytes at message, or NULL: with an
+     * exception set only for a failure of Python's (memory). */
+    if (length < 12 || message[0] != 0x80 || message[1] != 0x01)
+        return NULL;
+    int32_t nameLength = (int32_t)bigEndian32(message + 4);
+    if (nameLength < 0 || nameLength > maxName || (Py_ssize_t)nameLength > length - 12)
+        return NULL;
+    PyObject *name = PyUnicode_DecodeUTF8((const char *)message + 8, nameLength, NULL);
+    if (name == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return NULL;
+        PyErr_Clear();  /* Not UTF-8: the codec refuses it, saying so. */
+        return NULL;
+    }
+    Py_ssize_t bodyStart = 12 + (Py_ssize_t)nameLength;
+    int32_t seqid = (int32_t)bigEndian32(message + 8 + nameLength);
+    PyObject *reply = PyTuple_New(5);
+    PyObject *items[4] = {
+        PyLong_FromLong(seqid), PyLong_FromLong(message[3]),
+        PyBytes_FromStringAndSize((const char *)message, length),
+        PyLong_FromSsize_t(bodyStart),
+    };
+    if (reply == NULL || items[0] == NULL || items[1] == NULL || items[2] == NULL ||
+            items[3] == NULL) {
+        Py_XDECREF(reply);
+        Py_DECREF(name);
+        for (int i = 0; i < 4; i++)
+            Py_XDECREF(items[i]);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(reply, 0, items[0]);
+    PyTuple_SET_ITEM(reply, 1, items[1]);
+    PyTuple_SET_ITEM(reply, 2, name);
+    PyTuple_SET_ITEM(reply, 3, items[2]);
+    PyTuple_SET_ITEM(reply, 4, items[3]);
+    return reply;
+}
+
+static PyObject *
+cutReplies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "cutReplies(buffer, maxFrame, maxName, replies)");
+        return NULL;
+    }
+    Py_ssize_t maxFrame = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t maxName = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *data = view.buf;
+    Py_ssize_t size = view.len, pos = 0;
+    while (size - pos >= 4) {
+        int32_t length = (int32_t)bigEndian32(data + pos);
+        if (length < 1 || length > maxFrame || length > size - pos - 4)
+            break;
+        PyObject *reply = oneReply(data + pos + 4, length, maxName);
+        if (reply == NULL) {
+            if (PyErr_Occurred()) {
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            break;
+        }
+        int appended = PyList_Append(args[3], reply);
+        Py_DECREF(reply);
+        if (appended < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        pos += 4 + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(pos);
+}
+
+PyDoc_STRVAR(cutReplies_doc,
+"cutReplies(buffer, maxFrame, maxName, replies) -> int\n\n"
+"Append (seqid, type, name, message, body start) for each whole framed strict\n"
+"binary message from the start of buffer to replies; return the bytes taken.");
+
+/*
+ * The small framed binary call's path, per message: frames cut out of a read,
+ * a strict binary message's header read, replies framed and joined into one
+ * write.  Each has a Python twin (txthrift/_framing.py, txthrift/_codec.py)
+ * doing the same where this module was not compiled; done in Python, they
+ * cost a 13-byte call about a quarter of its server time.
+ */
+
+PyDoc_STRVAR(cutFrames_doc,
+"cutFrames(data, maxFrame, messages) -> int\n\n"
+"Append to the list messages, as bytes, each whole frame's message at the\n"
+"start of data (a big-endian i32 length, then that many bytes), one after\n"
+"another, and return where the last ends.  Stops at a frame not whole or\n"
+"whose length is outside 1..maxFrame: the Python loop deals with it.");
+
+static PyObject *
+cutFrames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t maxFrame, start = 0;
+    const unsigned char *data;
+
+    if (nargs != 3 || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "cutFrames(data, maxFrame, messages: list)");
+        return NULL;
+    }
+    maxFrame = PyLong_AsSsize_t(args[1]);
+    if (maxFrame == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    data = (const unsigned char *)view.buf;
+    while (view.len - start >= 4) {
+        /* The length as a signed i32: one with its top bit set is negative,
+         * and refused below as the Python loop refuses it. */
+        int32_t length = readI32(data + start);
+        PyObject *message;
+        if (length <= 0 || length > maxFrame || length > view.len - start - 4) {
+            break;
+        }
+        message = PyBytes_FromStringAndSize((const char *)data + start + 4, length);
+        if (message == NULL || PyList_Append(args[2], message) < 0) {
+            Py_XDECREF(message);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(message);
+        start += 4 + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(start);
+}
+
+/* Put item (a new reference, or NULL on an error) in the new tuple; -1 for NULL. */
+static int
+setItem(PyObject *tuple, Py_ssize_t index, PyObject *item)
+{
+    if (item == NULL) {
+        return -1;
+    }
+    PyTuple_SET_ITEM(tuple, index, item);
+    return 0;
+}
+
+PyDoc_STRVAR(binaryStart_doc,
+"binaryStart(message, maxName) -> (name, type, seqid, body) or None\n\n"
+"The header of a strict binary message (0x80 0x01, a byte not read, the type\n"
+"byte, the name as an i32 length and UTF-8, the i32 seqid), and an io.BytesIO\n"
+"of message positioned where its body begins; None when message is shorter\n"
+"than 12 bytes, does not start with 0x8001, or its name is longer than\n"
+"maxName or than the message holds.  Raises UnicodeDecodeError for a name\n"
+"that is not UTF-8.");
+
+/* io.BytesIO and the name of its seek method, looked up at the first call. */
+static PyObject *bytesIO = NULL;
+static PyObject *seekName = NULL;
+
+/* A BytesIO of message (sharing its bytes) positioned at start. */
+static PyObject *
+bytesIOAt(PyObject *message, Py_ssize_t start)
+{
+    PyObject *buffer, *position, *moved;
+    if (bytesIO == NULL) {
+        PyObject *io = PyImport_ImportModule("io");
+        if (io == NULL) {
+            return NULL;
+        }
+        bytesIO = PyObject_GetAttrString(io, "BytesIO");
+        Py_DECREF(io);
+        if (bytesIO == NULL) {
+            return NULL;
+        }
+    }
+    if (seekName == NULL && (seekName = PyUnicode_InternFromString("seek")) == NULL) {
+        return NULL;
+    }
+    buffer = PyObject_CallOneArg(bytesIO, message);
+    position = buffer == NULL ? NULL : PyLong_FromSsize_t(start);
+    moved = position == NULL ? NULL : PyObject_CallMethodOneArg(buffer, seekName, position);
+    Py_XDECREF(position);
+    if (moved == NULL) {
+        Py_XDECREF(buffer);
+        return NULL;
+    }
+    Py_DECREF(moved);
+    return buffer;
+}
+
+/*
+ * A limit given as a Python int, in *limit: one past what a Py_ssize_t holds
+ * (max_string_length may be any size) is PY_SSIZE_T_MAX, more than any
+ * message holds; one below is -1, which nothing is within.  -1 on an error.
+ */
+static int
+limitOf(PyObject *value, Py_ssize_t *limit)
+{
+    int overflow;
+    long long given = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (given == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow || given > PY_SSIZE_T_MAX || given < -1) {
+        *limit = (overflow > 0 || given > PY_SSIZE_T_MAX) ? PY_SSIZE_T_MAX : -1;
+    } else {
+        *limit = (Py_ssize_t)given;
+    }
+    return 0;
+}
+
+static PyObject *
+binaryStart(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t maxName, end;
+    const unsigned char *data;
+    int32_t length, seqid;
+    int mtype;
+    PyObject *name, *result;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "binaryStart(message, maxName)");
+        return NULL;
+    }
+    if (limitOf(args[1], &maxName) < 0 || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    data = (const unsigned char *)view.buf;
+    if (view.len < 12 || data[0] != 0x80 || data[1] != 0x01) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    length = readI32(data + 4);
+    end = 8 + (Py_ssize_t)length;
+    if (length < 0 || length > maxName || end > view.len - 4) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    mtype = data[3];
+    seqid = readI32(data + end);
+    name = PyUnicode_DecodeUTF8((const char *)data + 8, length, NULL);
+    PyBuffer_Release(&view);
+    if (name == NULL) {
+        return NULL;
+    }
+    result = PyTuple_New(4);
+    if (result == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, name);
+    if (setItem(result, 1, PyLong_FromLong(mtype)) < 0
+        || setItem(result, 2, PyLong_FromLong(seqid)) < 0
+        || setItem(result, 3, bytesIOAt(args[0], end + 4)) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+PyDoc_STRVAR(joinFrames_doc,
+"joinFrames(messages) -> bytes\n\n"
+"The messages of the list, each after its length as a big-endian u32, as one\n"
+"string: what b''.join makes of the prefixes and messages interleaved; None\n"
+"where one is not bytes (a bytearray, say: the caller joins those itself).");
+
+static PyObject *
+joinFrames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t count, total = 0, i;
+    PyObject *list, *joined;
+    char *out;
+
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "joinFrames(messages: list)");
+        return NULL;
+    }
+    list = args[0];
+    count = PyList_GET_SIZE(list);
+    for (i = 0; i < count; i++) {
+        PyObject *message = PyList_GET_ITEM(list, i);
+        Py_ssize_t size;
+        if (!PyBytes_Check(message)) {
+            Py_RETURN_NONE;
+        }
+        size = PyBytes_GET_SIZE(message);
+        if (size > 0xFFFFFFFFLL || total > PY_SSIZE_T_MAX - 4 - size) {
+            PyErr_SetString(PyExc_OverflowError, "a frame too long to prefix");
+            return NULL;
+        }
+        total += 4 + size;
+    }
+    joined = PyBytes_FromStringAndSize(NULL, total);
+    if (joined == NULL) {
+        return NULL;
+    }
+    out = PyBytes_AS_STRING(joined);
+    /* The list is only read above and here, with nothing run in between that
+     * could change it: its items and their sizes are as counted. */
+    for (i = 0; i < count; i++) {
+        PyObject *message = PyList_GET_ITEM(list, i);
+        Py_ssize_t size = PyBytes_GET_SIZE(message);
+        uint32_t length = (uint32_t)size;
+        out[0] = (char)(length >> 24);
+        out[1] = (char)(length >> 16);
+        out[2] = (char)(length >> 8);
+        out[3] = (char)length;
+        memcpy(out + 4, PyBytes_AS_STRING(message), size);
+        out += 4 + size;
+    }
+    return joined;
+}
+
+PyDoc_STRVAR(binaryMessage_doc,
+"binaryMessage(head, seqid, body, spec) -> bytes or None\n\n"
+"A whole binary message: head (its version word, type and name), the i32\n"
+"seqid, then body's fields as its thrift_spec spec lists them, as Apache's C\n"
+"coder writes them, when each field set is flat: a str or bytes in a string\n"
+"field, an int in an integer field within its range, a bool in a bool field,\n"
+"a float in a double field, each of exactly that type.  None for any other\n"
+"body (a container, a struct, a value of another type, anything that would\n"
+"not encode), for Apache's coder to write or refuse.");
+
+/* Binary protocol field types (Thrift's TType) written here. */
+#define TYPE_BOOL 2
+#define TYPE_BYTE 3
+#define TYPE_DOUBLE 4
+#define TYPE_I16 6
+#define TYPE_I32 8
+#define TYPE_I64 10
+#define TYPE_STRING 11
+/* The most fields set that a body written here may have. */
+#define MOST_FLAT 16
+
+typedef struct {
+    int type;
+    int fid;
+    PyObject *value;     /* a new reference */
+    const char *data;    /* a string's bytes */
+    Py_ssize_t size;     /* its length */
+    long long number;    /* an integer's or bool's value */
+} FlatField;
+
+/* Read one field's value from body into *field: 1 if set and flat, 0 if not
+ * set, -1 if not flat (no error left set), -2 if reading it raised anything
+ * but AttributeError (the error left set: a property's MemoryError, say, is
+ * not swallowed). */
+static int
+flatField(PyObject *body, PyObject *entry, FlatField *field)
+{
+    PyObject *value;
+    int overflow = 0;
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3
+        || !PyLong_Check(PyTuple_GET_ITEM(entry, 0)) || !PyLong_Check(PyTuple_GET_ITEM(entry, 1))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(entry, 2))) {
+        return -1;
+    }
+    field->fid = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+    field->type = (int)PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
+    if (PyErr_Occurred() || field->fid < -32768 || field->fid > 32767) {
+        PyErr_Clear();
+        return -1;
+    }
+    value = PyObject_GetAttr(body, PyTuple_GET_ITEM(entry, 2));
+    if (value == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -2;
+        }
+        PyErr_Clear();
+        return -1;
+    }
+    if (value == Py_None) {
+        Py_DECREF(value);
+        return 0;
+    }
+    field->value = value;
+    switch (field->type) {
+    case TYPE_STRING:
+        if (PyUnicode_CheckExact(value) && PyUnicode_IS_COMPACT_ASCII(value)) {
+            /* Its UTF-8 is its own data: nothing is made or kept. */
+            field->data = PyUnicode_AsUTF8AndSize(value, &field->size);
+        } else if (PyUnicode_CheckExact(value)) {
+            /* Encoded for this message alone: AsUTF8AndSize would keep a
+             * UTF-8 copy inside the string for as long as it lives. */
+            PyObject *encoded = PyUnicode_AsUTF8String(value);
+            field->data = NULL;
+            if (encoded != NULL) {
+                Py_DECREF(value);
+                value = field->value = encoded;
+                field->data = PyBytes_AS_STRING(encoded);
+                field->size = PyBytes_GET_SIZE(encoded);
+            }
+        } else if (PyBytes_CheckExact(value)) {
+            field->data = PyBytes_AS_STRING(value);
+            field->size = PyBytes_GET_SIZE(value);
+        } else {
+            field->data = NULL;
+        }
+        if (field->data != NULL && field->size <= INT32_MAX) {
+            return 1;
+        }
+        break;
+    case TYPE_BOOL:
+        if (PyBool_Check(value)) {
+            field->number = value == Py_True;
+            return 1;
+        }
+        break;
+    case TYPE_DOUBLE:
+        if (PyFloat_CheckExact(value)) {
+            return 1;
+        }
+        break;
+    case TYPE_BYTE: case TYPE_I16: case TYPE_I32: case TYPE_I64:
+        if (PyLong_CheckExact(value)) {
+            long long lowest = field->type == TYPE_BYTE ? INT8_MIN : field->type == TYPE_I16
+                ? INT16_MIN : field->type == TYPE_I32 ? INT32_MIN : INT64_MIN;
+            field->number = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (!overflow && !PyErr_Occurred() && field->number >= lowest
+                && field->number <= -(lowest + 1)) {
+                return 1;
+            }
+        }
+        break;
+    }
+    PyErr_Clear();
+    Py_DECREF(value);
+    return -1;
+}
+
+/* Write value's `width` low bytes big-endian at out; return what follows. */
+static char *
+bigEndian(char *out, unsigned long long value, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)(value & 0xFF);
+        value >>= 8;
+    }
+    return out + width;
+}
+
+/* Read body's fields, as spec lists them, into fields (each holding a new
+ * reference; *count of them): 1 if every field set is flat, 0 if one is not
+ * or there are more than MOST_FLAT, -1 if reading one raised (error set). */
+static int
+flatFields(PyObject *body, PyObject *spec, FlatField *fields, Py_ssize_t *count)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < PyTuple_GET_SIZE(spec); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(spec, i);
+        int found;
+        if (entry == Py_None) {
+            continue;
+        }
+        if (*count == MOST_FLAT) {
+            return 0;
+        }
+        found = flatField(body, entry, &fields[*count]);
+        if (found < 0) {
+            return found == -2 ? -1 : 0;
+        }
+        *count += found;
+    }
+    return 1;
+}
+
+static PyObject *
+binaryMessage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    FlatField fields[MOST_FLAT];
+    Py_ssize_t count = 0, size, i;
+    PyObject *message = NULL;
+    long long seqid;
+    int overflow, flat, failed, found;
+    char *out;
+
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "binaryMessage(head: bytes, seqid, body, spec: tuple)");
+        return NULL;
+    }
+    seqid = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (seqid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow || seqid < INT32_MIN || seqid > INT32_MAX) {
+        Py_RETURN_NONE;
+    }
+    size = PyBytes_GET_SIZE(args[0]) + 4 + 1;
+    found = flatFields(args[2], args[3], fields, &count);
+    flat = found > 0;
+    failed = found < 0;
+    for (i = 0; i < count && flat; i++) {
+        const FlatField *field = &fields[i];
+        size += 3 + (field->type == TYPE_STRING ? 4 + field->size
+                     : field->type == TYPE_BOOL || field->type == TYPE_BYTE ? 1
+                     : field->type == TYPE_I16 ? 2 : field->type == TYPE_I32 ? 4 : 8);
+    }
+    if (flat) {
+        message = PyBytes_FromStringAndSize(NULL, size);
+    }
+    if (message != NULL) {
+        out = PyBytes_AS_STRING(message);
+        memcpy(out, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]));
+        out = bigEndian(out + PyBytes_GET_SIZE(args[0]), (unsigned long long)seqid, 4);
+        for (i = 0; i < count; i++) {
+            FlatField *field = &fields[i];
+            *out++ = (char)field->type;
+            out = bigEndian(out, (unsigned long long)field->fid, 2);
+            switch (field->type) {
+            case TYPE_STRING:
+                out = bigEndian(out, (unsigned long long)field->size, 4);
+                memcpy(out, field->data, field->size);
+                out += field->size;
+                break;
+            case TYPE_DOUBLE: {
+                double number = PyFloat_AS_DOUBLE(field->value);
+                uint64_t bits;
+                memcpy(&bits, &number, 8);
+                out = bigEndian(out, bits, 8);
+                break;
+            }
+            default:
+                out = bigEndian(out, (unsigned long long)field->number,
+                                field->type == TYPE_BOOL || field->type == TYPE_BYTE ? 1
+                                : field->type == TYPE_I16 ? 2 : field->type == TYPE_I32 ? 4 : 8);
+            }
+        }
+        *out = 0; /* the struct's stop */
+    }
+    for (i = 0; i < count; i++) {
+        Py_DECREF(fields[i].value);
+    }
+    if (failed || (message == NULL && flat)) {
+        return NULL; /* no memory, or reading a field raised */
+    }
+    return message != NULL ? message : Py_NewRef(Py_None);
+}
+
+PyDoc_STRVAR(compactMessage_doc,
+"compactMessage(mtype, seqid, named, body, spec) -> bytes or None\n\n"
+"binaryMessage for the compact protocol: the protocol id, version and type\n"
+"mtype, the seqid's 32-bit pattern as a varint, named (the name's varint\n"
+"length and bytes), then body's flat fields as Apache's compact coder writes\n"
+"them; None for any other body.");
+
+/* Write value as a varint (7 bits a byte, low first) at out; return what follows. */
+static char *
+varintAt(char *out, uint64_t value)
+{
+    while (value > 0x7F) {
+        *out++ = (char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    *out++ = (char)value;
+    return out;
+}
+
+/* The compact protocol's type of each binary protocol type written here. */
+static int
+compactType(const FlatField *field)
+{
+    switch (field->type) {
+    case TYPE_BOOL: return field->number ? 1 : 2;
+    case TYPE_BYTE: return 3;
+    case TYPE_I16: return 4;
+    case TYPE_I32: return 5;
+    case TYPE_I64: return 6;
+    case TYPE_DOUBLE: return 7;
+    default: return 8; /* TYPE_STRING */
+    }
+}
+
+static PyObject *
+compactMessage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    FlatField fields[MOST_FLAT];
+    Py_ssize_t count = 0, size, i;
+    PyObject *message = NULL;
+    long long seqid, mtype;
+    int overflow, flat, last = 0, failed, found;
+    char *start, *out;
+
+    if (nargs != 5 || !PyBytes_Check(args[2]) || !PyTuple_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "compactMessage(mtype, seqid, named: bytes, body, spec: tuple)");
+        return NULL;
+    }
+    mtype = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+    if (mtype == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow || mtype < 0 || mtype > 7) {
+        Py_RETURN_NONE;
+    }
+    seqid = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (seqid == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow || seqid < INT32_MIN || seqid > INT32_MAX) {
+        Py_RETURN_NONE;
+    }
+    /* At most: 2 bytes, a 5-byte seqid, the name, a stop byte; each field's
+     * header 4 bytes and its value 10 (a varint), 8, or 5 and its bytes. */
+    size = 2 + 5 + PyBytes_GET_SIZE(args[2]) + 1;
+    found = flatFields(args[3], args[4], fields, &count);
+    flat = found > 0;
+    failed = found < 0;
+    for (i = 0; i < count && flat; i++) {
+        size += 4 + (fields[i].type == TYPE_STRING ? 5 + fields[i].size : 10);
+    }
+    if (flat) {
+        message = PyBytes_FromStringAndSize(NULL, size);
+    }
+    if (message != NULL) {
+        start = out = PyBytes_AS_STRING(message);
+        *out++ = (char)0x82;
+        *out++ = (char)((mtype << 5) | 1);
+        out = varintAt(out, (uint32_t)seqid);
+        memcpy(out, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]));
+        out += PyBytes_GET_SIZE(args[2]);
+        for (i = 0; i < count; i++) {
+            FlatField *field = &fields[i];
+            int type = compactType(field), step = field->fid - last;
+            /* A field's id as a step from the last one's, in the type byte's
+             * high 4 bits, when 1 to 15; else whole, a zigzag varint after. */
+            if (step > 0 && step <= 15) {
+                *out++ = (char)((step << 4) | type);
+            } else {
+                *out++ = (char)type;
+                out = varintAt(out, ((uint32_t)field->fid << 1)
+                                    ^ (field->fid < 0 ? UINT32_MAX : 0)); /* zigzag */
+            }
+            last = field->fid;
+            switch (field->type) {
+            case TYPE_BOOL:
+                break; /* in the type */
+            case TYPE_BYTE:
+                *out++ = (char)field->number;
+                break;
+            case TYPE_STRING:
+                out = varintAt(out, (uint64_t)field->size);
+                memcpy(out, field->data, field->size);
+                out += field->size;
+                break;
+            case TYPE_DOUBLE: {
+                /* Little-endian, as Apache's compact protocol writes it. */
+                double number = PyFloat_AS_DOUBLE(field->value);
+                uint64_t bits;
+                memcpy(&bits, &number, 8);
+                for (int b = 0; b < 8; b++) {
+                    *out++ = (char)(bits & 0xFF);
+                    bits >>= 8;
+                }
+                break;
+            }
+            default: {
+                /* zigzag: 0, -1, 1, -2... as 0, 1, 2, 3... */
+                uint64_t n = (uint64_t)field->number;
+                out = varintAt(out, (n << 1) ^ (field->number < 0 ? UINT64_MAX : 0));
+            }
+            }
+        }
+        *out++ = 0; /* the struct's stop */
+        if (_PyBytes_Resize(&message, out - start) < 0) {
+            message = NULL;
+        }
+    }
+    for (i = 0; i < count; i++) {
+        Py_DECREF(fields[i].value);
+    }
+    if (failed || (message == NULL && flat)) {
+        return NULL;
+    }
+    return message != NULL ? message : Py_NewRef(Py_None);
+}
+
 static PyMethodDef methods[] = {
     {"skipFlat", (PyCFunction)(void (*)(void))skipFlat, METH_FASTCALL, skipFlat_doc},
     {"messageEnd", (PyCFunction)(void (*)(void))messageEndFunction, METH_FASTCALL,
      messageEnd_doc},
     {"cutMessages", (PyCFunction)(void (*)(void))cutMessages, METH_FASTCALL, cutMessages_doc},
     {"accessLines", (PyCFunction)(void (*)(void))accessLines, METH_FASTCALL, accessLines_doc},
+    {"skipFlatPieces", (PyCFunction)(void (*)(void))skipFlatPieces, METH_FASTCALL,
+     skipFlatPieces_doc},
+    {"cutReplies", (PyCFunction)(void (*)(void))cutReplies, METH_FASTCALL, cutReplies_doc},
+    {"cutFrames", (PyCFunction)(void (*)(void))cutFrames, METH_FASTCALL, cutFrames_doc},
+    {"binaryStart", (PyCFunction)(void (*)(void))binaryStart, METH_FASTCALL, binaryStart_doc},
+    {"joinFrames", (PyCFunction)(void (*)(void))joinFrames, METH_FASTCALL, joinFrames_doc},
+    {"binaryMessage", (PyCFunction)(void (*)(void))binaryMessage, METH_FASTCALL,
+     binaryMessage_doc},
+    {"compactMessage", (PyCFunction)(void (*)(void))compactMessage, METH_FASTCALL,
+     compactMessage_doc},
     {NULL, NULL, 0, NULL},
 };
 

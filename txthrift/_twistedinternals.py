@@ -42,10 +42,11 @@ What is relied on, why, and what happens without it:
     decide whether to send C{100 Continue}.  Should a Twisted call them
     otherwise, C{tests/test_internals.py} fails; L{txthrift.web} still
     refuses an oversized body (after reading it) with the same answer.
-    L{txthrift.web} also reads C{HTTPChannel.requests} (the requests under
-    way, to time each from its first byte) and sets C{persistent} (to close
-    after a refusal), attributes the channel keeps undocumented; guarded
-    the same way.
+    L{txthrift._webchannel} also reads C{HTTPChannel.requests} (the
+    requests under way, to time each from its first byte, and to close a
+    half-closed connection once they are answered) and sets C{persistent}
+    (to close after a refusal), attributes the channel keeps undocumented;
+    guarded the same way.
 
 The socket itself comes from C{getHandle()} (L{ITCPTransport}).
 """

@@ -210,6 +210,7 @@ class _ThriftWebSocket:
     factory: Any
     sendMessage: Callable[..., None]
     sendCloseFrame: Callable[..., None]
+    dropConnection: Callable[..., None]
     failedByMe: bool
     _partialCall: IDelayedCall | None = None
     #: Bytes of the message arriving, counted against the partial budget.
@@ -254,6 +255,11 @@ class _ThriftWebSocket:
         log.warn("closing Thrift WebSocket connection from {peer}: {reason}",
                  peer=peerText(self.transport), reason=reason)
         self.closeWith(_POLICY_VIOLATION, reason)
+        # A peer part-way through a frame cannot answer with its own close
+        # frame (what it sends is that frame's payload): waiting for one
+        # would hold the connection for the closing handshake's timeout.
+        # The close frame goes first; then the connection is closed.
+        self.dropConnection(abort=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._partialCall is not None:

@@ -2,7 +2,8 @@
 Thrift over HTTP, served by C{twisted.web}: L{ThriftResource}, one Thrift
 message per C{POST} body answered with one message, and L{ThriftSite}, the
 C{Site} that refuses a body over the limit while it arrives and knows its
-connections, for a graceful stop.
+connections, for a graceful stop (its connections, which read the plain
+requests Thrift clients send themselves, are L{txthrift._webchannel}'s).
 
 A request goes the way a TCP one does: its protocol told from its first
 byte by the framing layer's detection, decoded by a shared L{Codec},
@@ -14,15 +15,20 @@ call at all, and a content type per protocol.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import partial
 from types import ModuleType
-from typing import Any, Final
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from thrift.protocol.TProtocol import TProtocolBase
 from thrift.Thrift import TApplicationException, TMessageType
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -31,7 +37,6 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from ._budget import budgetFor
-from ._codec import CONTENT_TYPES as _CODEC_CONTENT_TYPES
 from ._codec import Codec
 from ._context import Origin, callingFrom, doneCalling, originOf
 from ._dispatch import (
@@ -43,31 +48,26 @@ from ._dispatch import (
     exceptionReply,
     makeDispatcher,
 )
-from ._framing import PROTOCOLS, checkChoice, detectFramer, peerText
+from ._framing import PROTOCOLS, checkChoice, detectFramer
 from ._limits import Limits, defaultReactor
 from ._observing import ICallObserver
 from ._scanning import FrameError, largeMessageSizes
 from ._service import shortName
-from ._twistedinternals import WatchedRequest
 from ._waiters import Waiters
+from ._webchannel import CONTENT_TYPES, TEXT, Channel, ThriftRequest, refusal
 
 __all__ = ["CONTENT_TYPES", "ThriftResource", "ThriftSite", "mounted"]
 
 log = Logger(namespace="txthrift.web")
 
-#: The C{Content-Type} of a reply in each protocol (L{txthrift._codec.CONTENT_TYPES}).
-CONTENT_TYPES: Final = {protocol: media.encode("ascii")
-                        for protocol, media in _CODEC_CONTENT_TYPES.items()}
 
 _CALL, _ONEWAY = TMessageType.CALL, TMessageType.ONEWAY
-_TEXT = b"text/plain; charset=utf-8"
 #: The most characters of a peer-chosen text (a method name, a decoder's
 #: complaint) an error answer or log line repeats.
 _MOST_SHOWN = 200
-#: Seconds a connection whose request was refused (413, 408) keeps reading,
-#: and dropping, what its client still sends, so that the client reads the
-#: answer instead of a reset; then it is cut off.
-_REFUSED_GRACE = 10.0
+#: A path whose plain requests a connection reads itself: one needing no
+#: escapes, which a request names in one way only.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
 
 
 def _shown(text: str) -> str:
@@ -90,11 +90,9 @@ def _plain(request: Any, code: int, why: str) -> bytes:
     Answer C{request} with C{code} and C{why} as text (a request that is no
     Thrift call: no Thrift reply can say so).
     """
-    log.info("refused an HTTP request from {peer}: {code} {why}",
-             peer=peerText(getattr(request, "transport", None)), code=code, why=why)
-    body = (why + "\n").encode()
+    body = refusal(getattr(request, "transport", None), code, why)
     request.setResponseCode(code)
-    request.setHeader(b"Content-Type", _TEXT)
+    request.setHeader(b"Content-Type", TEXT)
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
 
@@ -112,17 +110,71 @@ def _body(request: Any, most: int) -> bytes | None:
     return data if len(data) <= most else None
 
 
+class _Exchange(TypingProtocol):
+    """
+    One request's way back to its client: a C{twisted.web} request's
+    (L{_WebExchange}), or that of a request its connection read itself
+    (L{txthrift._webchannel.Answer}), so that both are answered by the same
+    code.
+    """
+
+    def origin(self, service: str) -> Origin:
+        """
+        Where the request comes from, its headers included.
+        """
+
+    def thrift(self, protocol: str, reply: bytes) -> None:
+        """
+        Answer C{200} with a Thrift reply (empty for oneway).
+        """
+
+    def plain(self, code: int, why: str) -> None:
+        """
+        Answer C{code} with C{why} as text: the request is no Thrift call.
+        """
+
+    def whenGone(self, lost: Callable[[], None]) -> None:
+        """
+        Call C{lost} should the client go before its answer.
+        """
+
+
+class _WebExchange:
+    """
+    A C{twisted.web} request's way back to its client.
+    """
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+    def origin(self, service: str) -> Origin:
+        return _originOf(self.request, service)
+
+    def thrift(self, protocol: str, reply: bytes) -> None:
+        _thrift(self.request, protocol, reply, finish=True)
+
+    def plain(self, code: int, why: str) -> None:
+        request = self.request
+        request.write(_plain(request, code, why))
+        request.finish()
+
+    def whenGone(self, lost: Callable[[], None]) -> None:
+        self.request.notifyFinish().addErrback(lambda failure: lost())
+
+
 class _Call:
     """
     One request whose reply a handler is still computing.
     """
 
-    __slots__ = ("codec", "mtype", "name", "request", "seqid", "started", "timer")
+    __slots__ = ("codec", "exchange", "mtype", "name", "seqid", "started", "timer")
 
-    def __init__(self, request: Any, codec: Codec, name: str, mtype: int, seqid: int,
-                 started: object) -> None:
+    def __init__(self, exchange: _Exchange | None, codec: Codec, name: str, mtype: int,
+                 seqid: int, started: object) -> None:
         # None for a oneway call, answered already.
-        self.request = request
+        self.exchange = exchange
         #: What the observer gave back for it, if one watches.
         self.started = started
         self.codec = codec
@@ -191,6 +243,7 @@ class ThriftResource(Resource):
         # Asked once, as a server connection asks it: not per request.
         self._dispatched = getattr(observer, "dispatched", None)
         self.dispatcher: Dispatcher = makeDispatcher(handler, service)
+        self._served: str = getattr(self.dispatcher, "serviceName", "")
         self.protocolName = checkChoice("protocol", protocol, PROTOCOLS)
         self.limits = Limits.from_keywords(**limits)
         self.clock: IReactorTime = clock or defaultReactor()
@@ -220,34 +273,45 @@ class ThriftResource(Resource):
         """
         return self._idleWaiters.wait(not self._calls)
 
-    def render(self, request: Any) -> bytes | int:
+    def render(self, request: Any) -> int:
+        exchange = _WebExchange(request)
         if request.method != b"POST":
             request.setHeader(b"Allow", b"POST")
-            return _plain(request, http.NOT_ALLOWED,
-                          f"Thrift over HTTP takes POST, not {_shown(repr(request.method))}")
-        most = self.limits.max_frame_size
-        body = _body(request, most)
-        if body is None:
-            return _plain(request, http.REQUEST_ENTITY_TOO_LARGE,
-                          f"the request body is over {most} bytes (max_frame_size)")
-        return self._answer(request, body)
+            exchange.plain(http.NOT_ALLOWED,
+                           f"Thrift over HTTP takes POST, not {_shown(repr(request.method))}")
+        else:
+            self.answer(exchange, _body(request, self.limits.max_frame_size))
+        return NOT_DONE_YET
 
-    def _answer(self, request: Any, body: bytes) -> bytes | int:
+    def answer(self, exchange: _Exchange, body: bytes | None) -> None:
+        """
+        Answer one request's body through C{exchange}, now or once its
+        handler's reply comes.
+
+        @param body: the body, or C{None} for one over C{max_frame_size}.
+        """
+        most = self.limits.max_frame_size
+        if body is None or len(body) > most:
+            exchange.plain(http.REQUEST_ENTITY_TOO_LARGE,
+                           f"the request body is over {most} bytes (max_frame_size)")
+            return
         try:
             protocol = self._protocolOf(body)
         except FrameError as error:
-            return _plain(request, http.BAD_REQUEST, f"not a Thrift message: {_shown(str(error))}")
+            exchange.plain(http.BAD_REQUEST, f"not a Thrift message: {_shown(str(error))}")
+            return
         codec = self._codec(protocol)
         try:
             iprot, name, mtype, seqid = codec.readHeader(body)
         except Exception as error:
-            return _plain(request, http.BAD_REQUEST,
-                          f"unreadable Thrift message header: {_shown(str(error))}")
+            exchange.plain(http.BAD_REQUEST,
+                           f"unreadable Thrift message header: {_shown(str(error))}")
+            return
         if mtype != _CALL and mtype != _ONEWAY:
-            return _plain(request, http.BAD_REQUEST,
-                          f"message type {mtype} of {shortName(name)!r} is not a call")
-        served = getattr(self.dispatcher, "serviceName", "")
-        call = (_originOf(request, served), name, seqid,
+            exchange.plain(http.BAD_REQUEST,
+                           f"message type {mtype} of {shortName(name)!r} is not a call")
+            return
+        call = (exchange.origin(self._served), name, seqid,
                 None if self.limits.call_timeout is None
                 else self.clock.seconds() + self.limits.call_timeout, None)
         observer = self.observer
@@ -261,13 +325,15 @@ class ThriftResource(Resource):
                 self._dispatched(started)
         if isinstance(reply, Deferred):
             # A oneway caller is answered now, its work still in flight.
-            self._await(None if mtype == _ONEWAY else request, reply, codec, name, mtype, seqid,
+            self._await(None if mtype == _ONEWAY else exchange, reply, codec, name, mtype, seqid,
                         started)
-            return _thrift(request, protocol, b"") if mtype == _ONEWAY else NOT_DONE_YET
+            if mtype == _ONEWAY:
+                exchange.thrift(protocol, b"")
+            return
         if observer is not None:
             observer.callEnded(started, "oneway" if mtype == _ONEWAY else Outcome.last,
                                len(reply or b""))
-        return _thrift(request, protocol, reply or b"")
+        exchange.thrift(protocol, reply or b"")
 
     def _protocolOf(self, body: bytes) -> str:
         """
@@ -319,15 +385,15 @@ class ThriftResource(Resource):
             return exceptionReply(codec, shortName(name), mtype, seqid,
                                    TApplicationException.INTERNAL_ERROR, "Internal error")
 
-    def _await(self, request: Any, reply: Deferred[bytes | None], codec: Codec, name: str,
-               mtype: int, seqid: int, started: object = None) -> None:
-        call = _Call(request, codec, name, mtype, seqid, started)
+    def _await(self, exchange: _Exchange | None, reply: Deferred[bytes | None], codec: Codec,
+               name: str, mtype: int, seqid: int, started: object = None) -> None:
+        call = _Call(exchange, codec, name, mtype, seqid, started)
         timeout = self.limits.call_timeout
         if timeout is not None:
             call.timer = self.clock.callLater(timeout, self._timedOut, reply, timeout)
         self._calls[reply] = call
-        if request is not None:
-            request.notifyFinish().addErrback(self._lost, reply)
+        if exchange is not None:
+            exchange.whenGone(partial(self._lost, reply))
         reply.addCallbacks(self._replied, self._unanswered, callbackArgs=(reply,),
                            errbackArgs=(reply,))
 
@@ -337,8 +403,8 @@ class ThriftResource(Resource):
             return  # Answered already (timed out), or its client went.
         call.stopTimer()
         self._ended(call, Outcome.last, answer)
-        if call.request is not None:
-            _thrift(call.request, call.codec.protocol, answer or b"", finish=True)
+        if call.exchange is not None:
+            call.exchange.thrift(call.codec.protocol, answer or b"")
         self._maybeIdle()
 
     def _unanswered(self, failure: Failure, reply: Deferred[bytes | None]) -> None:
@@ -366,8 +432,8 @@ class ThriftResource(Resource):
             call.codec, name, call.mtype, call.seqid, TApplicationException.INTERNAL_ERROR,
             f"{name} did not finish within {timeout} seconds on the server")
         self._ended(call, "timeout", answer)
-        if call.request is not None:
-            _thrift(call.request, call.codec.protocol, answer or b"", finish=True)
+        if call.exchange is not None:
+            call.exchange.thrift(call.codec.protocol, answer or b"")
         Cancelling.cancel(reply)
         self._maybeIdle()
 
@@ -376,7 +442,7 @@ class ThriftResource(Resource):
             self.observer.callEnded(call.started, "oneway" if call.mtype == _ONEWAY else outcome,
                                     len(answer or b""))
 
-    def _lost(self, failure: Failure, reply: Deferred[bytes | None]) -> None:
+    def _lost(self, reply: Deferred[bytes | None]) -> None:
         """
         The client went before its reply: nobody waits for the work any more.
         """
@@ -434,170 +500,6 @@ class _Branch(Resource):
         return notFound()
 
 
-class _ThriftRequest(WatchedRequest):
-    """
-    A request of a L{ThriftSite}: its body refused (C{413}) once it is over
-    the site's C{max_frame_size}, by its declared length or as it comes;
-    the whole request timed by its connection (L{_Channel}).
-    """
-
-    channel: Any
-    _received = 0
-
-    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
-        # A Thrift body is no form: twisted.web need not parse one as such.
-        kwargs.setdefault("parsePOSTFormSubmission", False)
-        super().__init__(channel, *args, **kwargs)
-        self._most: int = channel.site.limits.max_frame_size
-        channel.requestBegun()
-
-    def bodyComing(self, length: int | None) -> bool:
-        if length is not None and length > self._most:
-            self._tooBig()
-            return False
-        return True
-
-    def bodyPiece(self, data: bytes) -> bool:
-        self._received += len(data)
-        if self._received > self._most:
-            self._tooBig()
-            return False
-        budget = self.channel.site.partialBudget
-        if budget is not None:
-            budget.hold(self.channel, self._received, False)
-        return True
-
-    def bodyEnded(self) -> None:
-        budget = self.channel.site.partialBudget
-        if budget is not None and self._received:
-            budget.hold(self.channel, 0, True)
-        self.channel.requestWhole()
-
-    def _tooBig(self) -> None:
-        self.channel.refuse(http.REQUEST_ENTITY_TOO_LARGE,
-                            f"the request body is over {self._most} bytes (max_frame_size)")
-
-
-def _cancelled(call: IDelayedCall | None) -> None:
-    if call is not None and call.active():
-        call.cancel()
-
-
-def _abort(transport: Any) -> None:
-    transport.abortConnection()
-
-
-class _Channel(http.HTTPChannel):
-    """
-    An HTTP/1.1 connection its L{ThriftSite} knows of while it is open,
-    timing each request from its first byte to its body's last: one that
-    takes over C{partial_timeout} is refused (C{408}), as a TCP connection
-    is closed for a message slow to come.
-    """
-
-    factory: ThriftSite
-    _partialTimer: IDelayedCall | None = None
-    _cutOff: IDelayedCall | None = None
-    _host: IAddress | None = None
-    _budgetPaused = False
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.factory.connections.add(self)
-
-    def getHost(self) -> IAddress:
-        # Every request asks (twisted.web's Request.__init__), and the
-        # transport would ask the system (getsockname) each time.
-        if self._host is None:
-            self._host = super().getHost()
-        return self._host
-
-    def dataReceived(self, data: bytes) -> None:
-        # With no request under way, these bytes begin one.
-        if not self.requests:
-            self.requestBegun()
-        super().dataReceived(data)
-
-    def requestBegun(self) -> None:
-        """
-        A request has begun (its first byte, or its request line: one that
-        follows another in the same read begins without a read of its own):
-        time it, unless it is timed already.
-        """
-        if self._partialTimer is None and self._cutOff is None:
-            timeout = self.factory.limits.partial_timeout
-            if timeout is not None:
-                self._partialTimer = self.factory.reactor.callLater(timeout, self._tooSlow,
-                                                                    timeout)
-
-    def requestWhole(self) -> None:
-        """
-        The request under way has come whole: no longer timed.
-        """
-        _cancelled(self._partialTimer)
-        self._partialTimer = None
-
-    def _tooSlow(self, timeout: float) -> None:
-        self._partialTimer = None
-        if self.requests:
-            self.requests[-1].refused = True  # What still comes of it is dropped.
-        self.refuse(http.REQUEST_TIMEOUT,
-                    f"the request did not arrive whole within {timeout:g}s (partial_timeout)")
-
-    # BudgetHolder: a body read as it comes holds part of the site's budget.
-    def pauseForBudget(self) -> None:
-        transport: Any = self.transport
-        self._budgetPaused = True
-        transport.pauseProducing()
-
-    def resumeForBudget(self) -> None:
-        transport: Any = self.transport
-        if self._budgetPaused and transport is not None:
-            self._budgetPaused = False
-            transport.resumeProducing()
-
-    def _releaseBudget(self) -> None:
-        budget = self.factory.partialBudget
-        if budget is not None:
-            budget.release(self)
-
-    def refuse(self, code: int, why: str) -> None:
-        """
-        Answer C{code} and close, before a request is whole: no request can
-        write a response yet, so this writes one on the connection itself
-        (as C{twisted.web} does for a bad request); its client gets it even
-        while still sending, since what it sends is read and dropped for a
-        grace period before the connection is cut.
-        """
-        self.requestWhole()
-        self._releaseBudget()  # What still comes is dropped, not held.
-        transport = self.transport
-        if transport is None or self._cutOff is not None:
-            return
-        log.info("refused an HTTP request from {peer}: {code} {why}", peer=peerText(transport),
-                 code=code, why=why)
-        body = (why + "\n").encode()
-        phrase = http.RESPONSES.get(code, b"")
-        transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                        b"Connection: close\r\n\r\n%s" % (code, phrase, _TEXT, len(body), body))
-        self.persistent = False
-        self._cutOff = self.factory.reactor.callLater(_REFUSED_GRACE, _abort, transport)
-        halfClose = getattr(transport, "loseWriteConnection", None)
-        if halfClose is None or ISSLTransport.providedBy(transport):
-            # Beneath TLS, the TCP connection's would cut TLS short.
-            self.loseConnection()
-        else:
-            halfClose()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.requestWhole()
-        self._releaseBudget()
-        _cancelled(self._cutOff)
-        self._cutOff = None
-        super().connectionLost(reason)
-        self.factory._gone(self)
-
-
 class ThriftSite(Site):
     """
     A C{Site} for Thrift over HTTP (what L{txthrift.serve} and C{twistd
@@ -617,8 +519,8 @@ class ThriftSite(Site):
     """
 
     noisy = False
-    requestFactory = _ThriftRequest
-    protocol = _Channel  # type: ignore[assignment]
+    requestFactory = ThriftRequest
+    protocol = Channel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, *, path: str = "/", limits: Limits | None = None,
                  reactor: Any = None) -> None:
@@ -641,6 +543,26 @@ class ThriftSite(Site):
         self._goneWaiters = Waiters()
         #: Bytes of bodies arriving, over all connections (C{partial_budget}).
         self.partialBudget = budgetFor(limits)
+        #: The resource whose plain requests a connection reads itself, and
+        #: their request line (L{Channel}); None where it reads none.
+        self.thriftResource: ThriftResource | None = None
+        self.plainRequestLine: bytes | None = None
+        target = "/" + "/".join(part for part in path.split("/") if part)
+        if isinstance(resource, ThriftResource) and _PLAIN_PATH.fullmatch(target):
+            self.thriftResource = resource
+            self.plainRequestLine = b"POST %s HTTP/1.1" % target.encode("ascii")
+        self._dateSecond = -1
+        self._dateLine = b""
+
+    def dateLine(self) -> bytes:
+        """
+        The C{Date} header of an answer now, made once a second.
+        """
+        second = int(self.reactor.seconds())
+        if second != self._dateSecond:
+            self._dateSecond = second
+            self._dateLine = b"Date: %s\r\n" % http.datetimeToString(second)
+        return self._dateLine
 
     def log(self, request: Any) -> None:
         """
@@ -673,7 +595,7 @@ class ThriftSite(Site):
             if transport is not None:
                 transport.abortConnection()
 
-    def _gone(self, channel: http.HTTPChannel) -> None:
+    def channelGone(self, channel: http.HTTPChannel) -> None:
         self.connections.discard(channel)
         if not self.connections:
             self._goneWaiters.fire()
